@@ -1,0 +1,3 @@
+"""MetaHub: a dynamic OCI registry proxy."""
+
+__version__ = "0.1.0"
