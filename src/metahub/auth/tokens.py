@@ -1,0 +1,104 @@
+"""Bearer tokens for the Docker token flow: signed JWTs verified without any lookup.
+
+Claims follow distribution's token spec (iss, sub, aud, exp, nbf, iat, jti and `access`), plus
+`mt`, the machine type the token speaks for, or `unfiltered` for an anonymous unfiltered pull.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+ISSUER = "metahub"
+SERVICE = "metahub"
+_ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request speaks for: a machine type, or an anonymous unfiltered client."""
+
+    subject: str
+    machine_type: str | None
+    repositories: frozenset[str] | None = None  # None: any (a Basic-authenticated request)
+
+    @property
+    def unfiltered(self) -> bool:
+        return self.machine_type is None
+
+    def may_pull(self, name: str) -> bool:
+        return self.repositories is None or name in self.repositories
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    issued_at: str
+
+
+def load_signing_key(data_dir: Path) -> bytes:
+    """The HMAC key, made on first start and kept in the data directory (mode 0600)."""
+    path = data_dir / "token-signing.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+        return key
+
+
+class TokenService:
+    def __init__(self, key: bytes, *, ttl: int = 300) -> None:
+        self._key = key
+        self.ttl = ttl
+
+    def issue(self, principal: Principal, repositories: list[str]) -> IssuedToken:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": principal.subject,
+            "aud": SERVICE,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + self.ttl,
+            "jti": secrets.token_hex(12),
+            "access": [
+                {"type": "repository", "name": name, "actions": ["pull"]} for name in repositories
+            ],
+            "mt": principal.machine_type,
+        }
+        token = jwt.encode(claims, self._key, algorithm=_ALGORITHM)
+        issued_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return IssuedToken(token, self.ttl, issued_at)
+
+    def verify(self, token: str) -> Principal | None:
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=[_ALGORITHM], audience=SERVICE, issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        repositories = frozenset(
+            str(grant.get("name"))
+            for grant in claims.get("access") or []
+            if isinstance(grant, dict)
+            and grant.get("type") == "repository"
+            and "pull" in (grant.get("actions") or [])
+        )
+        machine_type = claims.get("mt")
+        return Principal(
+            str(claims["sub"]),
+            machine_type if isinstance(machine_type, str) else None,
+            repositories,
+        )

@@ -1,0 +1,196 @@
+"""MetaHub's configuration: one YAML file, validated, with errors that name the bad key.
+
+Environment variables `METAHUB_<KEY>` (nested with `__`) override the file, so a container
+deployment can keep secrets out of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from metahub.features.matchers import BUILTIN_MATCHERS
+from metahub.features.model import Feature
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamConfig(_Strict):
+    url: str | None = None
+    path: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    insecure: bool = False
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UpstreamConfig:
+        if (self.url is None) == (self.path is None):
+            raise ValueError("set exactly one of 'url' (a registry) or 'path' (an OCI layout)")
+        if self.password is not None and self.username is None:
+            raise ValueError("'password' needs 'username'")
+        return self
+
+    @property
+    def kind(self) -> Literal["registry", "oci-layout"]:
+        return "registry" if self.url is not None else "oci-layout"
+
+
+class MachineTypeConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    login: str = Field(min_length=1)
+    password: str | None = None
+    password_hash: str | None = None
+    features: tuple[str, ...] = ()
+    description: str = ""
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, features: tuple[str, ...]) -> tuple[str, ...]:
+        for text in features:
+            Feature.parse(text)
+        return features
+
+    @field_validator("login")
+    @classmethod
+    def _login(cls, login: str) -> str:
+        if ":" in login or any(c.isspace() for c in login):
+            raise ValueError("a login cannot contain ':' or whitespace")
+        return login
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> MachineTypeConfig:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("set exactly one of 'password' or 'password_hash'")
+        if self.password_hash is not None and not self.password_hash.startswith("$argon2"):
+            raise ValueError("'password_hash' must be an argon2 hash (metahub hash-password)")
+        return self
+
+
+class AnonymousConfig(_Strict):
+    machine_type: str | None = None
+    unfiltered: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> AnonymousConfig:
+        if (self.machine_type is not None) == self.unfiltered:
+            raise ValueError("set exactly one of 'machine_type' or 'unfiltered: true'")
+        return self
+
+
+class FeaturesConfig(_Strict):
+    matchers: dict[str, str] = {}
+    aliases: dict[str, dict[str, str]] = {}
+
+    @field_validator("matchers")
+    @classmethod
+    def _known(cls, matchers: dict[str, str]) -> dict[str, str]:
+        for key, name in matchers.items():
+            if name not in BUILTIN_MATCHERS:
+                known = ", ".join(sorted(BUILTIN_MATCHERS))
+                raise ValueError(f"unknown matcher {name!r} for key {key!r}: use one of {known}")
+        return matchers
+
+
+class TokenConfig(_Strict):
+    ttl: int = Field(300, ge=60, le=86400)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="METAHUB_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    upstream: UpstreamConfig
+    machine_types: tuple[MachineTypeConfig, ...] = ()
+    anonymous: AnonymousConfig | None = None
+    features: FeaturesConfig = FeaturesConfig()
+    token: TokenConfig = TokenConfig()
+    data_dir: Path = Path("data")
+    public_url: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [m.name for m in self.machine_types]
+        logins = [m.login for m in self.machine_types]
+        for label, values in (("name", names), ("login", logins)):
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:
+                raise ValueError(f"machine_types: duplicate {label} {', '.join(duplicates)}")
+        if self.anonymous and self.anonymous.machine_type not in (None, *names):
+            raise ValueError(
+                f"anonymous.machine_type {self.anonymous.machine_type!r} is not a machine type"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+    def machine_type(self, name: str) -> MachineTypeConfig | None:
+        return next((m for m in self.machine_types if m.name == name), None)
+
+
+def load_config(path: Path) -> Settings:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values")
+    settings = parse_config(raw, source=str(path))
+    return _relative_to(settings, path.parent)
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "config") -> Settings:
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid {source}:"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def _relative_to(settings: Settings, base: Path) -> Settings:
+    """Paths in a config file are relative to the file, not to the working directory."""
+    updates: dict[str, Any] = {}
+    if not settings.data_dir.is_absolute():
+        updates["data_dir"] = base / settings.data_dir
+    if settings.upstream.path is not None and not settings.upstream.path.is_absolute():
+        updates["upstream"] = settings.upstream.model_copy(
+            update={"path": base / settings.upstream.path}
+        )
+    return settings.model_copy(update=updates) if updates else settings

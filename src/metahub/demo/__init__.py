@@ -1,0 +1,1 @@
+"""Demo content: the seed qnib/bench images used to show feature-based selection."""

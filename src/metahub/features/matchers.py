@@ -1,0 +1,170 @@
+"""How one required feature is checked against what a machine has.
+
+Each matcher answers with a `Fit`: whether the machine satisfies the requirement, how far the
+requirement is from the best the machine could use (0 is an exact match; smaller is closer), and
+why not when it does not fit. Distances only compare entries within one key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
+
+import archspec.cpu
+
+MachineFeatures = Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    ok: bool
+    distance: float = 0.0
+    reason: str = ""
+
+
+class Matcher(Protocol):
+    name: str
+
+    def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit: ...
+
+
+def _missing(key: str) -> Fit:
+    return Fit(False, reason=f"the machine declares no {key} feature")
+
+
+class ExactMatcher:
+    """A feature is satisfied only by the same value (the original MetaHub's rule)."""
+
+    name = "exact"
+
+    def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
+        have = machine.get(key, ())
+        if required in have:
+            return Fit(True)
+        if not have:
+            return _missing(key)
+        return Fit(False, reason=f"{key}:{required} is not {_values(key, have)}")
+
+
+# Names GCC builds as `skylake` that archspec does not know: client Skylake-derived cores.
+DEFAULT_CPU_ALIASES: Mapping[str, str] = {
+    "coffeelake": "skylake",
+    "kabylake": "skylake",
+    "cometlake": "skylake",
+    "whiskeylake": "skylake",
+    "amberlake": "skylake",
+}
+
+
+class MicroarchMatcher:
+    """archspec lineage: code built for a microarchitecture runs on its descendants."""
+
+    name = "microarch"
+
+    def __init__(self, aliases: Mapping[str, str] | None = None) -> None:
+        self.aliases = {**DEFAULT_CPU_ALIASES, **(aliases or {})}
+
+    def canonical(self, value: str) -> str:
+        return self.aliases.get(value, value)
+
+    def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
+        have = machine.get(key, ())
+        if not have:
+            return _missing(key)
+        want = self.canonical(required)
+        best: Fit | None = None
+        for value in have:
+            steps = _lineage_steps(self.canonical(value), want)
+            if steps is not None and (best is None or steps < best.distance):
+                best = Fit(True, float(steps))
+        if best is not None:
+            return best
+        if want not in archspec.cpu.TARGETS:
+            return Fit(False, reason=f"{key}:{required} is not a known microarchitecture "
+                       f"and is not {_values(key, have)}")
+        return Fit(False, reason=f"{key}:{required} does not run on {_values(key, have)} "
+                   "(not an ancestor in the archspec DAG)")
+
+
+@lru_cache(maxsize=4096)
+def _lineage_steps(machine: str, required: str) -> int | None:
+    """Fewest parent steps from the machine's microarchitecture up to `required`, if any."""
+    if machine == required:
+        return 0
+    targets = archspec.cpu.TARGETS
+    if machine not in targets or required not in targets:
+        return None
+    start = targets[machine]
+    goal = targets[required]
+    if not goal <= start:
+        return None
+    queue = deque([(start, 0)])
+    seen = {start.name}
+    while queue:
+        node, steps = queue.popleft()
+        for parent in node.parents:
+            if parent.name == goal.name:
+                return steps + 1
+            if parent.name not in seen:
+                seen.add(parent.name)
+                queue.append((parent, steps + 1))
+    return None
+
+
+_CAPABILITY_RE = re.compile(r"^(\d+)\.(\d+)(a?)$")
+
+
+def _capability(value: str) -> tuple[int, int, bool] | None:
+    match = _CAPABILITY_RE.match(value)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)), bool(match.group(3))
+
+
+class CudaMatcher:
+    """CUDA compute capability: a cubin for X.y runs on X.z with z >= y, never across majors.
+
+    `X.Ya` (architecture-specific, like sm_90a) runs on exactly X.Y.
+    """
+
+    name = "cuda"
+
+    def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
+        have = machine.get(key, ())
+        if not have:
+            return _missing(key)
+        want = _capability(required)
+        if want is None:
+            return Fit(False, reason=f"{key}:{required} is not a compute capability like 8.6")
+        best: Fit | None = None
+        for value in have:
+            cap = _capability(value)
+            if cap is None:
+                continue
+            if want[2]:
+                ok = cap[:2] == want[:2]
+            else:
+                ok = cap[0] == want[0] and cap[1] >= want[1]
+            if ok and (best is None or cap[1] - want[1] < best.distance):
+                best = Fit(True, float(cap[1] - want[1]))
+        if best is not None:
+            return best
+        rule = "exactly" if want[2] else f"{want[0]}.{want[1]} or a later {want[0]}.x"
+        return Fit(False, reason=f"{key}:{required} needs {rule}; machine has {_values(key, have)}")
+
+
+def _values(key: str, have: tuple[str, ...]) -> str:
+    return ", ".join(f"{key}:{v}" for v in have)
+
+
+BUILTIN_MATCHERS: Mapping[str, type[Matcher]] = {
+    "exact": ExactMatcher,
+    "microarch": MicroarchMatcher,
+    "cuda": CudaMatcher,
+}
+
+DEFAULT_KEY_MATCHERS: Mapping[str, str] = {"cpu": "microarch", "nvcap": "cuda"}

@@ -1,0 +1,39 @@
+"""Features as written in configs and in `platform.features`: `key:value` strings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+class InvalidFeature(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Feature:
+    key: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Feature:
+        key, sep, value = text.strip().partition(":")
+        if not sep or not value or not _KEY_RE.match(key) or any(c.isspace() for c in value):
+            raise InvalidFeature(
+                f"invalid feature {text!r}: expected key:value, e.g. cpu:skylake or nvcap:8.6"
+            )
+        return cls(key, value)
+
+    def __str__(self) -> str:
+        return f"{self.key}:{self.value}"
+
+
+def group_by_key(features: Iterable[Feature]) -> Mapping[str, tuple[str, ...]]:
+    """A machine may hold several values of one key (two GPU models: two `nvcap`)."""
+    grouped: dict[str, list[str]] = {}
+    for feature in features:
+        grouped.setdefault(feature.key, []).append(feature.value)
+    return {key: tuple(values) for key, values in grouped.items()}

@@ -1,0 +1,68 @@
+"""Everything a running MetaHub holds, built once from the settings at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from metahub.auth.passwords import Account, CredentialChecker
+from metahub.auth.tokens import TokenService, load_signing_key
+from metahub.config import Settings
+from metahub.features.selection import MachineProfile, Matchers
+from metahub.manifests import ManifestService
+from metahub.store.database import default_url, open_database
+from metahub.store.digests import FilteredDigestStore
+from metahub.upstream.base import Upstream
+from metahub.upstream.layout import OciLayoutUpstream
+from metahub.upstream.registry import RegistryUpstream
+
+
+def make_upstream(settings: Settings) -> Upstream:
+    config = settings.upstream
+    if config.url is not None:
+        return RegistryUpstream(
+            config.url,
+            username=config.username,
+            password=config.password,
+            insecure=config.insecure,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+        )
+    assert config.path is not None
+    return OciLayoutUpstream(config.path)
+
+
+@dataclass(slots=True)
+class Hub:
+    settings: Settings
+    upstream: Upstream
+    engine: AsyncEngine
+    tokens: TokenService
+    credentials: CredentialChecker
+    manifests: ManifestService
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Hub:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upstream = make_upstream(settings)
+        engine = await open_database(default_url(settings.data_dir))
+        matchers = Matchers(
+            settings.features.matchers, settings.features.aliases.get("cpu")
+        )
+        profiles = {m.name: MachineProfile.of(m.name, m.features) for m in settings.machine_types}
+        accounts = [
+            Account(m.login, m.name, m.password, m.password_hash) for m in settings.machine_types
+        ]
+        return cls(
+            settings=settings,
+            upstream=upstream,
+            engine=engine,
+            tokens=TokenService(load_signing_key(settings.data_dir), ttl=settings.token.ttl),
+            credentials=CredentialChecker(accounts),
+            manifests=ManifestService(upstream, FilteredDigestStore(engine), profiles, matchers),
+        )
+
+    async def close(self) -> None:
+        await self.upstream.close()
+        await self.engine.dispose()

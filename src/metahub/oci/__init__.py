@@ -1,0 +1,1 @@
+"""OCI data model: digests, references, media types and image indexes."""

@@ -1,0 +1,118 @@
+"""Reading image indexes and writing the filtered ones MetaHub serves.
+
+Upstream bytes are never re-serialized: only a filtered index gets new bytes, built from the
+parsed upstream document with entries removed, so every other field (annotations, `subject`,
+`artifactType`, unknown extensions) survives in its original order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from metahub.oci.digest import Digest
+
+
+class InvalidIndex(ValueError):
+    """Upstream bytes announced as an index that are not one."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformKey:
+    """What runtimes match an index entry on; one filtered entry is kept per key."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+    os_version: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.os}/{self.architecture}"
+        if self.variant:
+            text += f"/{self.variant}"
+        if self.os_version:
+            text += f" ({self.os_version})"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One descriptor of an index, with what selection needs from it."""
+
+    position: int
+    descriptor: dict[str, Any]
+    platform: PlatformKey | None
+    features: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        return str(self.descriptor.get("digest", ""))
+
+    @property
+    def media_type(self) -> str:
+        return str(self.descriptor.get("mediaType", ""))
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        value = self.descriptor.get("annotations")
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    document: dict[str, Any]
+    entries: tuple[Entry, ...]
+
+    @property
+    def media_type(self) -> str:
+        return str(self.document.get("mediaType", ""))
+
+    @classmethod
+    def parse(cls, data: bytes) -> Index:
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidIndex(f"index is not valid JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise InvalidIndex("index is not a JSON object")
+        manifests = document.get("manifests")
+        if not isinstance(manifests, list):
+            raise InvalidIndex("index has no 'manifests' list")
+        entries = []
+        for position, descriptor in enumerate(manifests):
+            if not isinstance(descriptor, dict):
+                raise InvalidIndex(f"index entry {position} is not an object")
+            entries.append(_entry(position, descriptor))
+        return cls(document, tuple(entries))
+
+    def has_features(self) -> bool:
+        return any(entry.features for entry in self.entries)
+
+    def with_entries(self, kept: Sequence[Entry]) -> bytes:
+        """Serialize this index keeping only `kept` (in index order); deterministic bytes."""
+        document = dict(self.document)
+        document["manifests"] = [e.descriptor for e in sorted(kept, key=lambda e: e.position)]
+        return orjson.dumps(document)
+
+
+def _entry(position: int, descriptor: dict[str, Any]) -> Entry:
+    platform = descriptor.get("platform")
+    if not isinstance(platform, dict):
+        return Entry(position, descriptor, None, ())
+    features = platform.get("features") or []
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise InvalidIndex(f"index entry {position} has a 'platform.features' that is not a list")
+    key = PlatformKey(
+        os=str(platform.get("os", "")),
+        architecture=str(platform.get("architecture", "")),
+        variant=str(platform.get("variant", "") or ""),
+        os_version=str(platform.get("os.version", "") or ""),
+    )
+    return Entry(position, descriptor, key, tuple(features))
+
+
+def digest_of(data: bytes) -> str:
+    return str(Digest.of(data))

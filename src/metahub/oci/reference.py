@@ -1,0 +1,52 @@
+"""Repository names and tags, validated by the distribution spec's grammar."""
+
+from __future__ import annotations
+
+import re
+
+# distribution-spec v1.1, "Pulling manifests": the name and tag grammars.
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+# Many clients limit the whole name to 255 characters; distribution does too.
+MAX_NAME_LENGTH = 255
+
+
+class InvalidName(ValueError):
+    pass
+
+
+class InvalidTag(ValueError):
+    pass
+
+
+def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"repository name is longer than {MAX_NAME_LENGTH} characters")
+    if not NAME_RE.match(name):
+        raise InvalidName(
+            f"invalid repository name {name!r}: components must be lowercase letters and digits "
+            "separated by '.', '_', '__' or '-', joined by '/'"
+        )
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    if not TAG_RE.match(tag):
+        raise InvalidTag(
+            f"invalid tag {tag!r}: a tag is 1-128 characters of [a-zA-Z0-9_.-] "
+            "and does not start with '.' or '-'"
+        )
+    return tag
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """Split `name:tag` or `name@digest` (a tag defaults to `latest`) for the CLI and the API."""
+    if "@" in image:
+        name, _, ref = image.partition("@")
+        return name, ref
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1 :]
+    return image, "latest"

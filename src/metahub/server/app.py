@@ -1,0 +1,92 @@
+"""The ASGI application: `/v2/` and `/token` on raw ASGI, everything else on Starlette."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import JSONResponse, Response as StarletteResponse
+from starlette.routing import Route
+
+from metahub import errors
+from metahub.config import Settings
+from metahub.hub import Hub
+from metahub.server.http import Request, Response, StreamResponse, error_response
+from metahub.server.registry import registry_endpoint
+from metahub.server.token import token_endpoint
+
+log = logging.getLogger("metahub.server")
+
+
+class MetaHubApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._hub: Hub | None = None
+        self.web = Starlette(routes=[Route("/healthz", _healthz)])
+        self.web.add_exception_handler(404, _not_found)
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise RuntimeError("MetaHub has not started")
+        return self._hub
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        if path == "/v2" or path.startswith("/v2/") or path == "/token":
+            await self._registry(scope, receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+    async def _registry(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope)
+        response: Response | StreamResponse
+        try:
+            if request.path == "/token":
+                response = await token_endpoint(request, self.hub, receive)
+            else:
+                response = await registry_endpoint(request, self.hub)
+        except errors.RegistryError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(errors.RegistryError("internal server error"))
+        try:
+            await response.send(send, receive, head=request.method == "HEAD")
+        except errors.RegistryError as exc:
+            # Headers are out already; closing the connection short is all that is left.
+            log.warning("%s %s broke off: %s", request.method, request.path, exc.message)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self._hub = await Hub.start(self.settings)
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._hub is not None:
+                    await self._hub.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _healthz(request: StarletteRequest) -> StarletteResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def _not_found(request: StarletteRequest, exc: Exception) -> StarletteResponse:
+    error = errors.NotFound(f"nothing at {request.url.path}")
+    return StarletteResponse(error.body(), status_code=404, media_type="application/json")

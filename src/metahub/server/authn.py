@@ -1,0 +1,81 @@
+"""Turning a request's Authorization header into a Principal, or a 401 challenge."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from metahub import errors
+from metahub.auth.tokens import SERVICE, Principal
+from metahub.hub import Hub
+from metahub.server.http import Request
+
+
+def challenge(request: Request, hub: Hub, name: str | None, error: str | None = None) -> str:
+    base = hub.settings.public_url or request.base_url()
+    value = f'Bearer realm="{base.rstrip("/")}/token",service="{SERVICE}"'
+    if name is not None:
+        value += f',scope="repository:{name}:pull"'
+    if error is not None:
+        value += f',error="{error}"'
+    return value
+
+
+def unauthorized(
+    request: Request, hub: Hub, name: str | None, message: str, error: str | None = None
+) -> errors.RegistryError:
+    return errors.Unauthorized(
+        message,
+        headers={"WWW-Authenticate": challenge(request, hub, name, error)},
+        detail=[{"Type": "repository", "Name": name, "Action": "pull"}] if name else None,
+    )
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    login, sep, password = decoded.partition(":")
+    return (login, password) if sep else None
+
+
+async def principal_from_basic(hub: Hub, header: str) -> Principal | None:
+    credentials = basic_credentials(header)
+    if credentials is None:
+        return None
+    machine_type = await hub.credentials.check(*credentials)
+    return Principal(credentials[0], machine_type) if machine_type is not None else None
+
+
+def anonymous(hub: Hub) -> Principal | None:
+    config = hub.settings.anonymous
+    if config is None:
+        return None
+    return Principal("anonymous", config.machine_type)
+
+
+async def authenticate(request: Request, hub: Hub, name: str | None) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme = header.partition(" ")[0].lower()
+    if scheme == "bearer":
+        principal = hub.tokens.verify(header[7:].strip())
+        if principal is None:
+            raise unauthorized(request, hub, name, "invalid or expired token", "invalid_token")
+        if name is not None and not principal.may_pull(name):
+            raise unauthorized(
+                request, hub, name, f"token does not grant pull on {name}", "insufficient_scope"
+            )
+        return principal
+    if scheme == "basic":
+        principal = await principal_from_basic(hub, header)
+        if principal is None:
+            raise unauthorized(request, hub, name, "invalid username or password")
+        return principal
+    principal = anonymous(hub)
+    if principal is None:
+        raise unauthorized(request, hub, name, "authentication required")
+    return principal

@@ -1,0 +1,121 @@
+"""Just enough HTTP on raw ASGI for the registry API's hot path.
+
+The registry routes are the product's hot path (every node of a cluster asks for the same tag at
+once), so they skip a framework router and talk ASGI directly; see docs/decisions.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from metahub.errors import RegistryError
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+
+
+class Request:
+    __slots__ = ("_query", "headers", "method", "path", "scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.headers: dict[str, str] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        if self._query is None:
+            raw = self.scope.get("query_string", b"").decode("latin-1")
+            self._query = parse_qs(raw, keep_blank_values=True)
+        return self._query
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def base_url(self) -> str:
+        """This server as the client reached it, for links and the token realm."""
+        scheme = self.headers.get("x-forwarded-proto") or self.scope.get("scheme", "http")
+        host = self.headers.get("x-forwarded-host") or self.headers.get("host")
+        if not host:
+            server = self.scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scheme}://{host}"
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    async def send(self, send: Any, receive: Any, *, head: bool) -> None:
+        headers = _encode_headers(self.headers)
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else self.body})
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    """A streamed body of known length; stops reading upstream if the client goes away."""
+
+    status: int
+    headers: Mapping[str, str]
+    length: int
+    chunks: AsyncIterator[bytes]
+
+    async def send(self, send: Any, receive: Any, *, head: bool) -> None:
+        headers = _encode_headers(self.headers)
+        headers.append((b"content-length", str(self.length).encode()))
+        try:
+            await send({"type": "http.response.start", "status": self.status, "headers": headers})
+            if head:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await self._stream(send, receive)
+        finally:
+            aclose = getattr(self.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _stream(self, send: Any, receive: Any) -> None:
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            async for chunk in self.chunks:
+                if disconnected.is_set():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+def error_response(error: RegistryError) -> Response:
+    headers = {"content-type": "application/json", **error.headers}
+    return Response(error.status, headers, error.body())
+
+
+def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    encoded.append(API_VERSION)
+    return encoded

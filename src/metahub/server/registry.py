@@ -1,0 +1,155 @@
+"""The pull side of the OCI distribution API v1.1 under `/v2/`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from metahub import errors
+from metahub.hub import Hub
+from metahub.oci import mediatypes
+from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
+from metahub.oci.reference import InvalidName, InvalidTag, validate_name, validate_tag
+from metahub.server.authn import authenticate
+from metahub.server.http import Request, Response, StreamResponse
+from metahub.upstream.base import ByteRange
+
+_ROUTE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)$")
+_TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+_JSON = {"content-type": "application/json"}
+READ_METHODS = ("GET", "HEAD")
+
+
+async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResponse:
+    path = request.path
+    if path in ("/v2/", "/v2"):
+        await authenticate(request, hub, None)
+        if request.method not in READ_METHODS:
+            raise errors.Unsupported(f"{request.method} /v2/ is not supported")
+        return Response(200, _JSON, b"{}")
+    match = _ROUTE.match(path)
+    tags = None if match else _TAGS.match(path)
+    if match is None and tags is None:
+        if path.startswith("/v2/") and "/blobs/uploads" in path:
+            name = path[4 : path.index("/blobs/uploads")]
+            await authenticate(request, hub, _valid_name(name))
+            raise _read_only(request)
+        raise errors.NotFound(f"no registry API route for {path}")
+    name = _valid_name((match or tags).group("name"))  # type: ignore[union-attr]
+    principal = await authenticate(request, hub, name)
+    if request.method not in READ_METHODS:
+        raise _read_only(request)
+    if tags is not None:
+        return await _tags_list(request, hub, name)
+    assert match is not None
+    kind, reference = match.group("kind"), match.group("ref")
+    if kind == "manifests":
+        served = await hub.manifests.get(name, _valid_reference(reference), principal)
+        headers = {
+            "content-type": served.media_type,
+            "docker-content-digest": served.digest,
+            "etag": f'"{served.digest}"',
+        }
+        return Response(200, headers, served.data)
+    digest = _valid_digest(reference)
+    if kind == "blobs":
+        return await _blob(request, hub, name, digest)
+    return await _referrers(request, hub, name, digest)
+
+
+async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response | StreamResponse:
+    byte_range = ByteRange.parse(request.headers.get("range"))
+    if request.method == "HEAD" and byte_range is None:
+        size, media_type = await hub.upstream.blob_size(name, digest)
+        headers = _blob_headers(digest, media_type)
+        return StreamResponse(200, headers, size, _nothing())
+    stream = await hub.upstream.open_blob(name, digest, byte_range)
+    headers = _blob_headers(digest, stream.media_type)
+    status = 200
+    if stream.content_range is not None:
+        first, last = stream.content_range
+        headers["content-range"] = f"bytes {first}-{last}/{stream.size}"
+        status = 206
+    return StreamResponse(status, headers, stream.length, stream.chunks)
+
+
+def _blob_headers(digest: str, media_type: str) -> dict[str, str]:
+    return {
+        "content-type": media_type,
+        "docker-content-digest": digest,
+        "etag": f'"{digest}"',
+        "accept-ranges": "bytes",
+        "cache-control": "max-age=31536000",
+    }
+
+
+async def _nothing() -> Any:
+    return
+    yield b""
+
+
+async def _tags_list(request: Request, hub: Hub, name: str) -> Response:
+    n_text, last = request.param("n"), request.param("last")
+    limit: int | None = None
+    if n_text is not None and n_text != "":
+        if not n_text.isdigit():
+            raise errors.PaginationInvalid(f"n must be a non-negative integer, not {n_text!r}")
+        limit = int(n_text)
+    tags = sorted(set(await hub.upstream.tags(name)))
+    if last:
+        tags = [tag for tag in tags if tag > last]
+    headers = dict(_JSON)
+    if limit is not None and len(tags) > limit:
+        tags = tags[:limit]
+        if tags:
+            link = f"/v2/{name}/tags/list?n={limit}&last={quote(tags[-1])}"
+            headers["link"] = f'<{link}>; rel="next"'
+    return Response(200, headers, orjson.dumps({"name": name, "tags": tags}))
+
+
+async def _referrers(request: Request, hub: Hub, name: str, digest: str) -> Response:
+    artifact_type = request.param("artifactType")
+    referrers = await hub.upstream.referrers(name, digest, artifact_type)
+    headers = {"content-type": mediatypes.OCI_INDEX}
+    data = referrers.data
+    if artifact_type:
+        if referrers.filters_applied is None:
+            document = orjson.loads(data)
+            document["manifests"] = [
+                d for d in document.get("manifests") or [] if d.get("artifactType") == artifact_type
+            ]
+            data = orjson.dumps(document)
+        headers["oci-filters-applied"] = "artifactType"
+    return Response(200, headers, data)
+
+
+def _read_only(request: Request) -> errors.RegistryError:
+    return errors.Unsupported(
+        f"{request.method} is not supported: MetaHub is a read-only proxy; push to the upstream"
+    )
+
+
+def _valid_name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except InvalidName as exc:
+        raise errors.NameInvalid(str(exc), detail={"name": name}) from exc
+
+
+def _valid_digest(reference: str) -> str:
+    try:
+        return str(Digest.parse(reference))
+    except InvalidDigest as exc:
+        raise errors.DigestInvalid(str(exc), detail={"digest": reference}) from exc
+
+
+def _valid_reference(reference: str) -> str:
+    if looks_like_digest(reference):
+        return _valid_digest(reference)
+    try:
+        return validate_tag(reference)
+    except InvalidTag as exc:
+        raise errors.TagInvalid(str(exc), detail={"tag": reference}) from exc

@@ -1,0 +1,100 @@
+"""`/token`: the Docker token service (GET with Basic auth) and its OAuth2 form (POST)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from metahub import errors
+from metahub.auth.tokens import Principal
+from metahub.hub import Hub
+from metahub.oci.reference import NAME_RE
+from metahub.server.authn import anonymous, principal_from_basic
+from metahub.server.http import Request, Response
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+def pull_repositories(scopes: list[str]) -> list[str]:
+    """Repositories to grant pull on; anything else asked (push, catalog) is not granted."""
+    granted: list[str] = []
+    for scope_list in scopes:
+        for scope in scope_list.split(" "):
+            parts = scope.split(":")
+            if len(parts) < 3 or parts[0] != "repository":
+                continue
+            name, actions = ":".join(parts[1:-1]), parts[-1].split(",")
+            if NAME_RE.match(name) and ("pull" in actions or "*" in actions):
+                if name not in granted:
+                    granted.append(name)
+    return granted
+
+
+async def token_endpoint(request: Request, hub: Hub, receive: Any) -> Response:
+    if request.method == "GET":
+        principal = await _principal_for_get(request, hub)
+        scopes = request.query.get("scope", [])
+        oauth = False
+    elif request.method == "POST":
+        form = await _read_form(receive)
+        principal = await _principal_for_post(hub, form)
+        scopes = form.get("scope", [])
+        oauth = True
+    else:
+        raise errors.Unsupported(f"{request.method} is not supported on /token")
+    repositories = pull_repositories(scopes)
+    issued = hub.tokens.issue(principal, repositories)
+    body: dict[str, Any] = {
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued.issued_at,
+    }
+    if not oauth:
+        body["token"] = issued.token
+    else:
+        body["scope"] = " ".join(f"repository:{name}:pull" for name in repositories)
+    return Response(200, {"content-type": "application/json"}, orjson.dumps(body))
+
+
+def _refused(message: str) -> errors.RegistryError:
+    return errors.Unauthorized(message, headers={"WWW-Authenticate": 'Basic realm="metahub"'})
+
+
+async def _principal_for_get(request: Request, hub: Hub) -> Principal:
+    header = request.headers.get("authorization")
+    if header:
+        principal = await principal_from_basic(hub, header)
+        if principal is None:
+            raise _refused("invalid username or password")
+        return principal
+    principal = anonymous(hub)
+    if principal is None:
+        raise _refused("authentication required")
+    return principal
+
+
+async def _principal_for_post(hub: Hub, form: dict[str, list[str]]) -> Principal:
+    grant = (form.get("grant_type") or [""])[0]
+    if grant != "password":
+        # Refresh tokens are not issued, so the only grant a client can use is "password".
+        raise errors.Unsupported(f"grant_type {grant!r} is not supported; use 'password'")
+    login = (form.get("username") or [""])[0]
+    password = (form.get("password") or [""])[0]
+    machine_type = await hub.credentials.check(login, password)
+    if machine_type is None:
+        raise _refused("invalid username or password")
+    return Principal(login, machine_type)
+
+
+async def _read_form(receive: Any) -> dict[str, list[str]]:
+    body = bytearray()
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_FORM_BYTES:
+            raise errors.RegistryError("token request body is too large", status=413)
+        if not message.get("more_body"):
+            break
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)

@@ -1,0 +1,1 @@
+"""MetaHub's own persistent state (SQLAlchemy Core; SQLite by default)."""

@@ -1,0 +1,31 @@
+"""The async engine for MetaHub's database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from metahub.store.schema import metadata
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'metahub.db'}"
+
+
+async def open_database(url: str) -> AsyncEngine:
+    engine = create_async_engine(url)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets several worker processes read while one writes.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

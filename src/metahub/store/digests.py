@@ -1,0 +1,81 @@
+"""The filtered-digest store: every filtered index served, retrievable by its own digest."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from metahub.store.schema import filtered_manifests
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    repository: str
+    media_type: str
+    content: bytes
+
+
+class FilteredDigestStore:
+    """Writes once per new digest; reads are served from a small in-memory LRU first."""
+
+    def __init__(self, engine: AsyncEngine, *, memory_entries: int = 1024) -> None:
+        self._engine = engine
+        self._memory: OrderedDict[str, StoredManifest] = OrderedDict()
+        self._memory_entries = memory_entries
+
+    async def put(
+        self,
+        digest: str,
+        manifest: StoredManifest,
+        *,
+        machine_type: str,
+        upstream_digest: str,
+    ) -> None:
+        if digest in self._memory:
+            self._memory.move_to_end(digest)
+            return
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(
+                    insert(filtered_manifests).values(
+                        digest=digest,
+                        repository=manifest.repository,
+                        media_type=manifest.media_type,
+                        content=manifest.content,
+                        machine_type=machine_type,
+                        upstream_digest=upstream_digest,
+                    )
+                )
+        except IntegrityError:
+            pass  # another worker or replica stored the same bytes first
+        self._remember(digest, manifest)
+
+    async def get(self, digest: str) -> StoredManifest | None:
+        found = self._memory.get(digest)
+        if found is not None:
+            self._memory.move_to_end(digest)
+            return found
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(
+                        filtered_manifests.c.repository,
+                        filtered_manifests.c.media_type,
+                        filtered_manifests.c.content,
+                    ).where(filtered_manifests.c.digest == digest)
+                )
+            ).first()
+        if row is None:
+            return None
+        manifest = StoredManifest(row.repository, row.media_type, bytes(row.content))
+        self._remember(digest, manifest)
+        return manifest
+
+    def _remember(self, digest: str, manifest: StoredManifest) -> None:
+        self._memory[digest] = manifest
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)

@@ -1,0 +1,183 @@
+"""A local OCI image layout served read-only: the embedded default the demo uses.
+
+Two shapes are understood. One layout for many repositories, whose `index.json` entries carry
+full references (`qnib/bench:latest`) in `org.opencontainers.image.ref.name`; or one layout per
+repository at `<path>/<name>/`, whose ref names are bare tags (what `skopeo copy oci:` writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from metahub import errors
+from metahub.oci import mediatypes
+from metahub.oci.digest import Digest
+from metahub.oci.reference import NAME_RE, TAG_RE
+from metahub.upstream.base import BlobStream, ByteRange, Manifest, Referrers
+
+REF_NAME = "org.opencontainers.image.ref.name"
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    root: Path
+    tags: dict[str, dict[str, dict[str, object]]]  # repository -> tag -> descriptor
+
+
+class OciLayoutUpstream:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"OCI layout {path}"
+        self._cache: dict[Path, tuple[int, _Layout]] = {}
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        if not (self.path / "index.json").is_file() and not self.path.is_dir():
+            raise errors.UpstreamUnavailable(f"{self.description} does not exist")
+
+    def _load(self, root: Path, bare_tags_for: str | None) -> _Layout | None:
+        index_file = root / "index.json"
+        try:
+            mtime = index_file.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._cache.get(root)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        try:
+            document = orjson.loads(index_file.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise errors.UpstreamError(f"{self.description}: unreadable {index_file}: {exc}") from exc
+        tags: dict[str, dict[str, dict[str, object]]] = {}
+        for descriptor in document.get("manifests") or []:
+            ref = (descriptor.get("annotations") or {}).get(REF_NAME)
+            if not isinstance(ref, str):
+                continue
+            name, tag = _split_ref(ref, bare_tags_for)
+            if name is not None and tag is not None:
+                tags.setdefault(name, {})[tag] = descriptor
+        layout = _Layout(root, tags)
+        self._cache[root] = (mtime, layout)
+        return layout
+
+    def _layout_for(self, name: str) -> _Layout:
+        per_repo = self.path / name
+        if (per_repo / "oci-layout").is_file():
+            layout = self._load(per_repo, bare_tags_for=name)
+            if layout is not None:
+                return layout
+        layout = self._load(self.path, bare_tags_for=None)
+        if layout is None or name not in layout.tags:
+            raise errors.NameUnknown(
+                f"repository {name} is not in {self.description}", detail={"name": name}
+            )
+        return layout
+
+    def _blob_path(self, layout: _Layout, digest: str) -> Path:
+        parsed = Digest.parse(digest)
+        return layout.root / "blobs" / parsed.algorithm / parsed.hex
+
+    async def get_manifest(self, name: str, reference: str) -> Manifest:
+        layout = self._layout_for(name)
+        if ":" in reference:
+            digest = reference
+            media_type = None
+        else:
+            descriptor = layout.tags[name].get(reference)
+            if descriptor is None:
+                raise errors.ManifestUnknown(
+                    f"manifest {name}:{reference} is not in {self.description}",
+                    detail={"name": name, "reference": reference},
+                )
+            digest = str(descriptor.get("digest"))
+            media_type = descriptor.get("mediaType")
+        try:
+            data = await asyncio.to_thread(self._blob_path(layout, digest).read_bytes)
+        except FileNotFoundError as exc:
+            raise errors.ManifestUnknown(
+                f"manifest {name}@{digest} is not in {self.description}",
+                detail={"name": name, "reference": reference},
+            ) from exc
+        if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
+            raise errors.UpstreamError(f"{self.description}: blob {digest} is corrupt")
+        if not isinstance(media_type, str):
+            media_type = _declared_media_type(data)
+        return Manifest(data, media_type, digest)
+
+    async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
+        path = self._existing_blob(name, digest)
+        return path.stat().st_size, "application/octet-stream"
+
+    async def open_blob(
+        self, name: str, digest: str, byte_range: ByteRange | None = None
+    ) -> BlobStream:
+        path = self._existing_blob(name, digest)
+        size = path.stat().st_size
+        window = byte_range.resolve(size) if byte_range else None
+        first, last = window if window else (0, size - 1)
+        return BlobStream(
+            size, "application/octet-stream", _read_file(path, first, last - first + 1), window
+        )
+
+    def _existing_blob(self, name: str, digest: str) -> Path:
+        path = self._blob_path(self._layout_for(name), digest)
+        if not path.is_file():
+            raise errors.BlobUnknown(
+                f"blob {digest} is not in {self.description}",
+                detail={"name": name, "digest": digest},
+            )
+        return path
+
+    async def tags(self, name: str) -> list[str]:
+        return list(self._layout_for(name).tags.get(name, {}))
+
+    async def referrers(self, name: str, digest: str, artifact_type: str | None) -> Referrers:
+        self._layout_for(name)
+        empty = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
+        return Referrers(orjson.dumps(empty), mediatypes.OCI_INDEX, None)
+
+
+def _split_ref(ref: str, bare_tags_for: str | None) -> tuple[str | None, str | None]:
+    if bare_tags_for is not None and TAG_RE.match(ref):
+        return bare_tags_for, ref
+    name, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag and NAME_RE.match(name) and TAG_RE.match(tag):
+        return name, tag
+    return None, None
+
+
+def _declared_media_type(data: bytes) -> str:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return mediatypes.OCI_MANIFEST
+    declared = document.get("mediaType") if isinstance(document, dict) else None
+    if isinstance(declared, str) and declared:
+        return declared
+    if isinstance(document, dict) and "manifests" in document:
+        return mediatypes.OCI_INDEX
+    return mediatypes.OCI_MANIFEST
+
+
+async def _read_file(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
+    # Reads go to a thread so a cold disk never stalls the event loop.
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    try:
+        while length > 0:
+            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK_SIZE, length), offset)
+            if not chunk:
+                break
+            offset += len(chunk)
+            length -= len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)
