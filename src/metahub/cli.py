@@ -18,8 +18,12 @@ DEFAULT_DATA_DIR = Path(os.environ.get("METAHUB_DATA_DIR", "data"))
 
 @click.group()
 @click.version_option(__version__, prog_name="metahub")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def main(log_level: str) -> None:
     """MetaHub: a registry proxy that serves each machine type the image built for it."""
     logging.basicConfig(
@@ -35,8 +39,12 @@ def _load(config: Path) -> Settings:
 
 
 @main.command()
-@click.option("--config", "config_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
@@ -62,8 +70,13 @@ def serve(config_path: Path, host: str, port: int, workers: int) -> None:
 
 
 @main.command("hash-password")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="The password (prompted for when not given).")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The password (prompted for when not given).",
+)
 def hash_password_command(password: str) -> None:
     """Print an argon2 hash to use as a machine type's password_hash."""
     from metahub.auth.passwords import hash_password
@@ -74,8 +87,12 @@ def hash_password_command(password: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
 def demo(host: str, port: int, data_dir: Path) -> None:
     """Build the seed's qnib/bench images and serve them with the seed's four logins."""
     from metahub.demo.config import DEMO_MACHINE_TYPES, demo_settings
@@ -101,16 +118,19 @@ def demo(host: str, port: int, data_dir: Path) -> None:
     asyncio.run(_serve_until_stopped(settings, host, port, announce))
 
 
-async def _serve_until_stopped(
-    settings: Settings, host: str, port: int, on_ready: object
-) -> None:
+async def _serve_until_stopped(settings: Settings, host: str, port: int, on_ready: object) -> None:
     import uvicorn
 
     from metahub.server.app import MetaHubApp
 
     config = uvicorn.Config(
-        MetaHubApp(settings), host=host, port=port, loop="none", http="httptools",
-        access_log=False, log_level="warning",
+        MetaHubApp(settings),
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

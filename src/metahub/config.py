@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     machine_types: tuple[MachineTypeConfig, ...] = ()
     anonymous: AnonymousConfig | None = None
     features: FeaturesConfig = FeaturesConfig()
-    token: TokenConfig = TokenConfig()
+    token: TokenConfig = TokenConfig(ttl=300)
     data_dir: Path = Path("data")
     public_url: str | None = None
 

@@ -37,25 +37,92 @@ class RegistryError(Exception):
         )
 
 
-def _error(code: str, status: int) -> type[RegistryError]:
-    return type(code.title().replace("_", ""), (RegistryError,), {"code": code, "status": status})
+class BlobUnknown(RegistryError):
+    code = "BLOB_UNKNOWN"
+    status = 404
 
 
-BlobUnknown = _error("BLOB_UNKNOWN", 404)
-DigestInvalid = _error("DIGEST_INVALID", 400)
-ManifestUnknown = _error("MANIFEST_UNKNOWN", 404)
-ManifestInvalid = _error("MANIFEST_INVALID", 400)
-NameInvalid = _error("NAME_INVALID", 400)
-NameUnknown = _error("NAME_UNKNOWN", 404)
-TagInvalid = _error("TAG_INVALID", 400)
-Unauthorized = _error("UNAUTHORIZED", 401)
-Denied = _error("DENIED", 403)
-Unsupported = _error("UNSUPPORTED", 405)
-TooManyRequests = _error("TOOMANYREQUESTS", 429)
-RangeNotSatisfiable = _error("RANGE_INVALID", 416)
-PaginationInvalid = _error("PAGINATION_NUMBER_INVALID", 400)
-NotFound = _error("NOT_FOUND", 404)
+class DigestInvalid(RegistryError):
+    code = "DIGEST_INVALID"
+    status = 400
+
+
+class ManifestUnknown(RegistryError):
+    code = "MANIFEST_UNKNOWN"
+    status = 404
+
+
+class ManifestInvalid(RegistryError):
+    code = "MANIFEST_INVALID"
+    status = 400
+
+
+class NameInvalid(RegistryError):
+    code = "NAME_INVALID"
+    status = 400
+
+
+class NameUnknown(RegistryError):
+    code = "NAME_UNKNOWN"
+    status = 404
+
+
+class TagInvalid(RegistryError):
+    code = "TAG_INVALID"
+    status = 400
+
+
+class Unauthorized(RegistryError):
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+class Denied(RegistryError):
+    code = "DENIED"
+    status = 403
+
+
+class Unsupported(RegistryError):
+    code = "UNSUPPORTED"
+    status = 405
+
+
+class TooManyRequests(RegistryError):
+    code = "TOOMANYREQUESTS"
+    status = 429
+
+
+class RangeNotSatisfiable(RegistryError):
+    code = "RANGE_INVALID"
+    status = 416
+
+
+class PaginationInvalid(RegistryError):
+    code = "PAGINATION_NUMBER_INVALID"
+    status = 400
+
+
+class NotFound(RegistryError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class TooLarge(RegistryError):
+    code = "SIZE_INVALID"
+    status = 413
+
+
 # Upstream trouble: the message always names the upstream.
-UpstreamError = _error("UPSTREAM_ERROR", 502)
-UpstreamUnavailable = _error("UPSTREAM_UNAVAILABLE", 503)
-UpstreamTimeout = _error("UPSTREAM_TIMEOUT", 504)
+class UpstreamError(RegistryError):
+    code = "UPSTREAM_ERROR"
+    status = 502
+
+
+class UpstreamUnavailable(RegistryError):
+    code = "UPSTREAM_UNAVAILABLE"
+    status = 503
+
+
+class UpstreamTimeout(RegistryError):
+    code = "UPSTREAM_TIMEOUT"
+    status = 504

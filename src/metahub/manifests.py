@@ -69,8 +69,7 @@ class ManifestService:
             index = Index.parse(manifest.data)
         except InvalidIndex as exc:
             raise errors.UpstreamError(
-                f"{self.upstream.description} served an invalid index for {name}:{reference}: "
-                f"{exc}"
+                f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
             ) from exc
         if not index.has_features():
             return ServedManifest(manifest.data, manifest.media_type, manifest.digest)
@@ -97,7 +96,11 @@ class ManifestService:
         )
         log.info(
             "filtered %s:%s for machine type %s: upstream %s -> %s, chosen %s",
-            name, reference, profile.name, manifest.digest, digest,
+            name,
+            reference,
+            profile.name,
+            manifest.digest,
+            digest,
             " ".join(entry.digest for entry in selection.kept),
         )
         return ServedManifest(data, manifest.media_type, digest)

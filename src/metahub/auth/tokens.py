@@ -84,7 +84,11 @@ class TokenService:
     def verify(self, token: str) -> Principal | None:
         try:
             claims = jwt.decode(
-                token, self._key, algorithms=[_ALGORITHM], audience=SERVICE, issuer=ISSUER,
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                audience=SERVICE,
+                issuer=ISSUER,
                 options={"require": ["exp", "iat", "sub"]},
             )
         except jwt.PyJWTError:

@@ -84,10 +84,16 @@ class MicroarchMatcher:
         if best is not None:
             return best
         if want not in archspec.cpu.TARGETS:
-            return Fit(False, reason=f"{key}:{required} is not a known microarchitecture "
-                       f"and is not {_values(key, have)}")
-        return Fit(False, reason=f"{key}:{required} does not run on {_values(key, have)} "
-                   "(not an ancestor in the archspec DAG)")
+            return Fit(
+                False,
+                reason=f"{key}:{required} is not a known microarchitecture "
+                f"and is not {_values(key, have)}",
+            )
+        return Fit(
+            False,
+            reason=f"{key}:{required} does not run on {_values(key, have)} "
+            "(not an ancestor in the archspec DAG)",
+        )
 
 
 @lru_cache(maxsize=4096)
@@ -145,10 +151,8 @@ class CudaMatcher:
             cap = _capability(value)
             if cap is None:
                 continue
-            if want[2]:
-                ok = cap[:2] == want[:2]
-            else:
-                ok = cap[0] == want[0] and cap[1] >= want[1]
+            # An `a` build runs on exactly its capability; others on later minors of the major.
+            ok = cap[:2] == want[:2] if want[2] else cap[0] == want[0] and cap[1] >= want[1]
             if ok and (best is None or cap[1] - want[1] < best.distance):
                 best = Fit(True, float(cap[1] - want[1]))
         if best is not None:

@@ -148,11 +148,14 @@ def select(index: Index, machine: MachineProfile, matchers: Matchers) -> Selecti
             verdict.reasons.append("attestation of an entry that was not chosen")
     for verdict in unplatformed:
         verdict.chosen = True
-    for verdict in verdicts:
-        if verdict.fits and not verdict.chosen and verdict.entry.platform is not None:
-            if verdict not in attestations:
-                verdict.reasons.append("another entry for this platform fits better")
+    for verdict in groups_members(groups):
+        if verdict.fits and not verdict.chosen:
+            verdict.reasons.append("another entry for this platform fits better")
     return Selection([v.entry for v in verdicts if v.chosen], verdicts)
+
+
+def groups_members(groups: dict[PlatformKey, list[Verdict]]) -> list[Verdict]:
+    return [verdict for group in groups.values() for verdict in group]
 
 
 def _offered(index: Index) -> list[str]:

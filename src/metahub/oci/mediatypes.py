@@ -9,7 +9,14 @@ DOCKER_MANIFEST_V1 = "application/vnd.docker.distribution.manifest.v1+json"
 
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-MANIFEST_TYPES = INDEX_TYPES | IMAGE_MANIFEST_TYPES | {DOCKER_MANIFEST_V1_SIGNED, DOCKER_MANIFEST_V1}
+MANIFEST_TYPES = (
+    INDEX_TYPES
+    | IMAGE_MANIFEST_TYPES
+    | {
+        DOCKER_MANIFEST_V1_SIGNED,
+        DOCKER_MANIFEST_V1,
+    }
+)
 
 # Upstream is always asked for everything we can serve, indexes first, so the choice of what a
 # client gets is made here and not by the upstream's content negotiation.

@@ -7,7 +7,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
-from starlette.responses import JSONResponse, Response as StarletteResponse
+from starlette.responses import JSONResponse
+from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
 from metahub import errors

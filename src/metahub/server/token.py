@@ -26,9 +26,9 @@ def pull_repositories(scopes: list[str]) -> list[str]:
             if len(parts) < 3 or parts[0] != "repository":
                 continue
             name, actions = ":".join(parts[1:-1]), parts[-1].split(",")
-            if NAME_RE.match(name) and ("pull" in actions or "*" in actions):
-                if name not in granted:
-                    granted.append(name)
+            wants_pull = "pull" in actions or "*" in actions
+            if wants_pull and NAME_RE.match(name) and name not in granted:
+                granted.append(name)
     return granted
 
 
@@ -94,7 +94,7 @@ async def _read_form(receive: Any) -> dict[str, list[str]]:
         message = await receive()
         body += message.get("body", b"")
         if len(body) > MAX_FORM_BYTES:
-            raise errors.RegistryError("token request body is too large", status=413)
+            raise errors.TooLarge("token request body is too large")
         if not message.get("more_body"):
             break
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)

@@ -56,7 +56,9 @@ class OciLayoutUpstream:
         try:
             document = orjson.loads(index_file.read_bytes())
         except (OSError, orjson.JSONDecodeError) as exc:
-            raise errors.UpstreamError(f"{self.description}: unreadable {index_file}: {exc}") from exc
+            raise errors.UpstreamError(
+                f"{self.description}: unreadable {index_file}: {exc}"
+            ) from exc
         tags: dict[str, dict[str, dict[str, object]]] = {}
         for descriptor in document.get("manifests") or []:
             ref = (descriptor.get("annotations") or {}).get(REF_NAME)

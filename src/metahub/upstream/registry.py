@@ -66,9 +66,7 @@ class RegistryUpstream:
         self.url = base_url(url, insecure=insecure)
         self.description = f"upstream {self.url}"
         self._docker_hub = self.url == DOCKER_HUB_API
-        self._basic = (
-            aiohttp.BasicAuth(username, password or "") if username is not None else None
-        )
+        self._basic = aiohttp.BasicAuth(username, password or "") if username is not None else None
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
@@ -167,7 +165,9 @@ class RegistryUpstream:
             # The upstream ignored our Range: cut the window out of the full body ourselves.
             first, last = byte_range.resolve(size)
             return BlobStream(
-                size, media_type, self._stream(response, skip=first, take=last - first + 1),
+                size,
+                media_type,
+                self._stream(response, skip=first, take=last - first + 1),
                 (first, last),
             )
         except BaseException:
@@ -250,9 +250,7 @@ class RegistryUpstream:
         except TimeoutError as exc:
             raise errors.UpstreamTimeout(f"{self.description} timed out on {method}") from exc
         except aiohttp.ClientConnectionError as exc:
-            raise errors.UpstreamUnavailable(
-                f"{self.description} is unreachable: {exc}"
-            ) from exc
+            raise errors.UpstreamUnavailable(f"{self.description} is unreachable: {exc}") from exc
         except aiohttp.ClientError as exc:
             raise errors.UpstreamError(f"{self.description} failed: {exc}") from exc
 
@@ -389,7 +387,7 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
 
 def _parse_content_range(header: str | None) -> tuple[int, int, int]:
     try:
-        unit, _, spec = (header or "").partition(" ")
+        _unit, _, spec = (header or "").partition(" ")
         window, _, total = spec.partition("/")
         first, _, last = window.partition("-")
         return int(first), int(last), int(total)
@@ -412,4 +410,3 @@ def _next_link(header: str | None) -> str | None:
         if 'rel="next"' in rel.replace(" ", ""):
             return url.strip().strip("<>")
     return None
-
