@@ -1,0 +1,3 @@
+from metahub.cli import main
+
+main()
