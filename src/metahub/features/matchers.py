@@ -8,7 +8,6 @@ why not when it does not fit. Distances only compare entries within one key.
 from __future__ import annotations
 
 import re
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -98,7 +97,12 @@ class MicroarchMatcher:
 
 @lru_cache(maxsize=4096)
 def _lineage_steps(machine: str, required: str) -> int | None:
-    """Fewest parent steps from the machine's microarchitecture up to `required`, if any."""
+    """How many generations `required` lies above the machine's microarchitecture, if at all.
+
+    Generations are counted as the difference in ancestor counts, not as the shortest path: the
+    generic levels are shortcuts in archspec's DAG (skylake_avx512 -> x86_64_v4 -> x86_64_v3),
+    and a target built on another must always count as closer than the one it builds on.
+    """
     if machine == required:
         return 0
     targets = archspec.cpu.TARGETS
@@ -108,17 +112,7 @@ def _lineage_steps(machine: str, required: str) -> int | None:
     goal = targets[required]
     if not goal <= start:
         return None
-    queue = deque([(start, 0)])
-    seen = {start.name}
-    while queue:
-        node, steps = queue.popleft()
-        for parent in node.parents:
-            if parent.name == goal.name:
-                return steps + 1
-            if parent.name not in seen:
-                seen.add(parent.name)
-                queue.append((parent, steps + 1))
-    return None
+    return len(start.ancestors) - len(goal.ancestors)
 
 
 _CAPABILITY_RE = re.compile(r"^(\d+)\.(\d+)(a?)$")

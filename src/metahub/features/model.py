@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*\Z")
 
 
 class InvalidFeature(ValueError):

@@ -102,7 +102,9 @@ def _entry(position: int, descriptor: dict[str, Any]) -> Entry:
     platform = descriptor.get("platform")
     if not isinstance(platform, dict):
         return Entry(position, descriptor, None, ())
-    features = platform.get("features") or []
+    features = platform.get("features")
+    if features is None:
+        features = []
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise InvalidIndex(f"index entry {position} has a 'platform.features' that is not a list")
     key = PlatformKey(

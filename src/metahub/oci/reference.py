@@ -6,8 +6,9 @@ import re
 
 # distribution-spec v1.1, "Pulling manifests": the name and tag grammars.
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
-TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*\Z")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
+# `\Z`, not `$`: `$` also matches before a trailing newline.
 # Many clients limit the whole name to 255 characters; distribution does too.
 MAX_NAME_LENGTH = 255
 

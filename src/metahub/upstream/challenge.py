@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+_QUOTED_PAIR = re.compile(r"\\(.)")
 _PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -13,5 +14,6 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     params = {}
     for match in _PARAM_RE.finditer(rest):
         key, quoted, bare = match.groups()
-        params[key.lower()] = quoted.replace('\\"', '"') if quoted is not None else bare
+        # RFC 9110 quoted-pair: a backslash quotes any one character.
+        params[key.lower()] = _QUOTED_PAIR.sub(r"\1", quoted) if quoted is not None else bare
     return scheme.lower(), params

@@ -1,0 +1,311 @@
+"""Bearer tokens: signed JWTs in distribution's token-spec shape, checked with pyjwt directly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from metahub.auth.tokens import Principal, TokenService, load_signing_key
+
+KEY = b"k" * 32
+OTHER_KEY = b"o" * 32
+
+
+@pytest.fixture
+def service() -> TokenService:
+    return TokenService(KEY, ttl=300)
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    value: dict[str, Any] = {
+        "iss": "metahub",
+        "sub": "gpu-login",
+        "aud": "metahub",
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 300,
+        "jti": "abc",
+        "access": [{"type": "repository", "name": "library/ubuntu", "actions": ["pull"]}],
+        "mt": "gpu",
+    }
+    value.update(overrides)
+    return {k: v for k, v in value.items() if v is not None}
+
+
+def forge(payload: dict[str, Any], key: bytes = KEY, algorithm: str = "HS256") -> str:
+    return jwt.encode(payload, key, algorithm=algorithm)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_round_trip(service: TokenService) -> None:
+    issued = service.issue(Principal("gpu-login", "gpu"), ["library/ubuntu", "org/app"])
+    principal = service.verify(issued.token)
+    assert principal == Principal("gpu-login", "gpu", frozenset({"library/ubuntu", "org/app"}))
+    assert not principal.unfiltered
+
+
+def test_claims_follow_the_token_spec(service: TokenService) -> None:
+    before = int(time.time())
+    issued = service.issue(Principal("gpu-login", "gpu"), ["library/ubuntu", "org/app"])
+    after = int(time.time())
+    decoded = jwt.decode(issued.token, KEY, algorithms=["HS256"], audience="metahub")
+    assert jwt.get_unverified_header(issued.token)["alg"] == "HS256"
+    assert decoded["iss"] == "metahub"
+    assert decoded["sub"] == "gpu-login"
+    assert decoded["aud"] == "metahub"
+    assert decoded["mt"] == "gpu"
+    assert decoded["access"] == [
+        {"type": "repository", "name": "library/ubuntu", "actions": ["pull"]},
+        {"type": "repository", "name": "org/app", "actions": ["pull"]},
+    ]
+    assert before <= decoded["iat"] <= after
+    assert decoded["exp"] - decoded["iat"] == 300
+    assert decoded["nbf"] <= decoded["iat"]
+    assert decoded["jti"]
+
+
+def test_every_token_is_unique(service: TokenService) -> None:
+    principal = Principal("a", "gpu")
+    first = jwt.decode(
+        service.issue(principal, []).token, KEY, algorithms=["HS256"], audience="metahub"
+    )
+    second = jwt.decode(
+        service.issue(principal, []).token, KEY, algorithms=["HS256"], audience="metahub"
+    )
+    assert first["jti"] != second["jti"]
+
+
+def test_issued_token_fields(service: TokenService) -> None:
+    issued = service.issue(Principal("a", "gpu"), [])
+    assert issued.expires_in == 300
+    when = datetime.strptime(issued.issued_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(when.timestamp() - time.time()) < 5
+
+
+def test_ttl_is_used() -> None:
+    service = TokenService(KEY, ttl=60)
+    issued = service.issue(Principal("a", "gpu"), [])
+    decoded = jwt.decode(issued.token, KEY, algorithms=["HS256"], audience="metahub")
+    assert decoded["exp"] - decoded["iat"] == 60
+    assert issued.expires_in == 60
+
+
+def test_unfiltered_principal_round_trip(service: TokenService) -> None:
+    issued = service.issue(Principal("anonymous", None), ["library/ubuntu"])
+    principal = service.verify(issued.token)
+    assert principal is not None
+    assert principal.unfiltered
+    assert principal.machine_type is None
+    assert principal.subject == "anonymous"
+
+
+def test_another_service_with_the_same_key_accepts(service: TokenService) -> None:
+    issued = service.issue(Principal("a", "gpu"), ["x"])
+    assert TokenService(KEY, ttl=60).verify(issued.token) is not None
+
+
+def test_forged_token_with_the_right_key_is_accepted(service: TokenService) -> None:
+    principal = service.verify(forge(claims()))
+    assert principal == Principal("gpu-login", "gpu", frozenset({"library/ubuntu"}))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda: forge(claims(exp=_now() - 10, iat=_now() - 400)), id="expired"),
+        pytest.param(lambda: forge(claims(nbf=_now() + 3600)), id="not-yet-valid"),
+        pytest.param(lambda: forge(claims(), key=OTHER_KEY), id="wrong-key"),
+        pytest.param(lambda: forge(claims(aud="registry.docker.io")), id="wrong-audience"),
+        pytest.param(lambda: forge(claims(aud=None)), id="no-audience"),
+        pytest.param(lambda: forge(claims(iss="someone-else")), id="wrong-issuer"),
+        pytest.param(lambda: forge(claims(iss=None)), id="no-issuer"),
+        pytest.param(lambda: forge(claims(sub=None)), id="no-subject"),
+        pytest.param(lambda: forge(claims(exp=None)), id="no-expiry"),
+        pytest.param(lambda: forge(claims(iat=None)), id="no-issued-at"),
+        pytest.param(
+            lambda: forge(claims(), algorithm="HS512"),
+            id="other-algorithm",
+            marks=pytest.mark.filterwarnings("ignore:The HMAC key is"),
+        ),
+        pytest.param(lambda: "", id="empty"),
+        pytest.param(lambda: "not.a.token", id="garbage"),
+        pytest.param(lambda: "a.b", id="two-parts"),
+    ],
+)
+def test_verify_rejects(service: TokenService, make_token: Callable[[], str]) -> None:
+    assert service.verify(make_token()) is None
+
+
+def test_expired_token_of_this_service_is_rejected(service: TokenService) -> None:
+    """Same key, same claim shape as `issue`, but the ttl has run out."""
+    issued = service.issue(Principal("a", "gpu"), ["x"])
+    decoded = jwt.decode(issued.token, KEY, algorithms=["HS256"], audience="metahub")
+    decoded["iat"] -= 1000
+    decoded["nbf"] -= 1000
+    decoded["exp"] = int(time.time()) - 1
+    assert service.verify(forge(decoded)) is None
+
+
+def test_unsigned_token_is_rejected(service: TokenService) -> None:
+    header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims()).encode())
+    assert service.verify(f"{header}.{payload}.") is None
+
+
+def test_tampered_payload_is_rejected(service: TokenService) -> None:
+    issued = service.issue(Principal("cpu-login", "cpu"), ["x"])
+    header, payload, signature = issued.token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    decoded["mt"] = "gpu"
+    decoded["access"].append({"type": "repository", "name": "secret", "actions": ["pull"]})
+    assert service.verify(f"{header}.{b64(json.dumps(decoded).encode())}.{signature}") is None
+
+
+def test_tampered_signature_is_rejected(service: TokenService) -> None:
+    token = service.issue(Principal("a", "gpu"), ["x"]).token
+    header, payload, signature = token.split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    assert service.verify(f"{header}.{payload}.{flipped}") is None
+
+
+@pytest.mark.parametrize(
+    ("access", "granted"),
+    [
+        ([], frozenset()),
+        (None, frozenset()),
+        ([{"type": "repository", "name": "a", "actions": ["push"]}], frozenset()),
+        ([{"type": "repository", "name": "a", "actions": ["push", "pull"]}], frozenset({"a"})),
+        ([{"type": "registry", "name": "catalog", "actions": ["pull"]}], frozenset()),
+        ([{"type": "repository", "name": "a"}], frozenset()),
+        (["repository:a:pull"], frozenset()),
+        (
+            [
+                {"type": "repository", "name": "a", "actions": ["pull"]},
+                {"type": "repository", "name": "b", "actions": ["pull"]},
+            ],
+            frozenset({"a", "b"}),
+        ),
+    ],
+)
+def test_only_repository_pull_grants_count(
+    service: TokenService, access: Any, granted: frozenset[str]
+) -> None:
+    principal = service.verify(forge(claims(access=access)))
+    assert principal is not None
+    assert principal.repositories == granted
+
+
+def test_non_string_machine_type_reads_as_unfiltered(service: TokenService) -> None:
+    principal = service.verify(forge(claims(mt=5)))
+    assert principal is not None
+    assert principal.machine_type is None
+
+
+@pytest.mark.parametrize(
+    ("repositories", "name", "expected"),
+    [
+        (None, "anything", True),
+        (None, "", True),
+        (frozenset({"library/ubuntu"}), "library/ubuntu", True),
+        (frozenset({"library/ubuntu"}), "library/debian", False),
+        (frozenset({"library/ubuntu"}), "library", False),
+        (frozenset({"library/ubuntu"}), "library/ubuntu/x", False),
+        (frozenset(), "library/ubuntu", False),
+    ],
+)
+def test_may_pull(repositories: frozenset[str] | None, name: str, expected: bool) -> None:
+    assert Principal("a", "gpu", repositories).may_pull(name) is expected
+
+
+def test_principal_unfiltered() -> None:
+    assert Principal("anonymous", None).unfiltered
+    assert not Principal("a", "gpu").unfiltered
+
+
+# --- signing key -------------------------------------------------------------------------------
+
+
+def test_signing_key_is_created_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "nested" / "data"
+    key = load_signing_key(data_dir)
+    assert len(key) >= 32
+    files = list(data_dir.iterdir())
+    assert len(files) == 1
+    assert files[0].read_bytes() == key
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+
+
+def test_signing_key_is_kept(tmp_path: Path) -> None:
+    first = load_signing_key(tmp_path)
+    assert load_signing_key(tmp_path) == first
+    assert load_signing_key(tmp_path / "other") != first
+
+
+def test_signing_key_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        load_signing_key(tmp_path)
+    finally:
+        os.umask(old)
+    (path,) = tmp_path.iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_signing_key_race_with_another_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`metahub serve --workers N`: another worker writes the key between our read and create.
+
+    Every worker must end up with the one key on disk, or tokens from one fail on the others.
+    """
+    first_key = load_signing_key(tmp_path / "probe")
+    key_name = next((tmp_path / "probe").iterdir()).name
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    theirs = os.urandom(32)
+    real_read_bytes = Path.read_bytes
+    raced = []
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == key_name and not raced:
+            raced.append(self)
+            self.write_bytes(theirs)  # the other worker wins the race
+            raise FileNotFoundError(self)
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    assert first_key
+    assert load_signing_key(data_dir) == theirs
+
+
+def test_empty_signing_key_file_is_not_used_as_a_key(tmp_path: Path) -> None:
+    """A key file left empty (a crash, or a worker reading it mid-write) must not become the key.
+
+    RFC 7518 section 3.2: an HS256 key must be at least 256 bits.
+    """
+    load_signing_key(tmp_path)
+    (path,) = tmp_path.iterdir()
+    path.write_bytes(b"")
+    try:
+        key = load_signing_key(tmp_path)
+    except Exception:  # refusing to start is as good as making a new key
+        return
+    assert len(key) >= 32

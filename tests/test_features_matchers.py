@@ -1,0 +1,284 @@
+"""Matchers, checked against archspec's own TARGETS relations and CUDA's compatibility rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import archspec.cpu
+import pytest
+
+from metahub.features.matchers import (
+    BUILTIN_MATCHERS,
+    DEFAULT_KEY_MATCHERS,
+    CudaMatcher,
+    ExactMatcher,
+    MicroarchMatcher,
+)
+
+TARGETS = archspec.cpu.TARGETS
+
+
+def is_ancestor(older: str, newer: str) -> bool:
+    """archspec's relation: code for `older` runs on `newer`."""
+    return older in {t.name for t in TARGETS[newer].ancestors}
+
+
+def runs_on(required: str, machine: str) -> bool:
+    return required == machine or is_ancestor(required, machine)
+
+
+# --- exact -------------------------------------------------------------------------------------
+
+
+def test_exact_same_value_fits_at_distance_zero() -> None:
+    fit = ExactMatcher().fit("gpu", "t4", {"gpu": ("t4",)})
+    assert fit.ok
+    assert fit.distance == 0
+
+
+def test_exact_any_of_several_values() -> None:
+    assert ExactMatcher().fit("gpu", "a100", {"gpu": ("t4", "a100")}).ok
+
+
+@pytest.mark.parametrize("have", [("T4",), ("t4x",), ("a100",)])
+def test_exact_other_value_does_not_fit(have: tuple[str, ...]) -> None:
+    fit = ExactMatcher().fit("gpu", "t4", {"gpu": have})
+    assert not fit.ok
+    assert "gpu:t4" in fit.reason
+    assert f"gpu:{have[0]}" in fit.reason
+
+
+@pytest.mark.parametrize("matcher", [ExactMatcher(), MicroarchMatcher(), CudaMatcher()])
+def test_missing_key_does_not_fit(matcher: ExactMatcher) -> None:
+    fit = matcher.fit("k", "8.6", {"other": ("8.6",)})
+    assert not fit.ok
+    assert "k" in fit.reason
+    assert not matcher.fit("k", "8.6", {"k": ()}).ok
+
+
+# --- microarch ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("required", "machine", "expected"),
+    [
+        ("haswell", "haswell", True),
+        ("haswell", "broadwell", True),
+        ("haswell", "skylake", True),
+        ("haswell", "cascadelake", True),
+        ("broadwell", "skylake", True),
+        ("skylake", "broadwell", False),
+        ("skylake_avx512", "skylake", False),
+        ("haswell", "zen2", False),
+        ("x86_64_v3", "zen2", True),
+        ("x86_64_v3", "haswell", True),
+        ("x86_64_v4", "haswell", False),
+        ("x86_64_v4", "cascadelake", True),
+        ("x86_64", "zen2", True),
+        ("zen", "zen2", True),
+        ("zen2", "zen", False),
+        ("zen2", "skylake", False),
+        ("ivybridge", "haswell", True),
+        ("haswell", "ivybridge", False),
+        ("aarch64", "neoverse_v1", True),
+        ("neoverse_n1", "neoverse_v1", True),
+        ("neoverse_v1", "neoverse_n1", False),
+        ("haswell", "neoverse_v1", False),
+    ],
+)
+def test_microarch_fits_follow_archspec(required: str, machine: str, expected: bool) -> None:
+    assert runs_on(required, machine) is expected  # the oracle agrees with the table
+    fit = MicroarchMatcher().fit("cpu", required, {"cpu": (machine,)})
+    assert fit.ok is expected
+    if not expected:
+        assert f"cpu:{required}" in fit.reason
+        assert f"cpu:{machine}" in fit.reason
+
+
+@pytest.mark.parametrize("machine", ["cascadelake", "icelake", "zen3", "neoverse_v1", "power9le"])
+def test_microarch_fits_exactly_the_archspec_ancestors(machine: str) -> None:
+    matcher = MicroarchMatcher()
+    for required in TARGETS:
+        assert matcher.fit("cpu", required, {"cpu": (machine,)}).ok is runs_on(required, machine), (
+            required
+        )
+
+
+def test_exact_microarch_is_closest() -> None:
+    matcher = MicroarchMatcher()
+    exact = matcher.fit("cpu", "skylake", {"cpu": ("skylake",)})
+    parent = matcher.fit("cpu", "broadwell", {"cpu": ("skylake",)})
+    assert exact.distance == 0
+    assert exact.distance < parent.distance
+
+
+@pytest.mark.parametrize(
+    ("machine", "derived", "ancestor"),
+    [
+        ("cascadelake", "skylake_avx512", "haswell"),
+        ("cascadelake", "skylake_avx512", "broadwell"),
+        ("cascadelake", "skylake", "haswell"),
+        ("cascadelake", "broadwell", "haswell"),
+        ("cascadelake", "haswell", "x86_64_v3"),
+        ("cascadelake", "broadwell", "x86_64_v3"),
+        ("skylake_avx512", "haswell", "x86_64_v3"),
+        ("zen2", "zen", "x86_64_v3"),
+        ("zen3", "zen2", "x86_64_v2"),
+    ],
+)
+def test_microarch_more_derived_is_closer(machine: str, derived: str, ancestor: str) -> None:
+    assert is_ancestor(ancestor, derived)
+    assert runs_on(derived, machine)
+    matcher = MicroarchMatcher()
+    near = matcher.fit("cpu", derived, {"cpu": (machine,)})
+    far = matcher.fit("cpu", ancestor, {"cpu": (machine,)})
+    assert near.ok and far.ok
+    assert near.distance < far.distance
+
+
+@pytest.mark.parametrize("machine", ["cascadelake", "icelake", "sapphirerapids", "zen3"])
+def test_microarch_distance_orders_every_lineage(machine: str) -> None:
+    """For any two fitting targets where one descends from the other, the descendant is closer."""
+    matcher = MicroarchMatcher()
+    fitting = [name for name in TARGETS if runs_on(name, machine)]
+    wrong = []
+    for older, newer in itertools.permutations(fitting, 2):
+        if is_ancestor(older, newer):
+            near = matcher.fit("cpu", newer, {"cpu": (machine,)}).distance
+            far = matcher.fit("cpu", older, {"cpu": (machine,)}).distance
+            if not near < far:
+                wrong.append((newer, near, older, far))
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    ("required", "machine", "expected"),
+    [
+        ("skylake", "coffeelake", True),
+        ("broadwell", "coffeelake", True),
+        ("coffeelake", "skylake", True),
+        ("kabylake", "coffeelake", True),
+        ("coffeelake", "broadwell", False),
+        ("skylake_avx512", "coffeelake", False),
+        ("coffeelake", "cascadelake", True),
+    ],
+)
+def test_microarch_default_aliases(required: str, machine: str, expected: bool) -> None:
+    """Client Skylake-derived cores that archspec does not name run what is built for skylake."""
+    assert "coffeelake" not in TARGETS
+    assert MicroarchMatcher().fit("cpu", required, {"cpu": (machine,)}).ok is expected
+
+
+def test_microarch_configured_alias() -> None:
+    matcher = MicroarchMatcher({"myhost": "haswell"})
+    assert matcher.fit("cpu", "ivybridge", {"cpu": ("myhost",)}).ok
+    assert not matcher.fit("cpu", "skylake", {"cpu": ("myhost",)}).ok
+    assert matcher.fit("cpu", "skylake", {"cpu": ("coffeelake",)}).ok  # defaults still apply
+    assert not MicroarchMatcher().fit("cpu", "ivybridge", {"cpu": ("myhost",)}).ok
+
+
+@pytest.mark.parametrize(
+    ("required", "machine", "expected"),
+    [
+        ("mycpu", "mycpu", True),
+        ("mycpu", "othercpu", False),
+        ("mycpu", "haswell", False),
+        ("haswell", "mycpu", False),
+        ("x86_64", "mycpu", False),
+        ("Haswell", "haswell", False),
+    ],
+)
+def test_microarch_unknown_names_only_match_exactly(
+    required: str, machine: str, expected: bool
+) -> None:
+    assert MicroarchMatcher().fit("cpu", required, {"cpu": (machine,)}).ok is expected
+
+
+def test_microarch_unknown_required_is_explained() -> None:
+    fit = MicroarchMatcher().fit("cpu", "mycpu", {"cpu": ("haswell",)})
+    assert "not a known microarchitecture" in fit.reason
+
+
+def test_microarch_best_of_several_machine_values() -> None:
+    matcher = MicroarchMatcher()
+    assert matcher.fit("cpu", "zen2", {"cpu": ("haswell", "zen2")}).ok
+    both = matcher.fit("cpu", "haswell", {"cpu": ("haswell", "skylake")})
+    assert both.ok
+    assert both.distance == 0
+
+
+# --- cuda --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("required", "machine", "expected"),
+    [
+        ("5.2", "5.2", True),
+        ("5.2", "5.3", True),
+        ("5.3", "5.2", False),
+        ("5.2", "6.0", False),
+        ("6.0", "5.2", False),
+        ("8.0", "8.6", True),
+        ("8.0", "8.9", True),
+        ("8.6", "8.0", False),
+        ("8.6", "9.0", False),
+        ("9.0", "9.0", True),
+        ("9.0a", "9.0", True),
+        ("9.0a", "9.1", False),
+        ("9.0a", "10.0", False),
+        ("10.0a", "10.0", True),
+        ("10.0", "10.1", True),
+        ("12.0", "12.1", True),
+        ("1.0", "10.0", False),
+    ],
+)
+def test_cuda_compatibility(required: str, machine: str, expected: bool) -> None:
+    fit = CudaMatcher().fit("nvcap", required, {"nvcap": (machine,)})
+    assert fit.ok is expected
+    if not expected:
+        assert f"nvcap:{machine}" in fit.reason
+
+
+def test_cuda_nearer_capability_is_closer() -> None:
+    matcher = CudaMatcher()
+    machine = {"nvcap": ("8.6",)}
+    exact = matcher.fit("nvcap", "8.6", machine)
+    older = matcher.fit("nvcap", "8.0", machine)
+    assert exact.ok and older.ok
+    assert exact.distance == 0
+    assert exact.distance < older.distance
+
+
+def test_cuda_several_gpus() -> None:
+    matcher = CudaMatcher()
+    machine = {"nvcap": ("7.5", "8.6")}
+    assert matcher.fit("nvcap", "7.0", machine).ok
+    assert matcher.fit("nvcap", "8.0", machine).ok
+    assert not matcher.fit("nvcap", "9.0", machine).ok
+    assert matcher.fit("nvcap", "8.6", machine).distance == 0
+
+
+@pytest.mark.parametrize("required", ["sm_86", "8", "8.6.1", "8.6b", "a.b", "86"])
+def test_cuda_rejects_non_capabilities(required: str) -> None:
+    fit = CudaMatcher().fit("nvcap", required, {"nvcap": ("8.6",)})
+    assert not fit.ok
+    assert "compute capability" in fit.reason
+
+
+def test_cuda_ignores_unreadable_machine_values() -> None:
+    fit = CudaMatcher().fit("nvcap", "8.6", {"nvcap": ("ampere", "8.6")})
+    assert fit.ok
+    assert not CudaMatcher().fit("nvcap", "8.6", {"nvcap": ("ampere",)}).ok
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+
+def test_builtin_matchers_are_named_by_their_name() -> None:
+    assert set(BUILTIN_MATCHERS) == {"exact", "microarch", "cuda"}
+    for name, cls in BUILTIN_MATCHERS.items():
+        assert cls.name == name
+
+
+def test_default_key_matchers() -> None:
+    assert dict(DEFAULT_KEY_MATCHERS) == {"cpu": "microarch", "nvcap": "cuda"}
