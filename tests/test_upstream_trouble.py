@@ -74,9 +74,11 @@ def scripted() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory, scripted: str) -> Iterator[httpx.Client]:
     config = {"upstream": {"url": scripted, "read_timeout": 1}, "machine_types": [LOGIN]}
-    with MetaHubServer(tmp_path_factory.mktemp("trouble"), config) as server:
-        with httpx.Client(base_url=server.url, auth=("t", "t"), timeout=30) as http:
-            yield http
+    with (
+        MetaHubServer(tmp_path_factory.mktemp("trouble"), config) as server,
+        httpx.Client(base_url=server.url, auth=("t", "t"), timeout=30) as http,
+    ):
+        yield http
 
 
 def error(response: httpx.Response) -> dict[str, object]:
