@@ -1,0 +1,64 @@
+"""Pytest fixtures for the real servers in `tests.support.servers`.
+
+Load with `pytest_plugins = ["tests.support.fixtures"]` in the top-level conftest. The
+daemons are session-scoped because they take a second or more to start; anything that holds
+per-test state (registries, Podman stores, docker client configs) is function-scoped.
+Session-scoped daemons keep their image stores between tests, so a test that must see a
+fetch reach its registry should use a repository name no other test uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer
+
+REGISTRY_USER = "tester"
+REGISTRY_PASSWORD = "s3cret-pass"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """An empty registry without auth."""
+    with RegistryServer(tmp_path / "registry") as server:
+        yield server
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """An empty registry that wants REGISTRY_USER / REGISTRY_PASSWORD (basic auth)."""
+    users = {REGISTRY_USER: REGISTRY_PASSWORD}
+    with RegistryServer(tmp_path / "auth-registry", htpasswd=users) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """One dockerd for the session."""
+    with Dockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def docker_config(tmp_path: Path) -> Path:
+    """A fresh docker client config dir, so logins never carry over between tests."""
+    path = tmp_path / "docker-config"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """One containerd for the session."""
+    with Containerd(tmp_path_factory.mktemp("containerd")) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[Podman]:
+    """A Podman with an empty store (no daemon, so a fresh one per test is cheap)."""
+    with Podman(tmp_path / "podman") as instance:
+        yield instance
