@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -115,10 +115,15 @@ def demo(host: str, port: int, data_dir: Path) -> None:
             click.echo(f"  docker run --rm --pull=always {registry}/qnib/bench")
         click.echo("Press Ctrl+C to stop.")
 
-    asyncio.run(_serve_until_stopped(settings, host, port, announce))
+    try:
+        asyncio.run(_serve_until_stopped(settings, host, port, announce))
+    except KeyboardInterrupt:
+        click.echo("MetaHub demo stopped.")
 
 
-async def _serve_until_stopped(settings: Settings, host: str, port: int, on_ready: object) -> None:
+async def _serve_until_stopped(
+    settings: Settings, host: str, port: int, on_ready: Callable[[], None]
+) -> None:
     import uvicorn
 
     from metahub.server.app import MetaHubApp
@@ -130,14 +135,15 @@ async def _serve_until_stopped(settings: Settings, host: str, port: int, on_read
         loop="none",
         http="httptools",
         access_log=False,
-        log_level="warning",
+        # docker probes HTTPS before plain HTTP; uvicorn would warn about every probe.
+        log_level="error",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
-    if server.started and callable(on_ready):
+    if server.started:
         on_ready()
     await task
     if not server.started:
-        sys.exit(1)
+        raise click.ClickException(f"could not serve on {host}:{port}")
