@@ -27,9 +27,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     log = data / "demo.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "metahub", "demo", "--port", str(port), "--data-dir",
-             str(data)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "metahub", "demo", "--port", str(port), "--data-dir", str(data)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 60
@@ -57,8 +58,12 @@ def test_demo_announces_the_commands_to_try(demo: tuple[str, str]):
 
 @pytest.mark.parametrize(
     ("login", "tag"),
-    [("qnib-type1", "cpu-broadwell"), ("qnib-type2", "cpu-skylake"),
-     ("qnib-type3", "cpu-skylake"), ("qnib-type4", "cpu_broadwell-nvcap_52")],
+    [
+        ("qnib-type1", "cpu-broadwell"),
+        ("qnib-type2", "cpu-skylake"),
+        ("qnib-type3", "cpu-skylake"),
+        ("qnib-type4", "cpu_broadwell-nvcap_52"),
+    ],
 )
 def test_announced_commands_give_the_seed_table(
     demo: tuple[str, str], dockerd: Dockerd, tmp_path: Path, login: str, tag: str

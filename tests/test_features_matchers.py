@@ -275,10 +275,10 @@ def test_cuda_ignores_unreadable_machine_values() -> None:
 
 
 def test_builtin_matchers_are_named_by_their_name() -> None:
-    assert set(BUILTIN_MATCHERS) == {"exact", "microarch", "cuda"}
+    assert set(BUILTIN_MATCHERS) == {"exact", "microarch", "cuda", "at-least"}
     for name, cls in BUILTIN_MATCHERS.items():
         assert cls.name == name
 
 
 def test_default_key_matchers() -> None:
-    assert dict(DEFAULT_KEY_MATCHERS) == {"cpu": "microarch", "nvcap": "cuda"}
+    assert dict(DEFAULT_KEY_MATCHERS) == {"cpu": "microarch", "nvcap": "cuda", "nvptx": "cuda"}

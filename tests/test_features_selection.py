@@ -293,7 +293,7 @@ def test_matchers_configured_per_key() -> None:
     exact_cpu = Matchers({"cpu": "exact"})
     assert labels(select(SEED, machine("cpu:skylake"), exact_cpu)) == {"skylake", "arm64"}
     assert labels(select(SEED, machine("cpu:coffeelake"), exact_cpu)) == {"generic", "arm64"}
-    custom = Matchers(cpu_aliases={"myhost": "skylake"})
+    custom = Matchers(aliases={"cpu": {"myhost": "skylake"}})
     assert labels(select(SEED, machine("cpu:myhost"), custom)) == {"skylake", "arm64"}
 
 

@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from metahub.features.matchers import BUILTIN_MATCHERS
 from metahub.features.model import Feature
+from metahub.features.selection import parse_platform
 
 
 class ConfigError(ValueError):
@@ -57,7 +58,16 @@ class MachineTypeConfig(_Strict):
     password: str | None = None
     password_hash: str | None = None
     features: tuple[str, ...] = ()
+    mode: Literal["best", "exact"] = "best"
+    platforms: tuple[str, ...] = ()
     description: str = ""
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, platforms: tuple[str, ...]) -> tuple[str, ...]:
+        for text in platforms:
+            parse_platform(text)
+        return platforms
 
     @field_validator("features")
     @classmethod

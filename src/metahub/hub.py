@@ -47,8 +47,11 @@ class Hub:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upstream = make_upstream(settings)
         engine = await open_database(default_url(settings.data_dir))
-        matchers = Matchers(settings.features.matchers, settings.features.aliases.get("cpu"))
-        profiles = {m.name: MachineProfile.of(m.name, m.features) for m in settings.machine_types}
+        matchers = Matchers(settings.features.matchers, settings.features.aliases)
+        profiles = {
+            m.name: MachineProfile.of(m.name, m.features, mode=m.mode, platforms=m.platforms)
+            for m in settings.machine_types
+        }
         accounts = [
             Account(m.login, m.name, m.password, m.password_hash) for m in settings.machine_types
         ]

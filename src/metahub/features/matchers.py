@@ -115,7 +115,9 @@ def _lineage_steps(machine: str, required: str) -> int | None:
     return len(start.ancestors) - len(goal.ancestors)
 
 
-_CAPABILITY_RE = re.compile(r"^(\d+)\.(\d+)(a?)$")
+_CAPABILITY_RE = re.compile(r"^(\d+)\.(\d+)(a?)\Z")
+PTX_KEY = "nvptx"
+CAPABILITY_KEY = "nvcap"
 
 
 def _capability(value: str) -> tuple[int, int, bool] | None:
@@ -126,33 +128,109 @@ def _capability(value: str) -> tuple[int, int, bool] | None:
 
 
 class CudaMatcher:
-    """CUDA compute capability: a cubin for X.y runs on X.z with z >= y, never across majors.
+    """CUDA compute capability.
 
-    `X.Ya` (architecture-specific, like sm_90a) runs on exactly X.Y.
+    A cubin for X.y (`nvcap:X.y`) runs on X.z with z >= y, never across majors; an
+    architecture-specific build (`nvcap:9.0a`, sm_90a) runs on exactly 9.0; PTX (`nvptx:X.Y`) is
+    compiled just in time on any capability >= X.Y. PTX requirements are checked against the
+    machine's `nvcap` values, and count as farther than any cubin that fits, since JIT costs
+    start-up time and a cubin was tuned for the card.
     """
 
     name = "cuda"
 
     def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
-        have = machine.get(key, ())
+        ptx = key == PTX_KEY
+        have_key = CAPABILITY_KEY if ptx else key
+        have = machine.get(have_key, ())
         if not have:
-            return _missing(key)
+            return _missing(have_key)
         want = _capability(required)
-        if want is None:
+        if want is None or (ptx and want[2]):
             return Fit(False, reason=f"{key}:{required} is not a compute capability like 8.6")
         best: Fit | None = None
         for value in have:
             cap = _capability(value)
             if cap is None:
                 continue
-            # An `a` build runs on exactly its capability; others on later minors of the major.
-            ok = cap[:2] == want[:2] if want[2] else cap[0] == want[0] and cap[1] >= want[1]
-            if ok and (best is None or cap[1] - want[1] < best.distance):
-                best = Fit(True, float(cap[1] - want[1]))
+            distance = _capability_distance(cap, want, ptx)
+            if distance is not None and (best is None or distance < best.distance):
+                best = Fit(True, distance)
         if best is not None:
             return best
-        rule = "exactly" if want[2] else f"{want[0]}.{want[1]} or a later {want[0]}.x"
-        return Fit(False, reason=f"{key}:{required} needs {rule}; machine has {_values(key, have)}")
+        if ptx:
+            rule = f"{want[0]}.{want[1]} or any later capability"
+        elif want[2]:
+            rule = f"exactly {want[0]}.{want[1]}"
+        else:
+            rule = f"{want[0]}.{want[1]} or a later {want[0]}.x"
+        return Fit(
+            False, reason=f"{key}:{required} needs {rule}; machine has {_values(have_key, have)}"
+        )
+
+
+def _capability_distance(
+    cap: tuple[int, int, bool], want: tuple[int, int, bool], ptx: bool
+) -> float | None:
+    if ptx:
+        if (cap[0], cap[1]) < (want[0], want[1]):
+            return None
+        return 100.0 + (cap[0] - want[0]) * 10 + (cap[1] - want[1])
+    if want[2]:
+        return 0.0 if cap[:2] == want[:2] else None
+    if cap[0] != want[0] or cap[1] < want[1]:
+        return None
+    return float(cap[1] - want[1])
+
+
+_VERSION_RE = re.compile(r"^\d+(?:\.\d+)*\Z")
+
+
+def _version(value: str) -> tuple[int, ...] | None:
+    return tuple(int(part) for part in value.split(".")) if _VERSION_RE.match(value) else None
+
+
+class AtLeastMatcher:
+    """Dotted versions: `driver:535.54` is satisfied by a machine with driver 535.54 or later."""
+
+    name = "at-least"
+
+    def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
+        have = machine.get(key, ())
+        if not have:
+            return _missing(key)
+        want = _version(required)
+        if want is None:
+            return Fit(False, reason=f"{key}:{required} is not a dotted version like 5.15.0")
+        best: Fit | None = None
+        for value in have:
+            version = _version(value)
+            if version is None or _padded(version, want)[0] < _padded(version, want)[1]:
+                continue
+            distance = _version_distance(*_padded(version, want))
+            if best is None or distance < best.distance:
+                best = Fit(True, distance)
+        if best is not None:
+            return best
+        return Fit(
+            False,
+            reason=f"{key}:{required} needs at least {required}; machine has {_values(key, have)}",
+        )
+
+
+def _padded(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    width = max(len(a), len(b))
+    return a + (0,) * (width - len(a)), b + (0,) * (width - len(b))
+
+
+def _version_distance(have: tuple[int, ...], want: tuple[int, ...]) -> float:
+    """Majors apart, plus minors in thousandths: sums with other keys' distances on one scale.
+
+    Orders versions the way they compare as long as later components stay below 1000.
+    """
+    return sum(
+        (h - w) / 1000.0**position for position, (h, w) in enumerate(zip(have, want, strict=True))
+    )
 
 
 def _values(key: str, have: tuple[str, ...]) -> str:
@@ -163,6 +241,7 @@ BUILTIN_MATCHERS: Mapping[str, type[Matcher]] = {
     "exact": ExactMatcher,
     "microarch": MicroarchMatcher,
     "cuda": CudaMatcher,
+    "at-least": AtLeastMatcher,
 }
 
-DEFAULT_KEY_MATCHERS: Mapping[str, str] = {"cpu": "microarch", "nvcap": "cuda"}
+DEFAULT_KEY_MATCHERS: Mapping[str, str] = {"cpu": "microarch", "nvcap": "cuda", "nvptx": "cuda"}

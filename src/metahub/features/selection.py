@@ -3,14 +3,19 @@
 Runtimes pick from an index by os/architecture/variant only and take the first match, so the
 filtered index must hold at most one entry per platform. For each platform group the entry kept
 is the fitting one with the most features satisfied, then the closest fit (most derived
-microarchitecture, nearest capability), then the earliest in the index. Entries without features
-are the generic fallback: they fit every machine and satisfy nothing.
+microarchitecture, nearest capability or version), then the earliest in the index. Entries
+without features are the generic fallback: they fit every machine and satisfy nothing, so they
+win only when no entry with features fits.
+
+A machine type in `exact` mode (the original MetaHub's rule) keeps an entry only when its
+feature set equals the machine's. A machine type that declares `platforms` keeps no other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from metahub.features.matchers import (
     BUILTIN_MATCHERS,
@@ -27,44 +32,110 @@ from metahub.oci.index import Entry, Index, PlatformKey
 ATTESTATION_TYPE = "attestation-manifest"
 REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
+DEFAULT_PLATFORM = PlatformKey("linux", "amd64")
+
+Mode = Literal["best", "exact"]
+
+
+class InvalidPlatform(ValueError):
+    pass
+
+
+def parse_platform(text: str) -> PlatformKey:
+    """`os/architecture[/variant]`, as docker's `--platform` takes it."""
+    parts = text.strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidPlatform(
+            f"invalid platform {text!r}: expected os/architecture[/variant], e.g. linux/amd64/v3"
+        )
+    return normalize_platform(PlatformKey(*parts))
+
+
+def normalize_platform(platform: PlatformKey) -> PlatformKey:
+    """arm64 without a variant means v8, as containerd reads it."""
+    if platform.architecture == "arm64" and platform.variant == "v8":
+        return PlatformKey(platform.os, platform.architecture, "", platform.os_version)
+    return platform
 
 
 @dataclass(frozen=True, slots=True)
 class MachineProfile:
-    """The features one machine type declares, ready for matching."""
+    """What one machine type declares, ready for matching."""
 
     name: str
     features: tuple[Feature, ...]
     by_key: MachineFeatures = field(compare=False)
+    mode: Mode = "best"
+    platforms: tuple[PlatformKey, ...] = ()
 
     @classmethod
-    def of(cls, name: str, features: tuple[str, ...] | list[str]) -> MachineProfile:
+    def of(
+        cls,
+        name: str,
+        features: Iterable[str],
+        *,
+        mode: Mode = "best",
+        platforms: Iterable[str] = (),
+    ) -> MachineProfile:
         parsed = tuple(Feature.parse(f) for f in features)
-        return cls(name, parsed, group_by_key(parsed))
+        return cls(
+            name, parsed, group_by_key(parsed), mode, tuple(parse_platform(p) for p in platforms)
+        )
 
     def describe(self) -> str:
         return ", ".join(map(str, self.features)) or "no features"
 
+    @property
+    def preferred_platform(self) -> PlatformKey:
+        """The platform a client that takes no index gets: the first declared one."""
+        return self.platforms[0] if self.platforms else DEFAULT_PLATFORM
+
+    def allows(self, platform: PlatformKey) -> bool:
+        if not self.platforms:
+            return True
+        platform = normalize_platform(platform)
+        return any(
+            (p.os, p.architecture, p.variant)
+            == (platform.os, platform.architecture, platform.variant)
+            for p in self.platforms
+        )
+
 
 class Matchers:
-    """Which matcher judges which feature key."""
+    """Which matcher judges which feature key, and the aliases applied before matching."""
 
     def __init__(
         self,
         key_matchers: Mapping[str, str] | None = None,
-        cpu_aliases: Mapping[str, str] | None = None,
+        aliases: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         names = {**DEFAULT_KEY_MATCHERS, **(key_matchers or {})}
+        self._aliases = {key: dict(values) for key, values in (aliases or {}).items()}
         self._default: Matcher = ExactMatcher()
         self._by_key: dict[str, Matcher] = {}
         for key, name in names.items():
             if name == "microarch":
-                self._by_key[key] = MicroarchMatcher(cpu_aliases)
+                self._by_key[key] = MicroarchMatcher(self._aliases.get(key))
             else:
                 self._by_key[key] = BUILTIN_MATCHERS[name]()
 
     def for_key(self, key: str) -> Matcher:
         return self._by_key.get(key, self._default)
+
+    def name_for(self, key: str) -> str:
+        return self.for_key(key).name
+
+    def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
+        aliases = self._aliases.get(feature.key)
+        if aliases:
+            required = aliases.get(feature.value, feature.value)
+            machine = {
+                key: tuple(aliases.get(v, v) for v in values) if key == feature.key else values
+                for key, values in machine.items()
+            }
+        else:
+            required = feature.value
+        return self.for_key(feature.key).fit(feature.key, required, machine)
 
 
 @dataclass(slots=True)
@@ -101,7 +172,17 @@ class Selection:
 
 
 def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
+    """Does this entry fit the machine, how many features does it satisfy, and how closely."""
     verdict = Verdict(entry, fits=True)
+    platform = entry.platform
+    if platform is not None and not _is_attestation(entry) and not machine.allows(platform):
+        verdict.fits = False
+        declared = ", ".join(str(p) for p in machine.platforms)
+        verdict.reasons.append(
+            f"platform {platform} is not among the machine type's platforms ({declared})"
+        )
+    if machine.mode == "exact":
+        return _judge_exact(entry, machine, verdict)
     for text in entry.features:
         try:
             feature = Feature.parse(text)
@@ -109,7 +190,7 @@ def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
             verdict.fits = False
             verdict.reasons.append(str(exc))
             continue
-        fit: Fit = matchers.for_key(feature.key).fit(feature.key, feature.value, machine.by_key)
+        fit = matchers.fit(feature, machine.by_key)
         if fit.ok:
             verdict.satisfied += 1
             verdict.distance += fit.distance
@@ -119,26 +200,54 @@ def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
     return verdict
 
 
+def _judge_exact(entry: Entry, machine: MachineProfile, verdict: Verdict) -> Verdict:
+    wanted = {str(f) for f in machine.features}
+    offered = set(entry.features)
+    if offered == wanted:
+        verdict.satisfied = len(offered)
+    else:
+        verdict.fits = False
+        missing = sorted(wanted - offered)
+        extra = sorted(offered - wanted)
+        detail = "; ".join(
+            part
+            for part in (
+                f"lacks {', '.join(missing)}" if missing else "",
+                f"also requires {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+        verdict.reasons.append(f"exact mode: the entry's feature set differs ({detail})")
+    return verdict
+
+
+def _is_attestation(entry: Entry) -> bool:
+    return entry.annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
+
+
 def select(index: Index, machine: MachineProfile, matchers: Matchers) -> Selection:
     """Keep one best-fitting entry per platform; raise NoMatchingEntry if none is left."""
     verdicts = [judge(entry, machine, matchers) for entry in index.entries]
     groups: dict[PlatformKey, list[Verdict]] = {}
     attestations: list[Verdict] = []
-    unplatformed: list[Verdict] = []
     for verdict in verdicts:
         entry = verdict.entry
-        if entry.annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE:
+        if _is_attestation(entry):
             attestations.append(verdict)
         elif entry.platform is None:
-            unplatformed.append(verdict)
+            verdict.chosen = True  # nothing to choose between: runtimes skip such entries
         else:
-            groups.setdefault(entry.platform, []).append(verdict)
+            groups.setdefault(normalize_platform(entry.platform), []).append(verdict)
 
     for group in groups.values():
         fitting = [v for v in group if v.fits]
         if fitting:
-            max(fitting, key=lambda v: v.rank).chosen = True
-    chosen_digests = {v.entry.digest for v in verdicts if v.chosen}
+            best = max(fitting, key=lambda v: v.rank)
+            best.chosen = True
+            for verdict in fitting:
+                if verdict is not best:
+                    verdict.reasons.append(f"entry {best.entry.position} fits this platform better")
+    chosen_digests = {v.entry.digest for v in verdicts if v.chosen and v.entry.platform}
     if not chosen_digests:
         raise NoMatchingEntry(machine, _offered(index))
     # An attestation describes one image; it is worth keeping only with that image.
@@ -146,22 +255,31 @@ def select(index: Index, machine: MachineProfile, matchers: Matchers) -> Selecti
         verdict.chosen = verdict.entry.annotations.get(REFERENCE_DIGEST) in chosen_digests
         if not verdict.chosen:
             verdict.reasons.append("attestation of an entry that was not chosen")
-    for verdict in unplatformed:
-        verdict.chosen = True
-    for verdict in groups_members(groups):
-        if verdict.fits and not verdict.chosen:
-            verdict.reasons.append("another entry for this platform fits better")
     return Selection([v.entry for v in verdicts if v.chosen], verdicts)
 
 
-def groups_members(groups: dict[PlatformKey, list[Verdict]]) -> list[Verdict]:
-    return [verdict for group in groups.values() for verdict in group]
+def entry_for_platform(entries: Iterable[Entry], platform: PlatformKey) -> Entry | None:
+    """The entry a single-manifest client gets: same os/architecture, same variant if asked."""
+    platform = normalize_platform(platform)
+    candidates: list[tuple[bool, Entry]] = []
+    for entry in entries:
+        if entry.platform is None or _is_attestation(entry):
+            continue
+        offered = normalize_platform(entry.platform)
+        if (offered.os, offered.architecture) != (platform.os, platform.architecture):
+            continue
+        if platform.variant and offered.variant != platform.variant:
+            continue
+        candidates.append((bool(offered.variant), entry))
+    # Prefer the entry without a variant: the one a runtime's default platform takes.
+    candidates.sort(key=lambda candidate: candidate[0])
+    return candidates[0][1] if candidates else None
 
 
 def _offered(index: Index) -> list[str]:
     offered = []
     for entry in index.entries:
-        if entry.platform is None:
+        if entry.platform is None or _is_attestation(entry):
             continue
         features = ",".join(entry.features) or "generic"
         offered.append(f"{entry.platform}: {features}")
