@@ -117,6 +117,22 @@ class FeaturesConfig(_Strict):
         return matchers
 
 
+class AdminConfig(_Strict):
+    """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
+
+    tokens: tuple[str, ...] = ()
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        for token in tokens:
+            if token.startswith("sha256:") and len(token) != 71:
+                raise ValueError("a sha256: token hash needs 64 hex characters")
+            if len(token) < 8:
+                raise ValueError("an admin token needs at least 8 characters")
+        return tokens
+
+
 class TokenConfig(_Strict):
     ttl: int = Field(300, ge=60, le=86400)
 
@@ -131,6 +147,7 @@ class Settings(BaseSettings):
     anonymous: AnonymousConfig | None = None
     features: FeaturesConfig = FeaturesConfig()
     token: TokenConfig = TokenConfig(ttl=300)
+    admin: AdminConfig = AdminConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 

@@ -112,6 +112,11 @@ class TooLarge(RegistryError):
     status = 413
 
 
+class InvalidRequest(RegistryError):
+    code = "INVALID_REQUEST"
+    status = 422
+
+
 # Upstream trouble: the message always names the upstream.
 class UpstreamError(RegistryError):
     code = "UPSTREAM_ERROR"

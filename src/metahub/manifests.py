@@ -7,20 +7,32 @@ verifies the bytes against it. Only a tag can resolve to a filtered index.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from metahub import errors
 from metahub.auth.tokens import Principal
-from metahub.features.selection import MachineProfile, Matchers, NoMatchingEntry, select
+from metahub.features.selection import (
+    DEFAULT_PLATFORM,
+    MachineProfile,
+    Matchers,
+    NoMatchingEntry,
+    Verdict,
+    entry_for_platform,
+    select,
+)
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, looks_like_digest
-from metahub.oci.index import Index, InvalidIndex
+from metahub.oci.index import Entry, Index, InvalidIndex, PlatformKey
 from metahub.store.digests import FilteredDigestStore, StoredManifest
-from metahub.upstream.base import Upstream
+from metahub.upstream.base import Manifest, Upstream
 
 log = logging.getLogger("metahub.manifests")
+
+# Indexes of indexes are resolved this deep; deeper ones are served as the upstream has them.
+MAX_NESTING = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +40,18 @@ class ServedManifest:
     data: bytes
     media_type: str
     digest: str
+
+
+@dataclass(slots=True)
+class Filtering:
+    """What selection made of one index, nested indexes included: served and explained."""
+
+    upstream: Manifest
+    verdicts: list[Verdict]
+    served: ServedManifest | None  # None: nothing fits
+    filtered: bool  # False: the index has no features and passes through untouched
+    nested: dict[int, Filtering] = field(default_factory=dict)
+    error: str | None = None
 
 
 class ManifestService:
@@ -53,41 +77,62 @@ class ManifestService:
             )
         return profile
 
-    async def get(self, name: str, reference: str, principal: Principal) -> ServedManifest:
+    async def get(
+        self, name: str, reference: str, principal: Principal, *, accepts_index: bool = True
+    ) -> ServedManifest:
         profile = self.profile(principal)
         if looks_like_digest(reference):
-            stored = await self.store.get(reference)
-            if stored is not None and stored.repository == name:
-                return ServedManifest(stored.content, stored.media_type, reference)
-            manifest = await self.upstream.get_manifest(name, reference)
-            return ServedManifest(manifest.data, manifest.media_type, manifest.digest)
-
+            return await self._by_digest(name, reference)
         manifest = await self.upstream.get_manifest(name, reference)
-        if profile is None or not mediatypes.is_index(manifest.media_type):
-            return ServedManifest(manifest.data, manifest.media_type, manifest.digest)
-        try:
-            index = Index.parse(manifest.data)
-        except InvalidIndex as exc:
-            raise errors.UpstreamError(
-                f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
-            ) from exc
-        if not index.has_features():
-            return ServedManifest(manifest.data, manifest.media_type, manifest.digest)
-        try:
-            selection = select(index, profile, self.matchers)
-        except NoMatchingEntry as exc:
-            raise errors.ManifestUnknown(
-                str(exc),
-                detail={
-                    "name": name,
-                    "reference": reference,
-                    "machine_type": profile.name,
-                    "features": [str(f) for f in profile.features],
-                    "offered": exc.offered,
-                },
-            ) from exc
-        data = index.with_entries(selection.kept)
+        served = _as_served(manifest)
+        if profile is not None and mediatypes.is_index(manifest.media_type):
+            filtering = await self.filter(name, reference, manifest, profile)
+            if filtering.served is None:
+                raise _no_match(name, reference, profile, filtering)
+            served = filtering.served
+        if not accepts_index and mediatypes.is_index(served.media_type):
+            platform = profile.preferred_platform if profile else DEFAULT_PLATFORM
+            return await self._single_manifest(name, reference, served, platform)
+        return served
+
+    async def explain(self, name: str, reference: str, profile: MachineProfile) -> Filtering:
+        manifest = await self.upstream.get_manifest(name, reference)
+        if not mediatypes.is_index(manifest.media_type):
+            return Filtering(manifest, [], _as_served(manifest), filtered=False)
+        return await self.filter(name, reference, manifest, profile)
+
+    async def filter(
+        self, name: str, reference: str, manifest: Manifest, profile: MachineProfile, depth: int = 0
+    ) -> Filtering:
+        """Select from an index (and the indexes it holds) for a machine type; store the result."""
+        index = self._parse(name, reference, manifest)
+        nests = [e for e in index.entries if mediatypes.is_index(e.media_type)]
+        if not index.has_features() and (not nests or depth >= MAX_NESTING):
+            return Filtering(manifest, [], _as_served(manifest), filtered=False)
+        if index.has_features():
+            try:
+                selection = select(index, profile, self.matchers)
+            except NoMatchingEntry as exc:
+                return Filtering(manifest, exc.verdicts, None, filtered=True, error=str(exc))
+            kept, verdicts = selection.kept, selection.verdicts
+        else:
+            kept, verdicts = list(index.entries), []
+        result = Filtering(manifest, verdicts, None, filtered=True)
+        if depth < MAX_NESTING:
+            kept = await self._resolve_nested(name, kept, profile, depth, result)
+        if not index.has_features() and kept == list(index.entries):
+            # Nothing was chosen here and nothing below changed: the upstream bytes stand.
+            result.served, result.filtered = _as_served(manifest), False
+            return result
+        if not any(
+            entry.platform is not None or mediatypes.is_index(entry.media_type) for entry in kept
+        ):
+            error = NoMatchingEntry(profile, _offered(result))
+            result.error = str(error)
+            return result
+        data = index.with_entries(kept)
         digest = str(Digest.of(data))
+        result.served = ServedManifest(data, manifest.media_type, digest)
         await self.store.put(
             digest,
             StoredManifest(name, manifest.media_type, data),
@@ -96,11 +141,88 @@ class ManifestService:
         )
         log.info(
             "filtered %s:%s for machine type %s: upstream %s -> %s, chosen %s",
-            name,
-            reference,
-            profile.name,
-            manifest.digest,
-            digest,
-            " ".join(entry.digest for entry in selection.kept),
-        )
-        return ServedManifest(data, manifest.media_type, digest)
+            name, reference, profile.name, manifest.digest, digest,
+            " ".join(entry.digest for entry in kept),
+        )  # fmt: skip
+        return result
+
+    async def _resolve_nested(
+        self, name: str, kept: list[Entry], profile: MachineProfile, depth: int, result: Filtering
+    ) -> list[Entry]:
+        resolved: list[Entry] = []
+        for entry in kept:
+            if not mediatypes.is_index(entry.media_type):
+                resolved.append(entry)
+                continue
+            child = await self.upstream.get_manifest(name, entry.digest)
+            nested = await self.filter(name, entry.digest, child, profile, depth + 1)
+            result.nested[entry.position] = nested
+            if nested.served is None:
+                continue  # nothing in it fits: the entry goes like any entry that does not fit
+            descriptor = {
+                **entry.descriptor,
+                "digest": nested.served.digest,
+                "size": len(nested.served.data),
+            }
+            resolved.append(dataclasses.replace(entry, descriptor=descriptor))
+        return resolved
+
+    async def _by_digest(self, name: str, digest: str) -> ServedManifest:
+        stored = await self.store.get(digest)
+        if stored is not None and stored.repository == name:
+            return ServedManifest(stored.content, stored.media_type, digest)
+        return _as_served(await self.upstream.get_manifest(name, digest))
+
+    async def _single_manifest(
+        self, name: str, reference: str, served: ServedManifest, platform: PlatformKey
+    ) -> ServedManifest:
+        """For a client that takes no index: the chosen manifest for its platform, as is."""
+        for _ in range(MAX_NESTING + 1):
+            index = Index.parse(served.data)
+            entry = entry_for_platform(index.entries, platform)
+            if entry is None:
+                raise errors.ManifestUnknown(
+                    f"{name}:{reference} has no manifest for {platform}, and the client "
+                    "accepts no image index",
+                    detail={"name": name, "reference": reference, "platform": str(platform)},
+                )
+            served = await self._by_digest(name, entry.digest)
+            if not mediatypes.is_index(served.media_type):
+                return served
+        raise errors.ManifestUnknown(f"{name}:{reference} nests indexes too deeply")
+
+    def _parse(self, name: str, reference: str, manifest: Manifest) -> Index:
+        try:
+            return Index.parse(manifest.data)
+        except InvalidIndex as exc:
+            raise errors.UpstreamError(
+                f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
+            ) from exc
+
+
+def _as_served(manifest: Manifest) -> ServedManifest:
+    return ServedManifest(manifest.data, manifest.media_type, manifest.digest)
+
+
+def _offered(filtering: Filtering) -> list[str]:
+    offered = []
+    for verdict in filtering.verdicts:
+        entry = verdict.entry
+        if entry.platform is not None:
+            offered.append(f"{entry.platform}: {','.join(entry.features) or 'generic'}")
+    return offered
+
+
+def _no_match(
+    name: str, reference: str, profile: MachineProfile, filtering: Filtering
+) -> errors.RegistryError:
+    return errors.ManifestUnknown(
+        filtering.error or f"nothing in {name}:{reference} fits machine type {profile.name}",
+        detail={
+            "name": name,
+            "reference": reference,
+            "machine_type": profile.name,
+            "features": [str(f) for f in profile.features],
+            "offered": _offered(filtering),
+        },
+    )

@@ -155,9 +155,12 @@ class Verdict:
 
 
 class NoMatchingEntry(LookupError):
-    def __init__(self, machine: MachineProfile, offered: list[str]) -> None:
+    def __init__(
+        self, machine: MachineProfile, offered: list[str], verdicts: list[Verdict] | None = None
+    ) -> None:
         self.machine = machine
         self.offered = offered
+        self.verdicts = verdicts or []
         offered_text = "; ".join(offered) or "none"
         super().__init__(
             f"no entry of this index fits machine type {machine.name!r} "
@@ -249,7 +252,7 @@ def select(index: Index, machine: MachineProfile, matchers: Matchers) -> Selecti
                     verdict.reasons.append(f"entry {best.entry.position} fits this platform better")
     chosen_digests = {v.entry.digest for v in verdicts if v.chosen and v.entry.platform}
     if not chosen_digests:
-        raise NoMatchingEntry(machine, _offered(index))
+        raise NoMatchingEntry(machine, _offered(index), verdicts)
     # An attestation describes one image; it is worth keeping only with that image.
     for verdict in attestations:
         verdict.chosen = verdict.entry.annotations.get(REFERENCE_DIGEST) in chosen_digests

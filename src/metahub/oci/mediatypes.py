@@ -37,7 +37,9 @@ def accepts_index(accept_header: str | None) -> bool:
     if not accept_header:
         return True
     for part in accept_header.split(","):
-        media = part.split(";", 1)[0].strip().lower()
+        media, *params = (piece.strip().lower() for piece in part.split(";"))
+        if any(param.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for param in params):
+            continue  # q=0 means "not acceptable"
         if media in INDEX_TYPES or media in ("*/*", "application/*"):
             return True
     return False

@@ -9,11 +9,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse
 from starlette.responses import Response as StarletteResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from metahub import errors
 from metahub.config import Settings
 from metahub.hub import Hub
+from metahub.server.api import create_api
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.registry import registry_endpoint
 from metahub.server.token import token_endpoint
@@ -25,7 +26,12 @@ class MetaHubApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._hub: Hub | None = None
-        self.web = Starlette(routes=[Route("/healthz", _healthz)])
+        self.web = Starlette(
+            routes=[
+                Route("/healthz", _healthz),
+                Mount("/api", app=create_api(lambda: self.hub)),
+            ]
+        )
         self.web.add_exception_handler(404, _not_found)
 
     @property

@@ -47,7 +47,12 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
     assert match is not None
     kind, reference = match.group("kind"), match.group("ref")
     if kind == "manifests":
-        served = await hub.manifests.get(name, _valid_reference(reference), principal)
+        served = await hub.manifests.get(
+            name,
+            _valid_reference(reference),
+            principal,
+            accepts_index=mediatypes.accepts_index(request.headers.get("accept")),
+        )
         headers = {
             "content-type": served.media_type,
             "docker-content-digest": served.digest,

@@ -1,0 +1,133 @@
+"""The management API (FastAPI, mounted at `/api`; OpenAPI at `/api/openapi.json`).
+
+Errors use the registry's error shape, so every client of MetaHub parses one format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from metahub import __version__, errors
+from metahub.explain import explanation_json
+from metahub.hub import Hub
+from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
+from metahub.oci.reference import InvalidName, InvalidTag, split_image, validate_name, validate_tag
+
+HubGetter = Callable[[], Hub]
+
+
+def create_api(get_hub: HubGetter) -> FastAPI:
+    api = FastAPI(
+        title="MetaHub management API",
+        version=__version__,
+        default_response_class=ORJSONResponse,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    api.state.get_hub = get_hub
+
+    @api.exception_handler(errors.RegistryError)
+    async def registry_error(request: Request, exc: errors.RegistryError) -> Response:
+        return _error_response(exc)
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        names = ", ".join(f["field"] for f in fields)
+        return _error_response(errors.InvalidRequest(f"invalid request: {names}", detail=fields))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error = (
+            errors.NotFound(str(exc.detail))
+            if exc.status_code == 404
+            else (errors.RegistryError(str(exc.detail), status=exc.status_code))
+        )
+        return _error_response(error)
+
+    @api.get("/v1/explain", dependencies=[Depends(require_admin)], tags=["selection"])
+    async def explain(
+        hub: Annotated[Hub, Depends(current_hub)],
+        image: Annotated[str, Query(description="name:tag or name@digest", min_length=1)],
+        machine_type: Annotated[str, Query(min_length=1)],
+    ) -> dict[str, Any]:
+        """Every entry of the image's index judged for the machine type, and which was chosen."""
+        name, reference = _parse_image(image)
+        profile = hub.manifests.profiles.get(machine_type)
+        if profile is None:
+            raise errors.NotFound(
+                f"machine type {machine_type!r} does not exist",
+                detail={"machine_type": machine_type},
+            )
+        filtering = await hub.manifests.explain(name, reference, profile)
+        return explanation_json(image, profile, filtering)
+
+    return api
+
+
+def current_hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.get_hub()
+    return hub
+
+
+def require_admin(request: Request, hub: Annotated[Hub, Depends(current_hub)]) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not _admin_token_ok(hub, token.strip()):
+        raise errors.Unauthorized(
+            "an admin token is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": 'Bearer realm="metahub-admin"'},
+        )
+
+
+def _admin_token_ok(hub: Hub, token: str) -> bool:
+    if not token:
+        return False
+    offered = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    for configured in hub.settings.admin.tokens:
+        expected = (
+            configured
+            if configured.startswith("sha256:")
+            else ("sha256:" + hashlib.sha256(configured.encode()).hexdigest())
+        )
+        if hmac.compare_digest(offered, expected):
+            return True
+    return False
+
+
+def _parse_image(image: str) -> tuple[str, str]:
+    name, reference = split_image(image)
+    try:
+        validate_name(name)
+    except InvalidName as exc:
+        raise errors.NameInvalid(str(exc), detail={"image": image}) from exc
+    try:
+        if looks_like_digest(reference):
+            Digest.parse(reference)
+        else:
+            validate_tag(reference)
+    except InvalidDigest as exc:
+        raise errors.DigestInvalid(str(exc), detail={"image": image}) from exc
+    except InvalidTag as exc:
+        raise errors.TagInvalid(str(exc), detail={"image": image}) from exc
+    return name, reference
+
+
+def _error_response(error: errors.RegistryError) -> Response:
+    return Response(
+        error.body(),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
