@@ -147,3 +147,21 @@ async def _serve_until_stopped(
     await task
     if not server.started:
         raise click.ClickException(f"could not serve on {host}:{port}")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--machine-type", required=True, help="The machine type to choose for.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.argument("image")
+def explain(config_path: Path, machine_type: str, as_json: bool, image: str) -> None:
+    """Show which entry of IMAGE's index a machine type gets, and why each other does not."""
+    from metahub.explain_cli import run_explain
+
+    settings = _load(config_path)
+    run_explain(settings, machine_type, image, as_json=as_json)

@@ -99,10 +99,17 @@ class ManifestService:
         manifest = await self.upstream.get_manifest(name, reference)
         if not mediatypes.is_index(manifest.media_type):
             return Filtering(manifest, [], _as_served(manifest), filtered=False)
-        return await self.filter(name, reference, manifest, profile)
+        return await self.filter(name, reference, manifest, profile, record=False)
 
     async def filter(
-        self, name: str, reference: str, manifest: Manifest, profile: MachineProfile, depth: int = 0
+        self,
+        name: str,
+        reference: str,
+        manifest: Manifest,
+        profile: MachineProfile,
+        depth: int = 0,
+        *,
+        record: bool = True,
     ) -> Filtering:
         """Select from an index (and the indexes it holds) for a machine type; store the result."""
         index = self._parse(name, reference, manifest)
@@ -119,7 +126,7 @@ class ManifestService:
             kept, verdicts = list(index.entries), []
         result = Filtering(manifest, verdicts, None, filtered=True)
         if depth < MAX_NESTING:
-            kept = await self._resolve_nested(name, kept, profile, depth, result)
+            kept = await self._resolve_nested(name, kept, profile, depth, result, record)
         if not index.has_features() and kept == list(index.entries):
             # Nothing was chosen here and nothing below changed: the upstream bytes stand.
             result.served, result.filtered = _as_served(manifest), False
@@ -133,6 +140,8 @@ class ManifestService:
         data = index.with_entries(kept)
         digest = str(Digest.of(data))
         result.served = ServedManifest(data, manifest.media_type, digest)
+        if not record:  # an explanation: nothing is served, so nothing is stored or logged
+            return result
         await self.store.put(
             digest,
             StoredManifest(name, manifest.media_type, data),
@@ -147,7 +156,13 @@ class ManifestService:
         return result
 
     async def _resolve_nested(
-        self, name: str, kept: list[Entry], profile: MachineProfile, depth: int, result: Filtering
+        self,
+        name: str,
+        kept: list[Entry],
+        profile: MachineProfile,
+        depth: int,
+        result: Filtering,
+        record: bool,
     ) -> list[Entry]:
         resolved: list[Entry] = []
         for entry in kept:
@@ -155,7 +170,7 @@ class ManifestService:
                 resolved.append(entry)
                 continue
             child = await self.upstream.get_manifest(name, entry.digest)
-            nested = await self.filter(name, entry.digest, child, profile, depth + 1)
+            nested = await self.filter(name, entry.digest, child, profile, depth + 1, record=record)
             result.nested[entry.position] = nested
             if nested.served is None:
                 continue  # nothing in it fits: the entry goes like any entry that does not fit

@@ -63,7 +63,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         machine_type: Annotated[str, Query(min_length=1)],
     ) -> dict[str, Any]:
         """Every entry of the image's index judged for the machine type, and which was chosen."""
-        name, reference = _parse_image(image)
+        name, reference = parse_image(image)
         profile = hub.manifests.profiles.get(machine_type)
         if profile is None:
             raise errors.NotFound(
@@ -106,7 +106,7 @@ def _admin_token_ok(hub: Hub, token: str) -> bool:
     return False
 
 
-def _parse_image(image: str) -> tuple[str, str]:
+def parse_image(image: str) -> tuple[str, str]:
     name, reference = split_image(image)
     try:
         validate_name(name)
