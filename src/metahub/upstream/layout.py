@@ -19,7 +19,7 @@ from metahub import errors
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 from metahub.oci.reference import NAME_RE, TAG_RE
-from metahub.upstream.base import BlobStream, ByteRange, Manifest, Referrers
+from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK_SIZE = 1024 * 1024
@@ -35,7 +35,7 @@ class OciLayoutUpstream:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.description = f"OCI layout {path}"
-        self._cache: dict[Path, tuple[int, _Layout]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int, int], _Layout]] = {}
 
     async def close(self) -> None:
         return None
@@ -47,11 +47,13 @@ class OciLayoutUpstream:
     def _load(self, root: Path, bare_tags_for: str | None) -> _Layout | None:
         index_file = root / "index.json"
         try:
-            mtime = index_file.stat().st_mtime_ns
+            stat = index_file.stat()
         except OSError:
             return None
+        # The inode and size too: a quick rewrite can keep a coarse filesystem's mtime.
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         cached = self._cache.get(root)
-        if cached and cached[0] == mtime:
+        if cached and cached[0] == version:
             return cached[1]
         try:
             document = orjson.loads(index_file.read_bytes())
@@ -59,16 +61,20 @@ class OciLayoutUpstream:
             raise errors.UpstreamError(
                 f"{self.description}: unreadable {index_file}: {exc}"
             ) from exc
+        manifests = document.get("manifests") if isinstance(document, dict) else None
+        if not isinstance(manifests, list) or not all(isinstance(d, dict) for d in manifests):
+            raise errors.UpstreamError(f"{self.description}: {index_file} is not an image index")
         tags: dict[str, dict[str, dict[str, object]]] = {}
-        for descriptor in document.get("manifests") or []:
-            ref = (descriptor.get("annotations") or {}).get(REF_NAME)
+        for descriptor in manifests:
+            annotations = descriptor.get("annotations")
+            ref = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
             if not isinstance(ref, str):
                 continue
             name, tag = _split_ref(ref, bare_tags_for)
             if name is not None and tag is not None:
                 tags.setdefault(name, {})[tag] = descriptor
         layout = _Layout(root, tags)
-        self._cache[root] = (mtime, layout)
+        self._cache[root] = (version, layout)
         return layout
 
     def _layout_for(self, name: str) -> _Layout:
@@ -94,7 +100,7 @@ class OciLayoutUpstream:
             digest = reference
             media_type = None
         else:
-            descriptor = layout.tags[name].get(reference)
+            descriptor = layout.tags.get(name, {}).get(reference)
             if descriptor is None:
                 raise errors.ManifestUnknown(
                     f"manifest {name}:{reference} is not in {self.description}",
@@ -113,7 +119,16 @@ class OciLayoutUpstream:
             raise errors.UpstreamError(f"{self.description}: blob {digest} is corrupt")
         if not isinstance(media_type, str):
             media_type = _declared_media_type(data)
+        if media_type is None:  # a layer or config blob: not something to pull as a manifest
+            raise errors.ManifestUnknown(
+                f"{digest} in {self.description} is not a manifest",
+                detail={"name": name, "reference": reference},
+            )
         return Manifest(data, media_type, digest)
+
+    async def head_manifest(self, name: str, reference: str) -> ManifestHead | None:
+        manifest = await self.get_manifest(name, reference)
+        return ManifestHead(manifest.digest, manifest.media_type, len(manifest.data))
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         path = self._existing_blob(name, digest)
@@ -157,17 +172,21 @@ def _split_ref(ref: str, bare_tags_for: str | None) -> tuple[str | None, str | N
     return None, None
 
 
-def _declared_media_type(data: bytes) -> str:
+def _declared_media_type(data: bytes) -> str | None:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return mediatypes.OCI_MANIFEST
-    declared = document.get("mediaType") if isinstance(document, dict) else None
-    if isinstance(declared, str) and declared:
+        return None
+    if not isinstance(document, dict) or document.get("schemaVersion") != 2:
+        return None
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and declared in mediatypes.MANIFEST_TYPES:
         return declared
-    if isinstance(document, dict) and "manifests" in document:
+    if isinstance(document.get("manifests"), list):
         return mediatypes.OCI_INDEX
-    return mediatypes.OCI_MANIFEST
+    if isinstance(document.get("layers"), list):
+        return mediatypes.OCI_MANIFEST
+    return None
 
 
 async def _read_file(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
