@@ -17,6 +17,16 @@ class Manifest:
     data: bytes
     media_type: str
     digest: str
+    stale: bool = False  # served from cache because the upstream could not be asked
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHead:
+    """What a HEAD tells about a manifest: enough to know whether a cached copy still holds."""
+
+    digest: str
+    media_type: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,10 @@ class Upstream(Protocol):
     description: str
 
     async def get_manifest(self, name: str, reference: str) -> Manifest: ...
+
+    async def head_manifest(self, name: str, reference: str) -> ManifestHead | None:
+        """None when the upstream cannot tell the digest without a GET."""
+        ...
 
     async def open_blob(
         self, name: str, digest: str, byte_range: ByteRange | None = None

@@ -8,6 +8,7 @@ upstream, so a client can tell our trouble from theirs.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -16,12 +17,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
-from metahub import errors
+from metahub import errors, metrics
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
-from metahub.upstream.base import BlobStream, ByteRange, Manifest, Referrers
+from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 from metahub.upstream.challenge import parse_challenge
+from metahub.upstream.retry import RetryPolicy
 
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_API = "https://registry-1.docker.io"
@@ -29,11 +32,16 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 CHUNK_SIZE = 256 * 1024
 # A token is dropped this long before it expires so no request races its expiry.
 TOKEN_EXPIRY_MARGIN = 10.0
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 
 
 def base_url(url: str, *, insecure: bool = False) -> str:
     """The upstream's API root: HTTPS unless loopback/localhost (as docker does) or insecure."""
     if "://" not in url:
+        if _is_ipv6(url):
+            url = f"[{url}]"
         host = urlsplit(f"//{url}").hostname or ""
         scheme = "http" if insecure or _is_loopback(host) else "https"
         url = f"{scheme}://{url}"
@@ -41,6 +49,13 @@ def base_url(url: str, *, insecure: bool = False) -> str:
     if (parts.hostname or "") in DOCKER_HUB_HOSTS:
         return DOCKER_HUB_API
     return url.rstrip("/")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def _is_loopback(host: str) -> bool:
@@ -62,7 +77,9 @@ class RegistryUpstream:
         insecure: bool = False,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        self._retry = retry or RetryPolicy()
         self.url = base_url(url, insecure=insecure)
         self.description = f"upstream {self.url}"
         self._docker_hub = self.url == DOCKER_HUB_API
@@ -124,6 +141,25 @@ class RegistryUpstream:
                     f"whose digest is {digest}"
                 )
         return Manifest(data, media_type, str(digest))
+
+    async def head_manifest(self, name: str, reference: str) -> ManifestHead | None:
+        repo = self.repository(name)
+        path = f"/v2/{repo}/manifests/{reference}"
+        headers = {"Accept": mediatypes.UPSTREAM_ACCEPT}
+        async with await self._request("HEAD", path, scope=repo, headers=headers) as response:
+            if response.status == 404:
+                raise errors.ManifestUnknown(
+                    f"manifest {name}:{reference} is not known to {self.description}",
+                    detail={"name": name, "reference": reference},
+                )
+            if response.status != 200:
+                raise self._unexpected(response, path)
+            digest = response.headers.get("Docker-Content-Digest")
+            size = _content_length(response.headers)
+            if not digest or size is None:
+                return None
+            media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+            return ManifestHead(digest, media_type, size)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         repo = self.repository(name)
@@ -228,8 +264,11 @@ class RegistryUpstream:
             if authorization:
                 request_headers["Authorization"] = authorization
             response = await self._send(method, url, request_headers, params)
-            if response.status != 401 or attempt == 1:
+            if response.status != 401:
                 return response
+            if attempt == 1:
+                response.release()
+                break
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
             if not await self._answer_challenge(challenge, scope):
@@ -245,14 +284,63 @@ class RegistryUpstream:
         headers: dict[str, str],
         params: Mapping[str, str] | None,
     ) -> aiohttp.ClientResponse:
-        try:
-            return await self._client().request(method, url, headers=headers, params=params)
-        except TimeoutError as exc:
-            raise errors.UpstreamTimeout(f"{self.description} timed out on {method}") from exc
-        except aiohttp.ClientConnectionError as exc:
-            raise errors.UpstreamUnavailable(f"{self.description} is unreachable: {exc}") from exc
-        except aiohttp.ClientError as exc:
-            raise errors.UpstreamError(f"{self.description} failed: {exc}") from exc
+        """One request, retried on connection errors, 5xx and 429; never on another 4xx."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._client().request(
+                    method, url, headers=headers, params=params, allow_redirects=False
+                )
+            except TimeoutError as exc:
+                # Not retried: a slow upstream is slower still when asked again.
+                metrics.UPSTREAM.labels(method, "timeout").inc()
+                raise errors.UpstreamTimeout(f"{self.description} timed out on {method}") from exc
+            except aiohttp.ClientConnectionError as exc:
+                metrics.UPSTREAM.labels(method, "unreachable").inc()
+                delay = self._retry.delay(attempt, None)
+                if delay is None:
+                    raise errors.UpstreamUnavailable(
+                        f"{self.description} is unreachable: {exc}"
+                    ) from exc
+            except aiohttp.ClientError as exc:
+                metrics.UPSTREAM.labels(method, "error").inc()
+                raise errors.UpstreamError(f"{self.description} failed: {exc}") from exc
+            else:
+                metrics.UPSTREAM.labels(method, str(response.status)).inc()
+                if response.status in REDIRECTS and "Location" in response.headers:
+                    return await self._follow(method, response)
+                if response.status not in RETRYABLE:
+                    return response
+                delay = self._retry.delay(attempt, response.headers.get("Retry-After"))
+                if delay is None:
+                    return response
+                response.release()
+            metrics.UPSTREAM_RETRIES.inc()
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _follow(
+        self, method: str, response: aiohttp.ClientResponse
+    ) -> aiohttp.ClientResponse:
+        """Follow a redirect (S3, a CDN) without our credentials: they are for the registry."""
+        location = str(response.url.join(URL(response.headers["Location"])))
+        response.release()
+        for _ in range(MAX_REDIRECTS):
+            try:
+                followed = await self._client().request(method, location, allow_redirects=False)
+            except TimeoutError as exc:
+                raise errors.UpstreamTimeout(
+                    f"{self.description}: redirect target timed out"
+                ) from exc
+            except aiohttp.ClientError as exc:
+                raise errors.UpstreamUnavailable(
+                    f"{self.description}: redirect target {location} failed: {exc}"
+                ) from exc
+            if followed.status not in REDIRECTS or "Location" not in followed.headers:
+                return followed
+            location = str(followed.url.join(URL(followed.headers["Location"])))
+            followed.release()
+        raise errors.UpstreamError(f"{self.description} redirected more than {MAX_REDIRECTS} times")
 
     async def _authorization(self, scope: str | None) -> str | None:
         if self._scheme == "basic" and self._basic is not None:
@@ -406,7 +494,9 @@ def _next_link(header: str | None) -> str | None:
     if not header:
         return None
     for part in header.split(","):
-        url, _, rel = part.partition(";")
-        if 'rel="next"' in rel.replace(" ", ""):
-            return url.strip().strip("<>")
+        url, *params = part.split(";")
+        for param in params:
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "rel" and value.strip().strip('"').lower() == "next":
+                return url.strip().strip("<>")
     return None
