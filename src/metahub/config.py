@@ -6,11 +6,20 @@ deployment can keep secrets out of it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +47,9 @@ class UpstreamConfig(_Strict):
     insecure: bool = False
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    retry_base_delay: float = Field(0.1, ge=0)
+    retry_max_delay: float = Field(5.0, ge=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamConfig:
@@ -117,6 +129,56 @@ class FeaturesConfig(_Strict):
         return matchers
 
 
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+
+def parse_size(value: object) -> int:
+    """`64MiB`, `10GB`, `1024` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise ValueError(f"invalid size {value!r}: use bytes or a unit, e.g. 512MiB, 10GB")
+        size = int(float(match.group(1)) * _UNITS[unit])
+    else:
+        raise ValueError(f"invalid size {value!r}: use bytes or a unit, e.g. 512MiB, 10GB")
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+class BlobCacheConfig(_Strict):
+    path: Path
+    max_size: ByteSize = parse_size("10GiB")
+
+
+class CacheConfig(_Strict):
+    tag_ttl: float = Field(60.0, ge=0)
+    manifests_max_size: ByteSize = parse_size("64MiB")
+    filtered_max_size: ByteSize = parse_size("64MiB")
+    blobs: BlobCacheConfig | None = None
+
+
 class AdminConfig(_Strict):
     """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
 
@@ -146,8 +208,9 @@ class Settings(BaseSettings):
     machine_types: tuple[MachineTypeConfig, ...] = ()
     anonymous: AnonymousConfig | None = None
     features: FeaturesConfig = FeaturesConfig()
-    token: TokenConfig = TokenConfig(ttl=300)
+    token: TokenConfig = TokenConfig()
     admin: AdminConfig = AdminConfig()
+    cache: CacheConfig = CacheConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 
@@ -216,6 +279,11 @@ def _relative_to(settings: Settings, base: Path) -> Settings:
     updates: dict[str, Any] = {}
     if not settings.data_dir.is_absolute():
         updates["data_dir"] = base / settings.data_dir
+    blobs = settings.cache.blobs
+    if blobs is not None and not blobs.path.is_absolute():
+        updates["cache"] = settings.cache.model_copy(
+            update={"blobs": blobs.model_copy(update={"path": base / blobs.path})}
+        )
     if settings.upstream.path is not None and not settings.upstream.path.is_absolute():
         updates["upstream"] = settings.upstream.model_copy(
             update={"path": base / settings.upstream.path}

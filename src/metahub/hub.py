@@ -14,8 +14,10 @@ from metahub.manifests import ManifestService
 from metahub.store.database import default_url, open_database
 from metahub.store.digests import FilteredDigestStore
 from metahub.upstream.base import Upstream
+from metahub.upstream.caching import CachingUpstream
 from metahub.upstream.layout import OciLayoutUpstream
 from metahub.upstream.registry import RegistryUpstream
+from metahub.upstream.retry import RetryPolicy
 
 
 def make_upstream(settings: Settings) -> Upstream:
@@ -28,9 +30,18 @@ def make_upstream(settings: Settings) -> Upstream:
             insecure=config.insecure,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
+            retry=RetryPolicy(config.retries, config.retry_base_delay, config.retry_max_delay),
         )
     assert config.path is not None
     return OciLayoutUpstream(config.path)
+
+
+def cached(upstream: Upstream, settings: Settings) -> CachingUpstream:
+    return CachingUpstream(
+        upstream,
+        tag_ttl=settings.cache.tag_ttl,
+        content_bytes=settings.cache.manifests_max_size,
+    )
 
 
 @dataclass(slots=True)
@@ -45,7 +56,7 @@ class Hub:
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upstream = make_upstream(settings)
+        upstream = cached(make_upstream(settings), settings)
         engine = await open_database(default_url(settings.data_dir))
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
         profiles = {
@@ -61,7 +72,13 @@ class Hub:
             engine=engine,
             tokens=TokenService(load_signing_key(settings.data_dir), ttl=settings.token.ttl),
             credentials=CredentialChecker(accounts),
-            manifests=ManifestService(upstream, FilteredDigestStore(engine), profiles, matchers),
+            manifests=ManifestService(
+                upstream,
+                FilteredDigestStore(engine),
+                profiles,
+                matchers,
+                filtered_cache_bytes=settings.cache.filtered_max_size,
+            ),
         )
 
     async def close(self) -> None:

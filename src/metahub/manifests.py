@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from metahub import errors
 from metahub.auth.tokens import Principal
+from metahub.cache.lru import SizedLRU
 from metahub.features.selection import (
     DEFAULT_PLATFORM,
     MachineProfile,
@@ -40,6 +41,7 @@ class ServedManifest:
     data: bytes
     media_type: str
     digest: str
+    stale: bool = False  # the upstream could not be asked; this is the last known answer
 
 
 @dataclass(slots=True)
@@ -61,11 +63,17 @@ class ManifestService:
         store: FilteredDigestStore,
         profiles: Mapping[str, MachineProfile],
         matchers: Matchers,
+        *,
+        filtered_cache_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.upstream = upstream
         self.store = store
         self.profiles = profiles
         self.matchers = matchers
+        # (repository, upstream index digest, machine type revision) -> what that type gets.
+        self._filtered: SizedLRU[tuple[str, str, str], ServedManifest] = SizedLRU(
+            "filtered", filtered_cache_bytes, lambda served: len(served.data) + 256
+        )
 
     def profile(self, principal: Principal) -> MachineProfile | None:
         if principal.machine_type is None:
@@ -86,14 +94,24 @@ class ManifestService:
         manifest = await self.upstream.get_manifest(name, reference)
         served = _as_served(manifest)
         if profile is not None and mediatypes.is_index(manifest.media_type):
-            filtering = await self.filter(name, reference, manifest, profile)
-            if filtering.served is None:
-                raise _no_match(name, reference, profile, filtering)
-            served = filtering.served
+            served = await self._filtered_for(name, reference, manifest, profile)
         if not accepts_index and mediatypes.is_index(served.media_type):
             platform = profile.preferred_platform if profile else DEFAULT_PLATFORM
             return await self._single_manifest(name, reference, served, platform)
         return served
+
+    async def _filtered_for(
+        self, name: str, reference: str, manifest: Manifest, profile: MachineProfile
+    ) -> ServedManifest:
+        key = (name, manifest.digest, profile.revision)
+        served = self._filtered.get(key)
+        if served is None:
+            filtering = await self.filter(name, reference, manifest, profile)
+            if filtering.served is None:
+                raise _no_match(name, reference, profile, filtering)
+            served = filtering.served
+            self._filtered.put(key, served)
+        return dataclasses.replace(served, stale=True) if manifest.stale else served
 
     async def explain(self, name: str, reference: str, profile: MachineProfile) -> Filtering:
         manifest = await self.upstream.get_manifest(name, reference)
@@ -183,8 +201,8 @@ class ManifestService:
         return resolved
 
     async def _by_digest(self, name: str, digest: str) -> ServedManifest:
-        stored = await self.store.get(digest)
-        if stored is not None and stored.repository == name:
+        stored = await self.store.get(name, digest)
+        if stored is not None:
             return ServedManifest(stored.content, stored.media_type, digest)
         return _as_served(await self.upstream.get_manifest(name, digest))
 
@@ -216,7 +234,7 @@ class ManifestService:
 
 
 def _as_served(manifest: Manifest) -> ServedManifest:
-    return ServedManifest(manifest.data, manifest.media_type, manifest.digest)
+    return ServedManifest(manifest.data, manifest.media_type, manifest.digest, manifest.stale)
 
 
 def _offered(filtering: Filtering) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,12 @@ def load_signing_key(data_dir: Path) -> bytes:
 
 
 class TokenService:
-    def __init__(self, key: bytes, *, ttl: int = 300) -> None:
+    def __init__(self, key: bytes, *, ttl: int = 300, cache_size: int = 8192) -> None:
         self._key = key
         self.ttl = ttl
+        # Verified tokens, so the hot path pays the HMAC and JSON decoding once per token.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_size = cache_size
 
     def issue(self, principal: Principal, repositories: list[str]) -> IssuedToken:
         now = int(time.time())
@@ -99,6 +103,19 @@ class TokenService:
         return IssuedToken(token, self.ttl, issued_at)
 
     def verify(self, token: str) -> Principal | None:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached[1] > time.time():
+                return cached[0]
+            del self._verified[token]
+        principal, expires = self._decode(token)
+        if principal is not None:
+            self._verified[token] = (principal, expires)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal | None, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -109,7 +126,7 @@ class TokenService:
                 options={"require": ["exp", "iat", "sub"]},
             )
         except jwt.PyJWTError:
-            return None
+            return None, 0.0
         repositories = frozenset(
             str(grant.get("name"))
             for grant in claims.get("access") or []
@@ -118,8 +135,9 @@ class TokenService:
             and "pull" in (grant.get("actions") or [])
         )
         machine_type = claims.get("mt")
-        return Principal(
+        principal = Principal(
             str(claims["sub"]),
             machine_type if isinstance(machine_type, str) else None,
             repositories,
         )
+        return principal, float(claims["exp"])

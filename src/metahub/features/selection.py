@@ -13,6 +13,7 @@ feature set equals the machine's. A machine type that declares `platforms` keeps
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -67,6 +68,8 @@ class MachineProfile:
     by_key: MachineFeatures = field(compare=False)
     mode: Mode = "best"
     platforms: tuple[PlatformKey, ...] = ()
+    # Changes whenever what this machine type gets could change: part of every cache key.
+    revision: str = field(default="", compare=False)
 
     @classmethod
     def of(
@@ -78,9 +81,11 @@ class MachineProfile:
         platforms: Iterable[str] = (),
     ) -> MachineProfile:
         parsed = tuple(Feature.parse(f) for f in features)
-        return cls(
-            name, parsed, group_by_key(parsed), mode, tuple(parse_platform(p) for p in platforms)
-        )
+        declared = tuple(parse_platform(p) for p in platforms)
+        revision = hashlib.sha256(
+            repr((name, sorted(map(str, parsed)), mode, [str(p) for p in declared])).encode()
+        ).hexdigest()[:16]
+        return cls(name, parsed, group_by_key(parsed), mode, declared, revision)
 
     def describe(self) -> str:
         return ", ".join(map(str, self.features)) or "no features"

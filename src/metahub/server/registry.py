@@ -58,6 +58,9 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
             "docker-content-digest": served.digest,
             "etag": f'"{served.digest}"',
         }
+        if served.stale:
+            headers["warning"] = '110 metahub "Response is Stale"'
+
         return Response(200, headers, served.data)
     digest = _valid_digest(reference)
     if kind == "blobs":

@@ -24,7 +24,7 @@ class FilteredDigestStore:
 
     def __init__(self, engine: AsyncEngine, *, memory_entries: int = 1024) -> None:
         self._engine = engine
-        self._memory: OrderedDict[str, StoredManifest] = OrderedDict()
+        self._memory: OrderedDict[tuple[str, str], StoredManifest] = OrderedDict()
         self._memory_entries = memory_entries
 
     async def put(
@@ -35,8 +35,9 @@ class FilteredDigestStore:
         machine_type: str,
         upstream_digest: str,
     ) -> None:
-        if digest in self._memory:
-            self._memory.move_to_end(digest)
+        key = (manifest.repository, digest)
+        if key in self._memory:
+            self._memory.move_to_end(key)
             return
         try:
             async with self._engine.begin() as connection:
@@ -52,12 +53,13 @@ class FilteredDigestStore:
                 )
         except IntegrityError:
             pass  # another worker or replica stored the same bytes first
-        self._remember(digest, manifest)
+        self._remember(key, manifest)
 
-    async def get(self, digest: str) -> StoredManifest | None:
-        found = self._memory.get(digest)
+    async def get(self, repository: str, digest: str) -> StoredManifest | None:
+        key = (repository, digest)
+        found = self._memory.get(key)
         if found is not None:
-            self._memory.move_to_end(digest)
+            self._memory.move_to_end(key)
             return found
         async with self._engine.connect() as connection:
             row = (
@@ -66,16 +68,19 @@ class FilteredDigestStore:
                         filtered_manifests.c.repository,
                         filtered_manifests.c.media_type,
                         filtered_manifests.c.content,
-                    ).where(filtered_manifests.c.digest == digest)
+                    ).where(
+                        filtered_manifests.c.digest == digest,
+                        filtered_manifests.c.repository == repository,
+                    )
                 )
             ).first()
         if row is None:
             return None
         manifest = StoredManifest(row.repository, row.media_type, bytes(row.content))
-        self._remember(digest, manifest)
+        self._remember(key, manifest)
         return manifest
 
-    def _remember(self, digest: str, manifest: StoredManifest) -> None:
-        self._memory[digest] = manifest
+    def _remember(self, key: tuple[str, str], manifest: StoredManifest) -> None:
+        self._memory[key] = manifest
         while len(self._memory) > self._memory_entries:
             self._memory.popitem(last=False)

@@ -12,7 +12,8 @@ filtered_manifests = Table(
     "filtered_manifests",
     metadata,
     Column("digest", String(150), primary_key=True),
-    Column("repository", String(255), nullable=False),
+    # Part of the key: access is per repository, and two repositories can share an index.
+    Column("repository", String(255), primary_key=True),
     Column("media_type", String(255), nullable=False),
     Column("content", LargeBinary, nullable=False),
     Column("machine_type", String(255), nullable=False),

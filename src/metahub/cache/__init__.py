@@ -1,0 +1,1 @@
+"""In-memory caches and request coalescing for the hot path."""

@@ -1,0 +1,53 @@
+"""A least-recently-used map bounded by the total size of its values."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from metahub import metrics
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SizedLRU(Generic[K, V]):
+    def __init__(self, name: str, max_bytes: int, size_of: Callable[[V], int]) -> None:
+        self.name = name
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self.bytes = 0
+        self._hit = metrics.CACHE.labels(name, "hit")
+        self._miss = metrics.CACHE.labels(name, "miss")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is None:
+            self._miss.inc()
+            return None
+        self._items.move_to_end(key)
+        self._hit.inc()
+        return item[0]
+
+    def put(self, key: K, value: V) -> None:
+        size = self._size_of(value)
+        if size > self.max_bytes:
+            return  # larger than the whole cache: caching it would only evict everything
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        self._items[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, evicted) = self._items.popitem(last=False)
+            self.bytes -= evicted
+
+    def pop(self, key: K) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
