@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,8 +55,14 @@ def serve(config_path: Path, host: str, port: int, workers: int) -> None:
 
     from metahub.server.asgi import CONFIG_ENV
 
-    _load(config_path)  # fail here, with a clear message, rather than in every worker
+    settings = _load(config_path)  # fail here, with a clear message, not in every worker
     os.environ[CONFIG_ENV] = str(config_path.resolve())
+    if workers > 1:
+        # Each worker counts into files here; /metrics, answered by any worker, adds them up.
+        metrics_dir = settings.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run(
         "metahub.server.asgi:create_app",
         factory=True,
@@ -126,10 +133,10 @@ async def _serve_until_stopped(
 ) -> None:
     import uvicorn
 
-    from metahub.server.app import MetaHubApp
+    from metahub.server.app import build_app
 
     config = uvicorn.Config(
-        MetaHubApp(settings),
+        build_app(settings),
         host=host,
         port=port,
         loop="none",

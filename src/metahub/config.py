@@ -179,6 +179,11 @@ class CacheConfig(_Strict):
     blobs: BlobCacheConfig | None = None
 
 
+class LogConfig(_Strict):
+    access: Literal["plain", "json", "off"] = "plain"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class AdminConfig(_Strict):
     """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
 
@@ -211,6 +216,7 @@ class Settings(BaseSettings):
     token: TokenConfig = TokenConfig()
     admin: AdminConfig = AdminConfig()
     cache: CacheConfig = CacheConfig()
+    log: LogConfig = LogConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 

@@ -47,7 +47,7 @@ def cached(upstream: Upstream, settings: Settings) -> CachingUpstream:
 @dataclass(slots=True)
 class Hub:
     settings: Settings
-    upstream: Upstream
+    upstream: CachingUpstream
     engine: AsyncEngine
     tokens: TokenService
     credentials: CredentialChecker

@@ -3,6 +3,7 @@
 Each image has no base image: its only layer holds one static ``/bench`` that prints which
 build it is. The amd64 builds come from the machine's C compiler with different ``-march``
 flags; the arm64 build is a hand-assembled ELF so no cross compiler is needed.
+``build_feature_images`` builds such amd64 indexes for any repository and set of builds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,19 @@ class DemoBuildError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class FeatureImage:
+    """One amd64 build of an index: a static program for ``march`` that prints ``message``.
+
+    ``features`` go on the index entry's ``platform.features``; none makes it the generic entry.
+    """
+
+    tag: str
+    march: str
+    features: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Amd64Variant:
     tag: str
     march: str
@@ -49,6 +64,10 @@ class Amd64Variant:
         if not self.features:
             return GENERIC_MESSAGE
         return f">> This container is optimized for: {','.join(self.features)}"
+
+    @property
+    def image(self) -> FeatureImage:
+        return FeatureImage(self.tag, self.march, self.features, self.message)
 
 
 # Order matters: it is the order of the entries in the qnib/bench:latest index.
@@ -210,6 +229,52 @@ def _bench_image(
     )
 
 
+def _write_feature_images(
+    writer: LayoutWriter,
+    repository: str,
+    builds: Iterable[FeatureImage],
+    compiler: str,
+    workdir: Path,
+) -> list[Descriptor]:
+    """Compile, write and tag each build as ``repository:tag``; return its index entries."""
+    entries: list[Descriptor] = []
+    for build in builds:
+        source = _c_source(build.message)
+        program = _compile_static(compiler, source, build.march, workdir / build.tag)
+        descriptor = _bench_image(writer, program, "amd64")
+        writer.tag(f"{repository}:{build.tag}", descriptor)
+        if build.features:
+            # features is the product's selector; only the index entry carries it.
+            platform = {"architecture": "amd64", "os": "linux", "features": [*build.features]}
+            descriptor = {**descriptor, "platform": platform}
+        entries.append(descriptor)
+    return entries
+
+
+def build_feature_images(
+    path: Path,
+    repository: str,
+    builds: Iterable[FeatureImage],
+    *,
+    index_tag: str = "latest",
+    cc: str = "cc",
+) -> Descriptor:
+    """Build each amd64 image into the OCI layout at ``path`` and an index over them in order.
+
+    Each build is tagged ``repository:tag``, the index ``repository:index_tag``; returns the
+    index's descriptor. Not idempotent like ``build_demo_layout``: it always compiles, but equal
+    builds give equal digests, so rebuilding only rewrites ``index.json``.
+    """
+    compiler = _check_compiler(cc)
+    writer = LayoutWriter(path)
+    with tempfile.TemporaryDirectory(prefix="metahub-images-") as tmp:
+        entries = _write_feature_images(writer, repository, builds, compiler, Path(tmp))
+    index = image_index(writer, entries)
+    writer.tag(f"{repository}:{index_tag}", index)
+    writer.save()
+    return index
+
+
 def build_demo_layout(path: Path, *, cc: str = "cc") -> None:
     """Build the ``qnib/bench`` seed images into the OCI layout at ``path``.
 
@@ -219,18 +284,10 @@ def build_demo_layout(path: Path, *, cc: str = "cc") -> None:
         return
     compiler = _check_compiler(cc)
     writer = LayoutWriter(path)
-    entries: list[Descriptor] = []
+    builds = [variant.image for variant in AMD64_VARIANTS]
     with tempfile.TemporaryDirectory(prefix="metahub-demo-") as tmp:
-        for variant in AMD64_VARIANTS:
-            source = _c_source(variant.message)
-            program = _compile_static(compiler, source, variant.march, Path(tmp) / variant.tag)
-            descriptor = _bench_image(writer, program, "amd64")
-            writer.tag(variant.ref, descriptor)
-            if variant.features:
-                # features is the product's selector; only the index entry carries it.
-                platform = {"architecture": "amd64", "os": "linux", "features": [*variant.features]}
-                descriptor = {**descriptor, "platform": platform}
-            entries.append(descriptor)
+        entries = _write_feature_images(writer, REPOSITORY, builds, compiler, Path(tmp))
+    # The demo's index also offers arm64, which build_feature_images does not build.
     arm64_program = aarch64_echo_elf(GENERIC_MESSAGE.encode() + b"\n")
     entries.append(_bench_image(writer, arm64_program, "arm64", "v8"))
     writer.tag(LATEST_REF, image_index(writer, entries))

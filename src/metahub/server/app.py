@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse
@@ -16,10 +25,12 @@ from metahub.config import Settings
 from metahub.hub import Hub
 from metahub.server.api import create_api
 from metahub.server.http import Request, Response, StreamResponse, error_response
+from metahub.server.observe import Observe
 from metahub.server.registry import registry_endpoint
 from metahub.server.token import token_endpoint
 
 log = logging.getLogger("metahub.server")
+READY_TIMEOUT = 2.0
 
 
 class MetaHubApp:
@@ -29,6 +40,8 @@ class MetaHubApp:
         self.web = Starlette(
             routes=[
                 Route("/healthz", _healthz),
+                Route("/readyz", self._readyz),
+                Route("/metrics", _metrics),
                 Mount("/api", app=create_api(lambda: self.hub)),
             ]
         )
@@ -89,9 +102,37 @@ class MetaHubApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _readyz(self, request: StarletteRequest) -> StarletteResponse:
+        """Ready when the upstream answers, or when the cache can answer without it."""
+        upstream = self.hub.upstream
+        try:
+            await asyncio.wait_for(upstream.ping(), READY_TIMEOUT)
+        except (errors.RegistryError, TimeoutError) as exc:
+            if upstream.warm:
+                return JSONResponse({"status": "ready", "upstream": "unreachable", "cache": "warm"})
+            message = exc.message if isinstance(exc, errors.RegistryError) else "timed out"
+            return JSONResponse(
+                {"status": "unready", "upstream": upstream.description, "error": message},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "upstream": "reachable"})
+
+
+def build_app(settings: Settings) -> Observe:
+    """The application as served: MetaHub inside its metrics and access-log middleware."""
+    return Observe(MetaHubApp(settings), log_format=settings.log.access)
+
 
 async def _healthz(request: StarletteRequest) -> StarletteResponse:
     return JSONResponse({"status": "ok"})
+
+
+async def _metrics(request: StarletteRequest) -> StarletteResponse:
+    registry: CollectorRegistry = REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return StarletteResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _not_found(request: StarletteRequest, exc: Exception) -> StarletteResponse:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from metahub.config import load_config
-from metahub.server.app import MetaHubApp
+from metahub.server.app import build_app
+from metahub.server.observe import Observe
 
 CONFIG_ENV = "METAHUB_CONFIG"
 
 
-def create_app() -> MetaHubApp:
-    return MetaHubApp(load_config(Path(os.environ[CONFIG_ENV])))
+def create_app() -> Observe:
+    settings = load_config(Path(os.environ[CONFIG_ENV]))
+    # Each worker is a fresh process: logging is set up here, not inherited.
+    logging.basicConfig(
+        level=settings.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return build_app(settings)

@@ -1,0 +1,95 @@
+"""Pure ASGI middleware: request metrics and the access log, with no per-request objects kept."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from metahub import metrics
+
+access_log = logging.getLogger("metahub.access")
+
+ASGIApp = Any
+
+
+_V2_ROUTES = (
+    ("/blobs/uploads", "upload"),
+    ("/manifests/", "manifest"),
+    ("/blobs/", "blob"),
+    ("/tags/list", "tags"),
+    ("/referrers/", "referrers"),
+)
+_TOP_ROUTES = frozenset({"/token", "/metrics", "/healthz", "/readyz"})
+
+
+def route_of(path: str) -> str:
+    """A small fixed set of labels, so metrics stay bounded whatever clients ask for."""
+    if path.startswith("/v2/"):
+        if path == "/v2/":
+            return "ping"
+        return next((label for marker, label in _V2_ROUTES if marker in path), "other")
+    if path in _TOP_ROUTES:
+        return path[1:]
+    return "api" if path.startswith("/api/") else "other"
+
+
+class Observe:
+    def __init__(self, app: ASGIApp, *, log_format: str = "plain") -> None:
+        self.app = app
+        self.log_format = log_format
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+        sent = 0
+
+        async def observed_send(message: dict[str, Any]) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = route_of(scope["path"])
+            method = scope["method"]
+            metrics.REQUESTS.labels(route, method, str(status or 500)).inc()
+            metrics.LATENCY.labels(route).observe(elapsed)
+            metrics.BYTES_SERVED.labels(route).inc(sent)
+            if self.log_format != "off":
+                self._log(scope, method, status, sent, elapsed)
+
+    def _log(
+        self, scope: dict[str, Any], method: str, status: int, sent: int, elapsed: float
+    ) -> None:
+        client = scope.get("client")
+        address = client[0] if client else "-"
+        path = scope["path"]
+        if self.log_format == "json":
+            access_log.info(
+                orjson.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "client": address,
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "bytes": sent,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    }
+                ).decode()
+            )
+        else:
+            access_log.info(
+                '%s "%s %s" %s %d %.1fms', address, method, path, status, sent, elapsed * 1000
+            )
