@@ -129,22 +129,37 @@ class ManifestService:
         *,
         record: bool = True,
     ) -> Filtering:
-        """Select from an index (and the indexes it holds) for a machine type; store the result."""
+        """Select from an index (and the indexes it holds) for a machine type; store the result.
+
+        Nested indexes are filtered first, so one in which nothing fits counts as an entry that
+        does not fit, and its platform falls back to the next best entry as any other would.
+        """
         index = self._parse(name, reference, manifest)
         nests = [e for e in index.entries if mediatypes.is_index(e.media_type)]
-        if not index.has_features() and (not nests or depth >= MAX_NESTING):
+        if depth >= MAX_NESTING:
+            nests = []
+        if not index.has_features() and not nests:
             return Filtering(manifest, [], _as_served(manifest), filtered=False)
-        if index.has_features():
-            try:
-                selection = select(index, profile, self.matchers)
-            except NoMatchingEntry as exc:
-                return Filtering(manifest, exc.verdicts, None, filtered=True, error=str(exc))
-            kept, verdicts = selection.kept, selection.verdicts
-        else:
-            kept, verdicts = list(index.entries), []
-        result = Filtering(manifest, verdicts, None, filtered=True)
-        if depth < MAX_NESTING:
-            kept = await self._resolve_nested(name, kept, profile, depth, result, record)
+        result = Filtering(manifest, [], None, filtered=True)
+        for entry in nests:
+            child = await self.upstream.get_manifest(name, entry.digest)
+            result.nested[entry.position] = await self.filter(
+                name, entry.digest, child, profile, depth + 1, record=record
+            )
+        unfit = {
+            position: "nothing in this nested index fits"
+            for position, nested in result.nested.items()
+            if nested.served is None
+        }
+        try:
+            selection = select(
+                index, profile, self.matchers, unfit=unfit, choose=index.has_features()
+            )
+        except NoMatchingEntry as exc:
+            result.verdicts, result.error = exc.verdicts, str(exc)
+            return result
+        result.verdicts = selection.verdicts if index.has_features() else []
+        kept = [self._with_nested(entry, result.nested) for entry in selection.kept]
         if not index.has_features() and kept == list(index.entries):
             # Nothing was chosen here and nothing below changed: the upstream bytes stand.
             result.served, result.filtered = _as_served(manifest), False
@@ -173,32 +188,15 @@ class ManifestService:
         )  # fmt: skip
         return result
 
-    async def _resolve_nested(
-        self,
-        name: str,
-        kept: list[Entry],
-        profile: MachineProfile,
-        depth: int,
-        result: Filtering,
-        record: bool,
-    ) -> list[Entry]:
-        resolved: list[Entry] = []
-        for entry in kept:
-            if not mediatypes.is_index(entry.media_type):
-                resolved.append(entry)
-                continue
-            child = await self.upstream.get_manifest(name, entry.digest)
-            nested = await self.filter(name, entry.digest, child, profile, depth + 1, record=record)
-            result.nested[entry.position] = nested
-            if nested.served is None:
-                continue  # nothing in it fits: the entry goes like any entry that does not fit
-            descriptor = {
-                **entry.descriptor,
-                "digest": nested.served.digest,
-                "size": len(nested.served.data),
-            }
-            resolved.append(dataclasses.replace(entry, descriptor=descriptor))
-        return resolved
+    @staticmethod
+    def _with_nested(entry: Entry, nested: Mapping[int, Filtering]) -> Entry:
+        """The entry pointing at its filtered nested index, when it is one."""
+        filtering = nested.get(entry.position)
+        if filtering is None or filtering.served is None:
+            return entry
+        served = filtering.served
+        descriptor = {**entry.descriptor, "digest": served.digest, "size": len(served.data)}
+        return dataclasses.replace(entry, descriptor=descriptor)
 
     async def _by_digest(self, name: str, digest: str) -> ServedManifest:
         stored = await self.store.get(name, digest)

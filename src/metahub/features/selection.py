@@ -233,17 +233,32 @@ def _is_attestation(entry: Entry) -> bool:
     return entry.annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
 
 
-def select(index: Index, machine: MachineProfile, matchers: Matchers) -> Selection:
-    """Keep one best-fitting entry per platform; raise NoMatchingEntry if none is left."""
+def select(
+    index: Index,
+    machine: MachineProfile,
+    matchers: Matchers,
+    *,
+    unfit: Mapping[int, str] | None = None,
+    choose: bool = True,
+) -> Selection:
+    """Keep one best-fitting entry per platform; raise NoMatchingEntry if none is left.
+
+    `unfit` names entries (by position) already known not to fit, with the reason: nested
+    indexes in which nothing fits. With `choose=False` (an index without features) every fitting
+    entry is kept rather than one per platform.
+    """
     verdicts = [judge(entry, machine, matchers) for entry in index.entries]
+    for position, reason in (unfit or {}).items():
+        verdicts[position].fits = False
+        verdicts[position].reasons.append(reason)
     groups: dict[PlatformKey, list[Verdict]] = {}
     attestations: list[Verdict] = []
     for verdict in verdicts:
         entry = verdict.entry
         if _is_attestation(entry):
             attestations.append(verdict)
-        elif entry.platform is None:
-            verdict.chosen = True  # nothing to choose between: runtimes skip such entries
+        elif entry.platform is None or not choose:
+            verdict.chosen = verdict.fits  # nothing to choose between
         else:
             groups.setdefault(normalize_platform(entry.platform), []).append(verdict)
 
@@ -256,7 +271,7 @@ def select(index: Index, machine: MachineProfile, matchers: Matchers) -> Selecti
                 if verdict is not best:
                     verdict.reasons.append(f"entry {best.entry.position} fits this platform better")
     chosen_digests = {v.entry.digest for v in verdicts if v.chosen and v.entry.platform}
-    if not chosen_digests:
+    if not chosen_digests and not any(v.chosen for v in verdicts):
         raise NoMatchingEntry(machine, _offered(index), verdicts)
     # An attestation describes one image; it is worth keeping only with that image.
     for verdict in attestations:

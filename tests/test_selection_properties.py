@@ -1,0 +1,442 @@
+"""Properties of selection over generated indexes and machines, against an oracle written here.
+
+The oracle knows the rules from the issue, not from the code: archspec ancestry for `cpu` (with
+the documented aliases and one configured here), CUDA's rule for `nvcap` (X.y runs on X.z with
+z >= y; X.ya only on X.y) and `nvptx` (any capability >= X.Y), dotted versions for `driver`
+(assigned to `at-least`), and equality for any other key. Platforms compare on os, architecture
+and variant, with arm64/v8 read as arm64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import archspec.cpu
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from metahub.features.selection import (
+    MachineProfile,
+    Matchers,
+    NoMatchingEntry,
+    Selection,
+    judge,
+    select,
+)
+from metahub.oci.index import Entry, Index
+
+TARGETS = archspec.cpu.TARGETS
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+REFERENCE_TYPE = "vnd.docker.reference.type"
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+
+# The documented built-in aliases (two of them) and one configured for these tests.
+CPU_ALIASES = {"coffeelake": "skylake", "kabylake": "skylake", "corp-gen3": "icelake"}
+MATCHERS = Matchers({"driver": "at-least"}, {"cpu": {"corp-gen3": "icelake"}})
+
+CPU_VALUES = [
+    "x86_64",
+    "x86_64_v2",
+    "x86_64_v3",
+    "x86_64_v4",
+    "haswell",
+    "broadwell",
+    "skylake",
+    "skylake_avx512",
+    "cascadelake",
+    "icelake",
+    "sapphirerapids",
+    "zen",
+    "zen2",
+    "zen3",
+    "zen4",
+    "aarch64",
+    "armv8.2a",
+    "armv8.4a",
+    "neoverse_n1",
+    "neoverse_v1",
+    "a64fx",
+    "coffeelake",
+    "kabylake",
+    "corp-gen3",
+    "mycpu",
+]
+NVCAP_MACHINE = ["5.2", "7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0"]
+NVCAP_ENTRY = [*NVCAP_MACHINE, "9.0a", "8.6a"]
+NVPTX_ENTRY = ["5.2", "8.0", "9.0"]
+DRIVERS = ["470", "525.60", "535.54", "535.104", "550"]
+GPUS = ["t4", "a100"]
+
+ENTRY_FEATURES = (
+    [f"cpu:{v}" for v in CPU_VALUES]
+    + [f"nvcap:{v}" for v in NVCAP_ENTRY]
+    + [f"nvptx:{v}" for v in NVPTX_ENTRY]
+    + [f"driver:{v}" for v in DRIVERS]
+    + [f"gpu:{v}" for v in GPUS]
+)
+MACHINE_FEATURES = (
+    [f"cpu:{v}" for v in CPU_VALUES]
+    + [f"nvcap:{v}" for v in NVCAP_MACHINE]
+    + [f"driver:{v}" for v in DRIVERS]
+    + [f"gpu:{v}" for v in GPUS]
+)
+MACHINE_KEYS = ["cpu", "nvcap", "driver", "gpu"]
+
+PLATFORMS = [
+    {"os": "linux", "architecture": "amd64"},
+    {"os": "linux", "architecture": "amd64", "variant": "v3"},
+    {"os": "linux", "architecture": "arm64"},
+    {"os": "linux", "architecture": "arm64", "variant": "v8"},
+    {"os": "linux", "architecture": "arm", "variant": "v7"},
+]
+PLATFORM_TEXTS = ["linux/amd64", "linux/amd64/v3", "linux/arm64", "linux/arm64/v8", "linux/arm/v7"]
+
+
+# --- the oracle --------------------------------------------------------------------------------
+
+
+def _cpu(required: str, have: str) -> bool:
+    required, have = CPU_ALIASES.get(required, required), CPU_ALIASES.get(have, have)
+    if required == have:
+        return True
+    if required not in TARGETS or have not in TARGETS:
+        return False
+    return required in {t.name for t in TARGETS[have].ancestors}
+
+
+def _capability(text: str) -> tuple[int, int]:
+    major, minor = text.rstrip("a").split(".")
+    return int(major), int(minor)
+
+
+def _nvcap(required: str, have: str) -> bool:
+    want, cap = _capability(required), _capability(have)
+    if required.endswith("a"):
+        return cap == want
+    return cap[0] == want[0] and cap[1] >= want[1]
+
+
+def _nvptx(required: str, have: str) -> bool:
+    return _capability(have) >= _capability(required)
+
+
+def _at_least(required: str, have: str) -> bool:
+    want = [int(p) for p in required.split(".")]
+    got = [int(p) for p in have.split(".")]
+    width = max(len(want), len(got))
+    return got + [0] * (width - len(got)) >= want + [0] * (width - len(want))
+
+
+RULES = {"cpu": _cpu, "nvcap": _nvcap, "nvptx": _nvptx, "driver": _at_least}
+JUDGED_BY = {"nvptx": "nvcap"}  # PTX is checked against the machine's capabilities
+
+
+def judged_key(key: str) -> str:
+    return JUDGED_BY.get(key, key)
+
+
+def machine_values(machine: Iterable[str], key: str) -> list[str]:
+    return [f.partition(":")[2] for f in machine if f.partition(":")[0] == key]
+
+
+def feature_fits(feature: str, machine: list[str]) -> bool:
+    key, _, value = feature.partition(":")
+    rule = RULES.get(key, str.__eq__)
+    return any(rule(value, have) for have in machine_values(machine, judged_key(key)))
+
+
+def failing_keys(entry: Entry, machine: list[str]) -> set[str]:
+    return {judged_key(f.partition(":")[0]) for f in entry.features if not feature_fits(f, machine)}
+
+
+def norm(platform: Any) -> tuple[str, str, str]:
+    os, arch, variant = platform.os, platform.architecture, platform.variant
+    if arch == "arm64" and variant == "v8":
+        variant = ""
+    return os, arch, variant
+
+
+def norm_text(text: str) -> tuple[str, str, str]:
+    os, arch, *rest = text.split("/")
+    variant = rest[0] if rest else ""
+    if arch == "arm64" and variant == "v8":
+        variant = ""
+    return os, arch, variant
+
+
+def allowed(entry: Entry, platforms: list[str]) -> bool:
+    return not platforms or norm(entry.platform) in {norm_text(p) for p in platforms}
+
+
+def oracle_fits(entry: Entry, machine: list[str], platforms: list[str]) -> bool:
+    return allowed(entry, platforms) and not failing_keys(entry, machine)
+
+
+# --- generated inputs --------------------------------------------------------------------------
+
+
+def sha(label: str) -> str:
+    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
+
+
+@st.composite
+def indexes(draw: st.DrawFn) -> Index:
+    count = draw(st.integers(1, 9))
+    descriptors: list[dict[str, Any]] = []
+    for i in range(count):
+        platform = dict(draw(st.sampled_from(PLATFORMS)))
+        features = draw(st.lists(st.sampled_from(ENTRY_FEATURES), max_size=3, unique=True))
+        if features:
+            platform["features"] = features
+        descriptors.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha(f"e{i}"),
+                "size": 10 + i,
+                "platform": platform,
+            }
+        )
+    for i in range(draw(st.integers(0, 3))):
+        of = draw(st.integers(0, count))  # `count` names an image that is not in the index
+        descriptors.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": sha(f"att{i}"),
+                "size": 5,
+                "platform": {"os": "unknown", "architecture": "unknown"},
+                "annotations": {
+                    REFERENCE_TYPE: "attestation-manifest",
+                    REFERENCE_DIGEST: sha(f"e{of}"),
+                },
+            }
+        )
+    ordered = draw(st.permutations(descriptors))
+    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": ordered}
+    return Index.parse(json.dumps(document).encode())
+
+
+machines = st.lists(st.sampled_from(MACHINE_FEATURES), max_size=4, unique=True)
+platform_lists = st.one_of(
+    st.just([]), st.lists(st.sampled_from(PLATFORM_TEXTS), min_size=1, max_size=2, unique=True)
+)
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def is_attestation(entry: Entry) -> bool:
+    return entry.annotations.get(REFERENCE_TYPE) == "attestation-manifest"
+
+
+def images(index: Index) -> list[Entry]:
+    return [e for e in index.entries if not is_attestation(e)]
+
+
+def run(
+    index: Index, features: list[str], platforms: list[str], mode: str = "best"
+) -> Selection | None:
+    profile = MachineProfile.of("m", features, mode=mode, platforms=platforms)  # type: ignore[arg-type]
+    try:
+        return select(index, profile, MATCHERS)
+    except NoMatchingEntry:
+        return None
+
+
+def chosen_images(selection: Selection) -> list[Entry]:
+    return [e for e in selection.kept if not is_attestation(e)]
+
+
+# --- properties --------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_chosen_entry_always_fits(index: Index, features: list[str], platforms: list[str]) -> None:
+    selection = run(index, features, platforms)
+    fitting = [e for e in images(index) if oracle_fits(e, features, platforms)]
+    if selection is None:
+        assert fitting == []
+        return
+    for entry in chosen_images(selection):
+        assert oracle_fits(entry, features, platforms), (entry.platform, entry.features)
+    # and every platform where something fits gets its entry
+    assert {norm(e.platform) for e in chosen_images(selection)} == {
+        norm(e.platform) for e in fitting
+    }
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists, st.randoms(use_true_random=False))
+def test_choice_is_deterministic(
+    index: Index, features: list[str], platforms: list[str], random: Any
+) -> None:
+    first = run(index, features, platforms)
+    again = run(index, features, platforms)
+    reparsed = run(Index.parse(json.dumps(index.document).encode()), features, platforms)
+    shuffled = list(features)
+    random.shuffle(shuffled)
+    reordered = run(index, shuffled, platforms)
+    outcomes = [
+        None if s is None else [e.digest for e in s.kept]
+        for s in (first, again, reparsed, reordered)
+    ]
+    assert outcomes.count(outcomes[0]) == 4, outcomes
+    if first is not None:
+        assert again is not None
+        assert index.with_entries(first.kept) == index.with_entries(again.kept)
+
+
+@PROPERTY
+@given(indexes(), machines, st.sampled_from(MACHINE_FEATURES))
+def test_a_new_key_never_rescues_an_entry_that_failed_on_another_key(
+    index: Index, features: list[str], added: str
+) -> None:
+    new_key = added.partition(":")[0]
+    assume(new_key not in {f.partition(":")[0] for f in features})
+    before = MachineProfile.of("m", features)
+    after = MachineProfile.of("m", [*features, added])
+    for entry in images(index):
+        failed = failing_keys(entry, features)
+        assert judge(entry, before, MATCHERS).fits is (not failed)
+        fits_after = judge(entry, after, MATCHERS).fits
+        assert fits_after is (not failing_keys(entry, [*features, added]))
+        if failed - {new_key}:
+            assert not fits_after, (entry.features, features, added)
+    # At the level of the served index: what was chosen for another reason stays unchanged
+    # unless the new key made a rival fit.
+    first, second = run(index, features, []), run(index, [*features, added], [])
+    if first is not None:
+        assert second is not None
+        newly = {
+            e.digest
+            for e in images(index)
+            if failing_keys(e, features) and not failing_keys(e, [*features, added])
+        }
+        for entry in chosen_images(first):
+            if entry not in second.kept:
+                rivals = [
+                    e for e in chosen_images(second) if norm(e.platform) == norm(entry.platform)
+                ]
+                assert rivals and rivals[0].digest in newly
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_generic_only_when_nothing_with_features_fits(
+    index: Index, features: list[str], platforms: list[str]
+) -> None:
+    selection = run(index, features, platforms)
+    if selection is None:
+        return
+    for entry in chosen_images(selection):
+        if entry.features:
+            continue
+        featured_rivals = [
+            e
+            for e in images(index)
+            if e.features
+            and norm(e.platform) == norm(entry.platform)
+            and oracle_fits(e, features, platforms)
+        ]
+        assert featured_rivals == [], [e.features for e in featured_rivals]
+    for key in {norm(e.platform) for e in images(index)}:
+        group = [e for e in images(index) if norm(e.platform) == key]
+        if any(e.features and oracle_fits(e, features, platforms) for e in group):
+            chosen = [e for e in chosen_images(selection) if norm(e.platform) == key]
+            assert chosen and chosen[0].features
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_at_most_one_entry_per_platform(
+    index: Index, features: list[str], platforms: list[str]
+) -> None:
+    for mode in ("best", "exact"):
+        selection = run(index, features, platforms, mode)
+        if selection is None:
+            continue
+        keys = [norm(e.platform) for e in chosen_images(selection)]
+        assert len(keys) == len(set(keys)), (mode, keys)
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_exact_mode_keeps_the_first_equal_feature_set_per_platform(
+    index: Index, features: list[str], platforms: list[str]
+) -> None:
+    expected: dict[tuple[str, str, str], Entry] = {}
+    for entry in images(index):
+        if set(entry.features) == set(features) and allowed(entry, platforms):
+            expected.setdefault(norm(entry.platform), entry)
+    selection = run(index, features, platforms, "exact")
+    if not expected:
+        assert selection is None
+        return
+    assert selection is not None
+    chosen_digests = {e.digest for e in expected.values()}
+    assert [e.digest for e in chosen_images(selection)] == [
+        e.digest for e in images(index) if e.digest in chosen_digests
+    ]
+    attestations = [e for e in selection.kept if is_attestation(e)]
+    assert [e.digest for e in attestations] == [
+        e.digest
+        for e in index.entries
+        if is_attestation(e) and e.annotations[REFERENCE_DIGEST] in chosen_digests
+    ]
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_platforms_and_attestations(
+    index: Index, features: list[str], platforms: list[str]
+) -> None:
+    selection = run(index, features, platforms)
+    if selection is None:
+        return
+    chosen = {e.digest for e in chosen_images(selection)}
+    for entry in chosen_images(selection):
+        assert allowed(entry, platforms)
+    for entry in index.entries:
+        if is_attestation(entry):
+            assert (entry in selection.kept) is (entry.annotations[REFERENCE_DIGEST] in chosen)
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_ranking_is_never_beaten_by_a_clearly_better_rival(
+    index: Index, features: list[str], platforms: list[str]
+) -> None:
+    """More features satisfied wins; then, within one key, the clearly closer value wins."""
+    selection = run(index, features, platforms)
+    if selection is None:
+        return
+    for entry in chosen_images(selection):
+        rivals = [
+            e
+            for e in images(index)
+            if norm(e.platform) == norm(entry.platform) and oracle_fits(e, features, platforms)
+        ]
+        assert len(set(entry.features)) == max(len(set(e.features)) for e in rivals)
+        if len(entry.features) != 1:
+            continue
+        key, _, value = entry.features[0].partition(":")
+        for rival in rivals:
+            if len(rival.features) != 1 or rival is entry:
+                continue
+            r_key, _, r_value = rival.features[0].partition(":")
+            if key == r_key == "cpu":
+                # the rival descends from the chosen one: it is the more derived build
+                canon, r_canon = CPU_ALIASES.get(value, value), CPU_ALIASES.get(r_value, r_value)
+                assert not (canon != r_canon and _cpu(canon, r_canon)), (value, r_value)
+            if key == "nvptx":
+                assert r_key != "nvcap", "a fitting cubin lost to PTX"
+            if key == r_key == "nvcap" and len(machine_values(features, "nvcap")) == 1:
+                cap = _capability(machine_values(features, "nvcap")[0])
+                assert minors_off(value, cap) <= minors_off(r_value, cap), (value, r_value)
+
+
+def minors_off(required: str, cap: tuple[int, int]) -> int:
+    """How far a fitting cubin is from the card: 0 for an exact or architecture-specific one."""
+    return 0 if required.endswith("a") else cap[1] - _capability(required)[1]
