@@ -8,6 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metahub.auth.passwords import Account, CredentialChecker
 from metahub.auth.tokens import TokenService, load_signing_key
+from metahub.blobs import BlobService
+from metahub.cache.blobs import BlobCache
 from metahub.config import Settings
 from metahub.features.selection import MachineProfile, Matchers
 from metahub.manifests import ManifestService
@@ -52,11 +54,17 @@ class Hub:
     tokens: TokenService
     credentials: CredentialChecker
     manifests: ManifestService
+    blobs: BlobService
 
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upstream = cached(make_upstream(settings), settings)
+        blob_cache = settings.cache.blobs
+        blobs = BlobService(
+            upstream,
+            BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
+        )
         engine = await open_database(default_url(settings.data_dir))
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
         profiles = {
@@ -79,6 +87,7 @@ class Hub:
                 matchers,
                 filtered_cache_bytes=settings.cache.filtered_max_size,
             ),
+            blobs=blobs,
         )
 
     async def close(self) -> None:

@@ -71,10 +71,10 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
 async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response | StreamResponse:
     byte_range = ByteRange.parse(request.headers.get("range"))
     if request.method == "HEAD" and byte_range is None:
-        size, media_type = await hub.upstream.blob_size(name, digest)
+        size, media_type = await hub.blobs.size(name, digest)
         headers = _blob_headers(digest, media_type)
         return StreamResponse(200, headers, size, _nothing())
-    stream = await hub.upstream.open_blob(name, digest, byte_range)
+    stream = await hub.blobs.open(name, digest, byte_range)
     headers = _blob_headers(digest, stream.media_type)
     status = 200
     if stream.content_range is not None:

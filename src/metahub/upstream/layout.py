@@ -8,21 +8,19 @@ repository at `<path>/<name>/`, whose ref names are bare tags (what `skopeo copy
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from metahub import errors
+from metahub.fileio import read_chunks
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 from metahub.oci.reference import NAME_RE, TAG_RE
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 REF_NAME = "org.opencontainers.image.ref.name"
-CHUNK_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +140,7 @@ class OciLayoutUpstream:
         window = byte_range.resolve(size) if byte_range else None
         first, last = window if window else (0, size - 1)
         return BlobStream(
-            size, "application/octet-stream", _read_file(path, first, last - first + 1), window
+            size, "application/octet-stream", read_chunks(path, first, last - first + 1), window
         )
 
     def _existing_blob(self, name: str, digest: str) -> Path:
@@ -187,18 +185,3 @@ def _declared_media_type(data: bytes) -> str | None:
     if isinstance(document.get("layers"), list):
         return mediatypes.OCI_MANIFEST
     return None
-
-
-async def _read_file(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
-    # Reads go to a thread so a cold disk never stalls the event loop.
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
-    try:
-        while length > 0:
-            chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK_SIZE, length), offset)
-            if not chunk:
-                break
-            offset += len(chunk)
-            length -= len(chunk)
-            yield chunk
-    finally:
-        os.close(fd)
