@@ -183,6 +183,11 @@ class LogConfig(_Strict):
     access: Literal["plain", "json", "off"] = "plain"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("access", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
 
 class AdminConfig(_Strict):
     """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
