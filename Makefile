@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -26,9 +26,14 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not e2e"
 
+# Benchmarks, not tests: tables on stdout, JSON under benchmarks/results/ (committed for docs).
+bench: install
+	./scripts/install-system-deps.sh test
+	$(BIN)/python -m benchmarks
+
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 clean:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 _KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*\Z")
 
@@ -29,6 +30,12 @@ class Feature:
 
     def __str__(self) -> str:
         return f"{self.key}:{self.value}"
+
+
+@lru_cache(maxsize=16384)
+def parse_feature(text: str) -> Feature:
+    """Feature.parse, remembered: the same few feature strings recur in every index."""
+    return Feature.parse(text)
 
 
 def group_by_key(features: Iterable[Feature]) -> Mapping[str, tuple[str, ...]]:

@@ -27,7 +27,7 @@ from metahub.features.matchers import (
     Matcher,
     MicroarchMatcher,
 )
-from metahub.features.model import Feature, InvalidFeature, group_by_key
+from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
 from metahub.oci.index import Entry, Index, PlatformKey
 
 ATTESTATION_TYPE = "attestation-manifest"
@@ -193,7 +193,7 @@ def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
         return _judge_exact(entry, machine, verdict)
     for text in entry.features:
         try:
-            feature = Feature.parse(text)
+            feature = parse_feature(text)
         except InvalidFeature as exc:
             verdict.fits = False
             verdict.reasons.append(str(exc))

@@ -1,0 +1,144 @@
+"""`python -m benchmarks [--quick] [suite ...]`: run suites, print tables, record JSON.
+
+Each run writes benchmarks/results/<suite>-<UTC timestamp>.json. A full run also updates
+latest.json (suite -> its latest full result), the file docs cite; --quick results are only
+a check that a suite works, so they never replace a full one there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import SUITES, SuiteResult, load
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parent.parent
+
+
+def machine() -> dict[str, object]:
+    """What the numbers depend on, recorded next to them."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),  # what `nproc` prints: the CPUs we may use
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        # Other work on the machine skews timings; the 1-minute load says how much there was.
+        "load_average_1m": os.getloadavg()[0],
+        "commit": _commit(),
+    }
+
+
+def _commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def _cell(value: object, fmt: str) -> str:
+    if value is None:
+        return ""
+    if fmt and isinstance(value, int | float):
+        return format(value, fmt)
+    return str(value)
+
+
+def table(result: SuiteResult, host: dict[str, object], quick: bool) -> Table:
+    caption = [
+        *result.notes,
+        f"{host['cpu_model']}, nproc {host['nproc']}, Python {host['python']}"
+        + (" (--quick: not for citing)" if quick else ""),
+    ]
+    output = Table(title=result.title, caption="\n".join(caption))
+    for column in result.columns:
+        numeric = bool(column.fmt)
+        output.add_column(column.header, justify="right" if numeric else "left")
+    for row in result.rows:
+        output.add_row(*(_cell(row.get(c.key), c.fmt) for c in result.columns))
+    return output
+
+
+def _write_json(path: Path, document: object) -> None:
+    # Write then rename, so an interrupted run never leaves half a file to be committed.
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(data)
+    Path(tmp.name).chmod(0o644)
+    Path(tmp.name).replace(path)
+
+
+def record(
+    results_dir: Path, name: str, result: SuiteResult, host: dict[str, object], quick: bool
+) -> Path:
+    now = datetime.now(UTC)
+    document = {
+        "suite": name,
+        "title": result.title,
+        "timestamp": now.isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": host,
+        "parameters": result.parameters,
+        "columns": [{"key": c.key, "header": c.header, "format": c.fmt} for c in result.columns],
+        "rows": result.rows,
+        "notes": result.notes,
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+    _write_json(path, document)
+    if not quick:
+        latest_path = results_dir / "latest.json"
+        latest = orjson.loads(latest_path.read_bytes()) if latest_path.exists() else {}
+        _write_json(latest_path, {**latest, name: document})
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("suites", nargs="*", metavar="suite", help=f"of {', '.join(SUITES)}")
+    parser.add_argument("--quick", action="store_true", help="a short run to check the suites")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where JSON goes")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.suites if name not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite {', '.join(unknown)}; known: {', '.join(SUITES)}")
+    # Piped output (CI logs, tee) gets a width the table fits in rather than rich's 80.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    host = machine()
+    for name in args.suites or list(SUITES):
+        with console.status(f"running {name}{' (quick)' if args.quick else ''}"):
+            result = load(name)(args.quick)
+        console.print(table(result, host, args.quick))
+        path = record(args.results, name, result, host, args.quick)
+        console.print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
