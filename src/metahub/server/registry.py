@@ -9,6 +9,7 @@ from urllib.parse import quote
 import orjson
 
 from metahub import errors
+from metahub.auth.tokens import Principal
 from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
@@ -17,55 +18,62 @@ from metahub.server.authn import authenticate
 from metahub.server.http import Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
 
-_ROUTE = re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)$")
-_TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+# Names contain slashes, so a route is recognised by what follows the name.
+_ROUTES = (
+    re.compile(r"^/v2/(?P<name>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)$"),
+    re.compile(r"^/v2/(?P<name>.+)/(?P<kind>tags)/list$"),
+    re.compile(r"^/v2/(?P<name>.+?)/blobs/(?P<kind>uploads)(?:/.*)?$"),
+)
 _JSON = {"content-type": "application/json"}
 READ_METHODS = ("GET", "HEAD")
+STALE_WARNING = '110 metahub "Response is Stale"'
 
 
 async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResponse:
-    path = request.path
-    if path in ("/v2/", "/v2"):
+    if request.path in ("/v2/", "/v2"):
         await authenticate(request, hub, None)
         if request.method not in READ_METHODS:
-            raise errors.Unsupported(f"{request.method} /v2/ is not supported")
-        return Response(200, _JSON, b"{}")
-    match = _ROUTE.match(path)
-    tags = None if match else _TAGS.match(path)
-    if match is None and tags is None:
-        if path.startswith("/v2/") and "/blobs/uploads" in path:
-            name = path[4 : path.index("/blobs/uploads")]
-            await authenticate(request, hub, _valid_name(name))
             raise _read_only(request)
-        raise errors.NotFound(f"no registry API route for {path}")
-    name = _valid_name((match or tags).group("name"))  # type: ignore[union-attr]
+        return Response(200, _JSON, b"{}")
+    name, kind, reference = _route(request.path)
     principal = await authenticate(request, hub, name)
-    if request.method not in READ_METHODS:
+    if request.method not in READ_METHODS or kind == "uploads":
         raise _read_only(request)
-    if tags is not None:
-        return await _tags_list(request, hub, name)
-    assert match is not None
-    kind, reference = match.group("kind"), match.group("ref")
     if kind == "manifests":
-        served = await hub.manifests.get(
-            name,
-            _valid_reference(reference),
-            principal,
-            accepts_index=mediatypes.accepts_index(request.headers.get("accept")),
-        )
-        headers = {
-            "content-type": served.media_type,
-            "docker-content-digest": served.digest,
-            "etag": f'"{served.digest}"',
-        }
-        if served.stale:
-            headers["warning"] = '110 metahub "Response is Stale"'
-
-        return Response(200, headers, served.data)
-    digest = _valid_digest(reference)
+        return await _manifest(request, hub, principal, name, _valid_reference(reference))
+    if kind == "tags":
+        return await _tags_list(request, hub, name)
     if kind == "blobs":
-        return await _blob(request, hub, name, digest)
-    return await _referrers(request, hub, name, digest)
+        return await _blob(request, hub, name, _valid_digest(reference))
+    return await _referrers(request, hub, name, _valid_digest(reference))
+
+
+def _route(path: str) -> tuple[str, str, str]:
+    for pattern in _ROUTES:
+        match = pattern.match(path)
+        if match is not None:
+            groups = match.groupdict()
+            return _valid_name(groups["name"]), groups["kind"], groups.get("ref") or ""
+    raise errors.NotFound(f"no registry API route for {path}")
+
+
+async def _manifest(
+    request: Request, hub: Hub, principal: Principal, name: str, reference: str
+) -> Response:
+    served = await hub.manifests.get(
+        name,
+        reference,
+        principal,
+        accepts_index=mediatypes.accepts_index(request.headers.get("accept")),
+    )
+    headers = {
+        "content-type": served.media_type,
+        "docker-content-digest": served.digest,
+        "etag": f'"{served.digest}"',
+    }
+    if served.stale:
+        headers["warning"] = STALE_WARNING
+    return Response(200, headers, served.data)
 
 
 async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response | StreamResponse:
