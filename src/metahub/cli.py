@@ -172,3 +172,33 @@ def explain(config_path: Path, machine_type: str, as_json: bool, image: str) -> 
 
     settings = _load(config_path)
     run_explain(settings, machine_type, image, as_json=as_json)
+
+
+@main.group()
+def db() -> None:
+    """MetaHub's database."""
+
+
+@db.command("upgrade")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+def db_upgrade(config_path: Path) -> None:
+    """Apply the schema migrations (MetaHub also applies them on start)."""
+    from metahub.store.database import default_url, open_database
+    from metahub.store.migrate import current_revision
+
+    settings = _load(config_path)
+
+    async def run() -> str | None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = await open_database(default_url(settings.data_dir))
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"database is at revision {asyncio.run(run())}")

@@ -1,8 +1,22 @@
-"""Tables. Kept in one place so migrations have one source of truth."""
+"""Tables. Migrations (store/migrations) are the source of truth for existing databases; this
+module describes the newest revision for queries and tests."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table, func
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
 
 metadata = MetaData()
 
@@ -19,4 +33,79 @@ filtered_manifests = Table(
     Column("machine_type", String(255), nullable=False),
     Column("upstream_digest", String(150), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+machine_types = Table(
+    "machine_types",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("features", JSON, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("platforms", JSON, nullable=False),
+    Column("description", Text, nullable=False),
+    # Bumped on every change; part of every cache key for what the type is served.
+    Column("revision", Integer, nullable=False),
+    Column("config_managed", Boolean, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "machine_type",
+        String(255),
+        ForeignKey("machine_types.name", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("login", String(255), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("config_managed", Boolean, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires", DateTime(timezone=True), nullable=True),
+    Column("revoked", DateTime(timezone=True), nullable=True),
+)
+
+admins = Table(
+    "admins",
+    metadata,
+    Column("login", String(255), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("admin", String(255), ForeignKey("admins.login", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    # Only a hash: a database dump must not hand out working tokens.
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires", DateTime(timezone=True), nullable=True),
+    Column("revoked", DateTime(timezone=True), nullable=True),
+)
+
+# Shared by replicas: a token issued by one is verified by every other.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", LargeBinary, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("detail", JSON, nullable=False),
 )

@@ -1,0 +1,45 @@
+"""Bringing a database to the newest schema with alembic: on start and by `metahub db upgrade`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, inspect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# The first release created its one table without alembic; such a database is at 0001.
+UNVERSIONED_RELEASE = "0001"
+
+
+def _config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection, target: str) -> None:
+    config = _config(connection)
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" not in tables and "filtered_manifests" in tables:
+        command.stamp(config, UNVERSIONED_RELEASE)
+    command.upgrade(config, target)
+
+
+def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade, target)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current)
