@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -36,6 +37,8 @@ def _current(connection: Connection) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
+    # alembic narrates every plugin and step at INFO; MetaHub's own log says what matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, target)
 
