@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The first release created its one table without alembic; such a database is at 0001.
@@ -16,6 +18,8 @@ UNVERSIONED_RELEASE = "0001"
 
 
 def _config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -23,6 +27,8 @@ def _config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection, target: str) -> None:
+    from alembic import command
+
     config = _config(connection)
     tables = set(inspect(connection).get_table_names())
     if "alembic_version" not in tables and "filtered_manifests" in tables:
@@ -37,7 +43,8 @@ def _current(connection: Connection) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
-    # alembic narrates every plugin and step at INFO; MetaHub's own log says what matters.
+    # alembic narrates every plugin and step at INFO (from its import on, hence the lazy
+    # imports here); MetaHub's own log says what matters.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade, target)
