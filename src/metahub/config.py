@@ -189,6 +189,18 @@ class LogConfig(_Strict):
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
+class DatabaseConfig(_Strict):
+    url: str | None = None  # default: SQLite in the data directory
+    refresh_interval: float = Field(2.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB")
+        return url
+
+
 class AdminConfig(_Strict):
     """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
 
@@ -222,6 +234,7 @@ class Settings(BaseSettings):
     admin: AdminConfig = AdminConfig()
     cache: CacheConfig = CacheConfig()
     log: LogConfig = LogConfig()
+    database: DatabaseConfig = DatabaseConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 

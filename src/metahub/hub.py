@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from metahub.auth.passwords import Account, CredentialChecker
-from metahub.auth.tokens import TokenService, load_signing_key
+from metahub.auth.passwords import CredentialChecker
+from metahub.auth.tokens import TokenService
 from metahub.blobs import BlobService
 from metahub.cache.blobs import BlobCache
 from metahub.config import Settings
-from metahub.features.selection import MachineProfile, Matchers
+from metahub.features.selection import Matchers
+from metahub.management.directory import Directory
+from metahub.management.service import ManagementService
 from metahub.manifests import ManifestService
 from metahub.store.database import default_url, open_database
 from metahub.store.digests import FilteredDigestStore
+from metahub.store.keys import signing_key
 from metahub.upstream.base import Upstream
 from metahub.upstream.caching import CachingUpstream
 from metahub.upstream.layout import OciLayoutUpstream
@@ -56,6 +61,10 @@ class Hub:
     manifests: ManifestService
     blobs: BlobService
 
+    directory: Directory
+    management: ManagementService
+    _refresh: asyncio.Task[None] | None = None
+
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -65,31 +74,38 @@ class Hub:
             upstream,
             BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
         )
-        engine = await open_database(default_url(settings.data_dir))
+        engine = await open_database(settings.database.url or default_url(settings.data_dir))
+        management = ManagementService(engine)
+        await management.import_config(settings.machine_types)
+        directory = Directory(engine, settings.machine_types)
+        await directory.load()
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
-        profiles = {
-            m.name: MachineProfile.of(m.name, m.features, mode=m.mode, platforms=m.platforms)
-            for m in settings.machine_types
-        }
-        accounts = [
-            Account(m.login, m.name, m.password, m.password_hash) for m in settings.machine_types
-        ]
-        return cls(
+        hub = cls(
             settings=settings,
             upstream=upstream,
             engine=engine,
-            tokens=TokenService(load_signing_key(settings.data_dir), ttl=settings.token.ttl),
-            credentials=CredentialChecker(accounts),
+            tokens=TokenService(await signing_key(engine), ttl=settings.token.ttl),
+            credentials=CredentialChecker(directory),
             manifests=ManifestService(
                 upstream,
                 FilteredDigestStore(engine),
-                profiles,
+                directory.profiles,
                 matchers,
                 filtered_cache_bytes=settings.cache.filtered_max_size,
             ),
             blobs=blobs,
+            directory=directory,
+            management=management,
         )
+        hub._refresh = asyncio.create_task(
+            directory.refresh_forever(settings.database.refresh_interval)
+        )
+        return hub
 
     async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
         await self.upstream.close()
         await self.engine.dispose()

@@ -9,6 +9,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -26,48 +28,85 @@ class Account:
     machine_type: str
     password: str | None = None
     password_hash: str | None = None
+    credential_id: str | None = None
+    expires: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.expires is None or self.expires > datetime.now(UTC)
+
+
+@runtime_checkable
+class AccountSource(Protocol):
+    def account(self, login: str) -> Account | None: ...
+
+
+class StaticAccounts:
+    def __init__(self, accounts: Iterable[Account]) -> None:
+        self._accounts = {account.login: account for account in accounts}
+
+    def account(self, login: str) -> Account | None:
+        return self._accounts.get(login)
 
 
 class CredentialChecker:
-    """Maps `login:password` to a machine type.
+    """Maps `login:password` to the account (and so the machine type) it belongs to.
 
-    Results (good and bad) are cached by a hash of the pair for `ttl` seconds, so a client that
-    sends Basic credentials on every request pays argon2 once, and a revoked credential stops
-    working within `ttl`.
+    Verdicts (good and bad) are cached by a hash of the pair for `ttl` seconds, so a client that
+    sends Basic credentials on every request pays argon2 once. A cached "yes" is re-checked
+    against the current account on every use, so a revoked, expired or rotated credential stops
+    working as soon as the account source knows.
     """
 
-    def __init__(self, accounts: Iterable[Account], *, ttl: float = 60.0, size: int = 4096):
-        self._accounts = {account.login: account for account in accounts}
+    def __init__(
+        self,
+        accounts: Iterable[Account] | AccountSource,
+        *,
+        ttl: float = 60.0,
+        size: int = 4096,
+    ) -> None:
+        self._source: AccountSource = (
+            StaticAccounts(accounts) if not isinstance(accounts, AccountSource) else accounts
+        )
         self._ttl = ttl
         self._size = size
-        self._cache: OrderedDict[bytes, tuple[str | None, float]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[Account | None, float, Account | None]] = (
+            OrderedDict()
+        )
 
     async def check(self, login: str, password: str) -> str | None:
         """The machine type these credentials belong to, or None."""
-        key = hashlib.sha256(f"{login}\0{password}".encode()).digest()
-        cached = self._cache.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            self._cache.move_to_end(key)
-            return cached[0]
-        result = await self._verify(login, password)
-        self._cache[key] = (result, now + self._ttl)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._size:
-            self._cache.popitem(last=False)
-        return result
+        account = await self.check_account(login, password)
+        return account.machine_type if account is not None else None
 
-    async def _verify(self, login: str, password: str) -> str | None:
-        account = self._accounts.get(login)
+    async def check_account(self, login: str, password: str) -> Account | None:
+        key = hashlib.sha256(f"{login}\0{password}".encode()).digest()
+        now = time.monotonic()
+        current = self._source.account(login)
+        cached = self._cache.get(key)
+        # A verdict holds while the account it was made against is unchanged.
+        if cached is not None and cached[1] > now and cached[2] == current:
+            self._cache.move_to_end(key)
+            verdict = cached[0]
+        else:
+            verdict = await self._verify(login, password)
+            self._cache[key] = (verdict, now + self._ttl, current)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return verdict if verdict is not None and verdict.active else None
+
+    async def _verify(self, login: str, password: str) -> Account | None:
+        account = self._source.account(login)
         if account is None:
             return None
         if account.password is not None:
             ok = hmac.compare_digest(account.password.encode(), password.encode())
-            return account.machine_type if ok else None
-        assert account.password_hash is not None
-        hashed = account.password_hash
+            return account if ok else None
+        if account.password_hash is None:
+            return None
         try:
-            await asyncio.to_thread(_hasher.verify, hashed, password)
+            await asyncio.to_thread(_hasher.verify, account.password_hash, password)
         except (VerificationError, InvalidHashError):
             return None
-        return account.machine_type
+        return account

@@ -29,6 +29,7 @@ class Principal:
     subject: str
     machine_type: str | None
     repositories: frozenset[str] | None = None  # None: any (a Basic-authenticated request)
+    credential_id: str | None = None  # checked on every use, so revocation reaches tokens
 
     @property
     def unfiltered(self) -> bool:
@@ -97,6 +98,7 @@ class TokenService:
                 {"type": "repository", "name": name, "actions": ["pull"]} for name in repositories
             ],
             "mt": principal.machine_type,
+            "cid": principal.credential_id,
         }
         token = jwt.encode(claims, self._key, algorithm=_ALGORITHM)
         issued_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
@@ -135,9 +137,11 @@ class TokenService:
             and "pull" in (grant.get("actions") or [])
         )
         machine_type = claims.get("mt")
+        credential_id = claims.get("cid")
         principal = Principal(
             str(claims["sub"]),
             machine_type if isinstance(machine_type, str) else None,
             repositories,
+            credential_id if isinstance(credential_id, str) else None,
         )
         return principal, float(claims["exp"])

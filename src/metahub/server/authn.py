@@ -47,8 +47,14 @@ async def principal_from_basic(hub: Hub, header: str) -> Principal | None:
     credentials = basic_credentials(header)
     if credentials is None:
         return None
-    machine_type = await hub.credentials.check(*credentials)
-    return Principal(credentials[0], machine_type) if machine_type is not None else None
+    return await principal_from_password(hub, *credentials)
+
+
+async def principal_from_password(hub: Hub, login: str, password: str) -> Principal | None:
+    account = await hub.credentials.check_account(login, password)
+    if account is None:
+        return None
+    return Principal(login, account.machine_type, credential_id=account.credential_id)
 
 
 def anonymous(hub: Hub) -> Principal | None:
@@ -65,6 +71,15 @@ async def authenticate(request: Request, hub: Hub, name: str | None) -> Principa
         principal = hub.tokens.verify(header[7:].strip())
         if principal is None:
             raise unauthorized(request, hub, name, "invalid or expired token", "invalid_token")
+        cid = principal.credential_id
+        if cid is not None and not hub.directory.credential_active(cid):
+            raise unauthorized(
+                request,
+                hub,
+                name,
+                "the credential behind this token was revoked or expired",
+                "invalid_token",
+            )
         if name is not None and not principal.may_pull(name):
             raise unauthorized(
                 request, hub, name, f"token does not grant pull on {name}", "insufficient_scope"

@@ -11,7 +11,7 @@ from metahub import errors
 from metahub.auth.tokens import Principal
 from metahub.hub import Hub
 from metahub.oci.reference import NAME_RE
-from metahub.server.authn import anonymous, principal_from_basic
+from metahub.server.authn import anonymous, principal_from_basic, principal_from_password
 from metahub.server.http import Request, Response
 
 MAX_FORM_BYTES = 64 * 1024
@@ -82,10 +82,10 @@ async def _principal_for_post(hub: Hub, form: dict[str, list[str]]) -> Principal
         raise errors.Unsupported(f"grant_type {grant!r} is not supported; use 'password'")
     login = (form.get("username") or [""])[0]
     password = (form.get("password") or [""])[0]
-    machine_type = await hub.credentials.check(login, password)
-    if machine_type is None:
+    principal = await principal_from_password(hub, login, password)
+    if principal is None:
         raise _refused("invalid username or password")
-    return Principal(login, machine_type)
+    return principal
 
 
 async def _read_form(receive: Any) -> dict[str, list[str]]:

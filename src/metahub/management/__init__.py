@@ -1,0 +1,1 @@
+"""Management: machine types, credentials and admins kept in the database."""

@@ -1,0 +1,88 @@
+"""Machine types and credentials as the hot path sees them: in memory, refreshed from the DB.
+
+A warm pull never waits on the database. Every `refresh_interval` seconds the directory reloads
+both tables (small: hundreds of rows), so a credential revoked or a type changed through any
+replica takes effect everywhere within that interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from metahub.auth.passwords import Account
+from metahub.config import MachineTypeConfig
+from metahub.features.selection import MachineProfile
+from metahub.management.ids import config_credential_id
+from metahub.management.records import aware
+from metahub.store.schema import credentials, machine_types
+
+log = logging.getLogger("metahub.directory")
+
+
+class Directory:
+    def __init__(self, engine: AsyncEngine, configured: Iterable[MachineTypeConfig]) -> None:
+        self._engine = engine
+        # Config credentials are checked against the config itself: its passwords may be plain.
+        self._configured = {
+            m.login: Account(
+                m.login, m.name, m.password, m.password_hash, config_credential_id(m.login)
+            )
+            for m in configured
+        }
+        self.profiles: dict[str, MachineProfile] = {}
+        self._accounts: dict[str, Account] = {}
+        self._by_id: dict[str, Account] = {}
+
+    def account(self, login: str) -> Account | None:
+        return self._accounts.get(login)
+
+    def credential_active(self, credential_id: str) -> bool:
+        account = self._by_id.get(credential_id)
+        return account is not None and account.active
+
+    async def load(self) -> None:
+        async with self._engine.connect() as connection:
+            types = (await connection.execute(select(machine_types))).all()
+            creds = (
+                await connection.execute(
+                    select(credentials).where(
+                        credentials.c.revoked.is_(None),
+                        credentials.c.config_managed.is_(False),
+                    )
+                )
+            ).all()
+        profiles = {
+            row.name: MachineProfile.of(
+                row.name, row.features, mode=row.mode, platforms=row.platforms
+            )
+            for row in types
+        }
+        accounts = {
+            row.login: Account(
+                row.login,
+                row.machine_type,
+                password_hash=row.password_hash,
+                credential_id=row.id,
+                expires=aware(row.expires) if row.expires is not None else None,
+            )
+            for row in creds
+        }
+        accounts.update(self._configured)
+        # Swapped in place and at once: the hot path holds references to these mappings.
+        self.profiles.clear()
+        self.profiles.update(profiles)
+        self._accounts = accounts
+        self._by_id = {a.credential_id: a for a in accounts.values() if a.credential_id}
+
+    async def refresh_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.load()
+            except Exception:
+                log.exception("could not refresh machine types and credentials; keeping the last")

@@ -1,0 +1,511 @@
+"""Operations on machine types, credentials, admins and admin tokens, each audited.
+
+Secrets are generated here and returned once (IssuedSecret); only argon2 hashes (passwords) and
+sha256 hashes (admin tokens) are stored. Machine types from the YAML config are imported as
+config-managed and cannot be changed through this service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from metahub import errors
+from metahub.auth.passwords import hash_password
+from metahub.config import MachineTypeConfig
+from metahub.features.model import Feature, InvalidFeature
+from metahub.features.selection import InvalidPlatform, parse_platform
+from metahub.management.ids import config_credential_id
+from metahub.management.records import (
+    AdminToken,
+    AuditEntry,
+    Credential,
+    IssuedSecret,
+    MachineType,
+    aware,
+)
+from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+/=-]{0,254}\Z")
+TOKEN_PREFIX = "mha_"
+MODES = ("best", "exact")
+
+
+class Conflict(errors.RegistryError):
+    code = "CONFLICT"
+    status = 409
+
+
+def invalid(field: str, message: str) -> errors.RegistryError:
+    return errors.InvalidRequest(
+        f"{field}: {message}", detail=[{"field": field, "message": message}]
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ManagementService:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # -- machine types ---------------------------------------------------------------------
+
+    async def list_machine_types(self) -> list[MachineType]:
+        counts = (
+            select(credentials.c.machine_type, func.count().label("n"))
+            .where(credentials.c.revoked.is_(None))
+            .group_by(credentials.c.machine_type)
+            .subquery()
+        )
+        query = (
+            select(machine_types, func.coalesce(counts.c.n, 0).label("n"))
+            .outerjoin(counts, counts.c.machine_type == machine_types.c.name)
+            .order_by(machine_types.c.name)
+        )
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [_machine_type(row, row.n) for row in rows]
+
+    async def get_machine_type(self, name: str) -> MachineType:
+        for machine_type in await self.list_machine_types():
+            if machine_type.name == name:
+                return machine_type
+        raise errors.NotFound(f"machine type {name!r} does not exist", detail={"name": name})
+
+    async def create_machine_type(
+        self,
+        actor: str,
+        name: str,
+        features: Sequence[str],
+        *,
+        mode: str = "best",
+        platforms: Sequence[str] = (),
+        description: str = "",
+    ) -> MachineType:
+        values = _validated(name=name, features=features, mode=mode, platforms=platforms)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    insert(machine_types).values(
+                        **values,
+                        description=description,
+                        revision=1,
+                        config_managed=False,
+                        created=_now(),
+                        updated=_now(),
+                    )
+                )
+                await _audit(connection, actor, "machine_type.create", name, values)
+        except IntegrityError as exc:
+            raise Conflict(f"machine type {name!r} already exists", detail={"name": name}) from exc
+        return await self.get_machine_type(name)
+
+    async def update_machine_type(
+        self,
+        actor: str,
+        name: str,
+        *,
+        features: Sequence[str] | None = None,
+        mode: str | None = None,
+        platforms: Sequence[str] | None = None,
+        description: str | None = None,
+    ) -> MachineType:
+        current = await self._editable(name)
+        values = _validated(
+            name=name,
+            features=current.features if features is None else features,
+            mode=current.mode if mode is None else mode,
+            platforms=current.platforms if platforms is None else platforms,
+        )
+        del values["name"]
+        if description is not None:
+            values["description"] = description
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(machine_types)
+                .where(machine_types.c.name == name)
+                .values(**values, revision=machine_types.c.revision + 1, updated=_now())
+            )
+            await _audit(connection, actor, "machine_type.update", name, values)
+        return await self.get_machine_type(name)
+
+    async def delete_machine_type(self, actor: str, name: str) -> None:
+        await self._editable(name)
+        async with self.engine.begin() as connection:
+            await connection.execute(delete(credentials).where(credentials.c.machine_type == name))
+            await connection.execute(delete(machine_types).where(machine_types.c.name == name))
+            await _audit(connection, actor, "machine_type.delete", name, {})
+
+    async def _editable(self, name: str) -> MachineType:
+        current = await self.get_machine_type(name)
+        if current.config_managed:
+            raise Conflict(
+                f"machine type {name!r} comes from the config file; change it there",
+                detail={"name": name},
+            )
+        return current
+
+    async def import_config(self, configured: Sequence[MachineTypeConfig]) -> None:
+        """Make the config's machine types and logins rows, read-only through the API.
+
+        Several workers or replicas may import at once; a lost insert race is retried once.
+        """
+        try:
+            await self._import_config(configured)
+        except IntegrityError:
+            await self._import_config(configured)
+
+    async def _import_config(self, configured: Sequence[MachineTypeConfig]) -> None:
+        names = [entry.name for entry in configured]
+        async with self.engine.begin() as connection:
+            existing = {
+                row.name: row for row in (await connection.execute(select(machine_types))).all()
+            }
+            for entry in configured:
+                values = {
+                    "features": list(entry.features),
+                    "mode": entry.mode,
+                    "platforms": list(entry.platforms),
+                    "description": entry.description,
+                }
+                row = existing.get(entry.name)
+                if row is None:
+                    await connection.execute(
+                        insert(machine_types).values(
+                            name=entry.name,
+                            **values,
+                            revision=1,
+                            config_managed=True,
+                            created=_now(),
+                            updated=_now(),
+                        )
+                    )
+                elif not row.config_managed or any(
+                    getattr(row, key) != value for key, value in values.items()
+                ):
+                    await connection.execute(
+                        update(machine_types)
+                        .where(machine_types.c.name == entry.name)
+                        .values(
+                            **values,
+                            config_managed=True,
+                            updated=_now(),
+                            revision=machine_types.c.revision + 1,
+                        )
+                    )
+            # A type dropped from the config stays, editable, with its credentials.
+            await connection.execute(
+                update(machine_types)
+                .where(machine_types.c.config_managed.is_(True))
+                .where(machine_types.c.name.not_in(names))
+                .values(config_managed=False, updated=_now())
+            )
+            # Config logins are listed like any credential; they are checked against the config.
+            await connection.execute(
+                delete(credentials).where(credentials.c.config_managed.is_(True))
+            )
+            for entry in configured:
+                await connection.execute(
+                    insert(credentials).values(
+                        id=config_credential_id(entry.login),
+                        machine_type=entry.name,
+                        login=entry.login,
+                        password_hash=entry.password_hash or "",
+                        config_managed=True,
+                        created=_now(),
+                    )
+                )
+
+    # -- credentials -----------------------------------------------------------------------
+
+    async def list_credentials(self, machine_type: str | None = None) -> list[Credential]:
+        query = select(credentials).order_by(credentials.c.machine_type, credentials.c.login)
+        if machine_type is not None:
+            await self.get_machine_type(machine_type)
+            query = query.where(credentials.c.machine_type == machine_type)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [_credential(row) for row in rows]
+
+    async def get_credential(self, credential_id: str) -> Credential:
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(credentials).where(credentials.c.id == credential_id)
+                )
+            ).first()
+        if row is None:
+            raise errors.NotFound(
+                f"credential {credential_id!r} does not exist", detail={"id": credential_id}
+            )
+        return _credential(row)
+
+    async def create_credential(
+        self,
+        actor: str,
+        machine_type: str,
+        *,
+        login: str | None = None,
+        expires: datetime | None = None,
+    ) -> IssuedSecret:
+        await self.get_machine_type(machine_type)
+        login = login or f"{machine_type}-{secrets.token_hex(4)}"
+        if not LOGIN_RE.match(login):
+            raise invalid("login", "use letters, digits and . _ @ + / = -, no ':'")
+        if expires is not None and aware(expires) <= _now():
+            raise invalid("expires", "must be in the future")
+        password = secrets.token_urlsafe(24)
+        hashed = await asyncio.to_thread(hash_password, password)
+        credential_id = secrets.token_hex(8)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    insert(credentials).values(
+                        id=credential_id,
+                        machine_type=machine_type,
+                        login=login,
+                        password_hash=hashed,
+                        config_managed=False,
+                        created=_now(),
+                        expires=expires,
+                    )
+                )
+                await _audit(
+                    connection,
+                    actor,
+                    "credential.create",
+                    login,
+                    {"id": credential_id, "machine_type": machine_type},
+                )
+        except IntegrityError as exc:
+            raise Conflict(f"login {login!r} is taken", detail={"login": login}) from exc
+        return IssuedSecret(credential_id, login, password)
+
+    async def rotate_credential(self, actor: str, credential_id: str) -> IssuedSecret:
+        credential = await self._changeable(credential_id)
+        password = secrets.token_urlsafe(24)
+        hashed = await asyncio.to_thread(hash_password, password)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(credentials)
+                .where(credentials.c.id == credential_id)
+                .values(password_hash=hashed)
+            )
+            await _audit(
+                connection, actor, "credential.rotate", credential.login, {"id": credential_id}
+            )
+        return IssuedSecret(credential_id, credential.login, password)
+
+    async def revoke_credential(self, actor: str, credential_id: str) -> Credential:
+        credential = await self._changeable(credential_id)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(credentials)
+                .where(credentials.c.id == credential_id, credentials.c.revoked.is_(None))
+                .values(revoked=_now())
+            )
+            await _audit(
+                connection, actor, "credential.revoke", credential.login, {"id": credential_id}
+            )
+        return await self.get_credential(credential_id)
+
+    async def expire_credential(self, actor: str, credential_id: str, when: datetime) -> Credential:
+        credential = await self._changeable(credential_id)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(credentials).where(credentials.c.id == credential_id).values(expires=when)
+            )
+            await _audit(
+                connection,
+                actor,
+                "credential.expire",
+                credential.login,
+                {"id": credential_id, "expires": aware(when).isoformat()},
+            )
+        return await self.get_credential(credential_id)
+
+    async def _changeable(self, credential_id: str) -> Credential:
+        credential = await self.get_credential(credential_id)
+        if credential.config_managed:
+            raise Conflict(
+                f"credential {credential.login!r} comes from the config file; change it there"
+            )
+        return credential
+
+    # -- admins and their tokens -----------------------------------------------------------
+
+    async def create_admin(self, actor: str, login: str, password: str) -> None:
+        if not LOGIN_RE.match(login):
+            raise invalid("login", "use letters, digits and . _ @ + / = -, no ':'")
+        if len(password) < 12:
+            raise invalid("password", "use at least 12 characters")
+        hashed = await asyncio.to_thread(hash_password, password)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    insert(admins).values(login=login, password_hash=hashed, created=_now())
+                )
+                await _audit(connection, actor, "admin.create", login, {})
+        except IntegrityError as exc:
+            raise Conflict(f"admin {login!r} already exists", detail={"login": login}) from exc
+
+    async def list_admins(self) -> list[str]:
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(select(admins.c.login).order_by(admins.c.login))
+            return [row.login for row in rows]
+
+    async def admin_password_hash(self, login: str) -> str | None:
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(admins.c.password_hash).where(admins.c.login == login)
+                )
+            ).first()
+        return row.password_hash if row is not None else None
+
+    async def delete_admin(self, actor: str, login: str) -> None:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(delete(admins).where(admins.c.login == login))
+            if result.rowcount == 0:
+                raise errors.NotFound(f"admin {login!r} does not exist")
+            await _audit(connection, actor, "admin.delete", login, {})
+
+    async def create_admin_token(
+        self, actor: str, admin: str, name: str, *, expires: datetime | None = None
+    ) -> IssuedSecret:
+        if admin not in await self.list_admins():
+            raise errors.NotFound(f"admin {admin!r} does not exist", detail={"admin": admin})
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = secrets.token_hex(8)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                insert(admin_tokens).values(
+                    id=token_id,
+                    admin=admin,
+                    name=name or "token",
+                    token_sha256=token_hash(token),
+                    created=_now(),
+                    expires=expires,
+                )
+            )
+            await _audit(
+                connection, actor, "admin_token.create", admin, {"id": token_id, "name": name}
+            )
+        return IssuedSecret(token_id, admin, token)
+
+    async def list_admin_tokens(self, admin: str | None = None) -> list[AdminToken]:
+        query = select(admin_tokens).order_by(admin_tokens.c.created)
+        if admin is not None:
+            query = query.where(admin_tokens.c.admin == admin)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [AdminToken(r.id, r.admin, r.name, r.created, r.expires, r.revoked) for r in rows]
+
+    async def revoke_admin_token(self, actor: str, token_id: str) -> None:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(admin_tokens)
+                .where(admin_tokens.c.id == token_id, admin_tokens.c.revoked.is_(None))
+                .values(revoked=_now())
+            )
+            if result.rowcount == 0:
+                raise errors.NotFound(f"no active admin token {token_id!r}")
+            await _audit(connection, actor, "admin_token.revoke", token_id, {})
+
+    async def admin_for_token(self, token: str) -> str | None:
+        """The admin a token speaks for, if it is live."""
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(admin_tokens.c.admin, admin_tokens.c.expires).where(
+                        admin_tokens.c.token_sha256 == token_hash(token),
+                        admin_tokens.c.revoked.is_(None),
+                    )
+                )
+            ).first()
+        if row is None or (row.expires is not None and aware(row.expires) <= _now()):
+            return None
+        return str(row.admin)
+
+    # -- audit -------------------------------------------------------------------------------
+
+    async def audit(self, *, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if before is not None:
+            query = query.where(audit_log.c.id < before)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.detail) for r in rows]
+
+
+async def _audit(
+    connection: AsyncConnection, actor: str, action: str, target: str, detail: dict[str, Any]
+) -> None:
+    await connection.execute(
+        insert(audit_log).values(
+            at=_now(), actor=actor, action=action, target=target, detail=detail
+        )
+    )
+
+
+def _validated(
+    *, name: str, features: Sequence[str], mode: str, platforms: Sequence[str]
+) -> dict[str, Any]:
+    if not NAME_RE.match(name):
+        raise invalid(
+            "name", "use letters, digits, '.', '_' and '-', starting with one of the first two"
+        )
+    for position, text in enumerate(features):
+        try:
+            Feature.parse(text)
+        except InvalidFeature as exc:
+            raise invalid(f"features.{position}", str(exc)) from exc
+    if mode not in MODES:
+        raise invalid("mode", f"must be one of {', '.join(MODES)}")
+    for position, text in enumerate(platforms):
+        try:
+            parse_platform(text)
+        except InvalidPlatform as exc:
+            raise invalid(f"platforms.{position}", str(exc)) from exc
+    return {"name": name, "features": list(features), "mode": mode, "platforms": list(platforms)}
+
+
+def _machine_type(row: Any, count: int) -> MachineType:
+    return MachineType(
+        row.name,
+        list(row.features),
+        row.mode,
+        list(row.platforms),
+        row.description,
+        row.revision,
+        bool(row.config_managed),
+        int(count),
+    )
+
+
+def _credential(row: Any) -> Credential:
+    return Credential(
+        row.id,
+        row.machine_type,
+        row.login,
+        bool(row.config_managed),
+        row.created,
+        row.expires,
+        row.revoked,
+    )
