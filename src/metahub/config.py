@@ -201,6 +201,13 @@ class DatabaseConfig(_Strict):
         return url
 
 
+class LoginLimitConfig(_Strict):
+    """Failed logins allowed per source address and window, for registry and admin logins."""
+
+    failures: int = Field(10, ge=1)
+    window: float = Field(60.0, gt=0)
+
+
 class AdminConfig(_Strict):
     """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
 
@@ -235,6 +242,7 @@ class Settings(BaseSettings):
     cache: CacheConfig = CacheConfig()
     log: LogConfig = LogConfig()
     database: DatabaseConfig = DatabaseConfig()
+    login_limit: LoginLimitConfig = LoginLimitConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 

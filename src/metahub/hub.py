@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metahub.auth.passwords import CredentialChecker
+from metahub.auth.ratelimit import FailureLimiter
 from metahub.auth.tokens import TokenService
 from metahub.blobs import BlobService
 from metahub.cache.blobs import BlobCache
@@ -63,6 +64,7 @@ class Hub:
 
     directory: Directory
     management: ManagementService
+    login_failures: FailureLimiter
     _refresh: asyncio.Task[None] | None = None
 
     @classmethod
@@ -96,6 +98,9 @@ class Hub:
             blobs=blobs,
             directory=directory,
             management=management,
+            login_failures=FailureLimiter(
+                settings.login_limit.failures, settings.login_limit.window
+            ),
         )
         hub._refresh = asyncio.create_task(
             directory.refresh_forever(settings.database.refresh_interval)

@@ -5,8 +5,6 @@ Errors use the registry's error shape, so every client of MetaHub parses one for
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -21,6 +19,7 @@ from metahub.explain import explanation_json
 from metahub.hub import Hub
 from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
 from metahub.oci.reference import InvalidName, InvalidTag, split_image, validate_name, validate_tag
+from metahub.server.admin_api import current_hub, require_admin, router
 
 HubGetter = Callable[[], Hub]
 
@@ -56,6 +55,8 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         )
         return _error_response(error)
 
+    api.include_router(router)
+
     @api.get("/v1/explain", dependencies=[Depends(require_admin)], tags=["selection"])
     async def explain(
         hub: Annotated[Hub, Depends(current_hub)],
@@ -74,36 +75,6 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         return explanation_json(image, profile, filtering)
 
     return api
-
-
-def current_hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.get_hub()
-    return hub
-
-
-def require_admin(request: Request, hub: Annotated[Hub, Depends(current_hub)]) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not _admin_token_ok(hub, token.strip()):
-        raise errors.Unauthorized(
-            "an admin token is required (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": 'Bearer realm="metahub-admin"'},
-        )
-
-
-def _admin_token_ok(hub: Hub, token: str) -> bool:
-    if not token:
-        return False
-    offered = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-    for configured in hub.settings.admin.tokens:
-        expected = (
-            configured
-            if configured.startswith("sha256:")
-            else ("sha256:" + hashlib.sha256(configured.encode()).hexdigest())
-        )
-        if hmac.compare_digest(offered, expected):
-            return True
-    return False
 
 
 def parse_image(image: str) -> tuple[str, str]:

@@ -50,6 +50,15 @@ async def principal_from_basic(hub: Hub, header: str) -> Principal | None:
     return await principal_from_password(hub, *credentials)
 
 
+async def checked_basic(request: Request, hub: Hub, header: str) -> Principal | None:
+    """Basic credentials, with failed attempts limited per source address."""
+    hub.login_failures.check(request.client_address)
+    principal = await principal_from_basic(hub, header)
+    if principal is None:
+        hub.login_failures.failed(request.client_address)
+    return principal
+
+
 async def principal_from_password(hub: Hub, login: str, password: str) -> Principal | None:
     account = await hub.credentials.check_account(login, password)
     if account is None:
@@ -86,7 +95,7 @@ async def authenticate(request: Request, hub: Hub, name: str | None) -> Principa
             )
         return principal
     if scheme == "basic":
-        principal = await principal_from_basic(hub, header)
+        principal = await checked_basic(request, hub, header)
         if principal is None:
             raise unauthorized(request, hub, name, "invalid username or password")
         return principal

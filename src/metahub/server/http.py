@@ -43,6 +43,11 @@ class Request:
         values = self.query.get(name)
         return values[0] if values else None
 
+    @property
+    def client_address(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else "unknown"
+
     def base_url(self) -> str:
         """This server as the client reached it, for links and the token realm."""
         scheme = self.headers.get("x-forwarded-proto") or self.scope.get("scheme", "http")

@@ -11,7 +11,7 @@ from metahub import errors
 from metahub.auth.tokens import Principal
 from metahub.hub import Hub
 from metahub.oci.reference import NAME_RE
-from metahub.server.authn import anonymous, principal_from_basic, principal_from_password
+from metahub.server.authn import anonymous, checked_basic, principal_from_password
 from metahub.server.http import Request, Response
 
 MAX_FORM_BYTES = 64 * 1024
@@ -39,7 +39,8 @@ async def token_endpoint(request: Request, hub: Hub, receive: Any) -> Response:
         oauth = False
     elif request.method == "POST":
         form = await _read_form(receive)
-        principal = await _principal_for_post(hub, form)
+        hub.login_failures.check(request.client_address)
+        principal = await _principal_for_post(hub, form, request.client_address)
         scopes = form.get("scope", [])
         oauth = True
     else:
@@ -65,7 +66,7 @@ def _refused(message: str) -> errors.RegistryError:
 async def _principal_for_get(request: Request, hub: Hub) -> Principal:
     header = request.headers.get("authorization")
     if header:
-        principal = await principal_from_basic(hub, header)
+        principal = await checked_basic(request, hub, header)
         if principal is None:
             raise _refused("invalid username or password")
         return principal
@@ -75,7 +76,7 @@ async def _principal_for_get(request: Request, hub: Hub) -> Principal:
     return principal
 
 
-async def _principal_for_post(hub: Hub, form: dict[str, list[str]]) -> Principal:
+async def _principal_for_post(hub: Hub, form: dict[str, list[str]], address: str) -> Principal:
     grant = (form.get("grant_type") or [""])[0]
     if grant != "password":
         # Refresh tokens are not issued, so the only grant a client can use is "password".
@@ -84,6 +85,7 @@ async def _principal_for_post(hub: Hub, form: dict[str, list[str]]) -> Principal
     password = (form.get("password") or [""])[0]
     principal = await principal_from_password(hub, login, password)
     if principal is None:
+        hub.login_failures.failed(address)
         raise _refused("invalid username or password")
     return principal
 

@@ -1,0 +1,259 @@
+"""Management API routes: machine types, credentials, admins, admin tokens and the audit log.
+
+Every route needs an admin token (`Authorization: Bearer mha_...`, or a token from the config's
+`admin.tokens`). Machine-type credentials never open these routes, and admin tokens are not
+registry credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from metahub import errors
+from metahub.hub import Hub
+from metahub.management.records import IssuedSecret
+
+CONFIG_ACTOR = "config-token"
+
+
+def current_hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.get_hub()
+    return hub
+
+
+async def require_admin(request: Request, hub: Annotated[Hub, Depends(current_hub)]) -> str:
+    """The admin a request speaks for; 401 otherwise, and 429 after too many failures."""
+    address = request.client.host if request.client else "unknown"
+    hub.login_failures.check(address)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    actor = None
+    if scheme.lower() == "bearer" and token:
+        actor = _config_token_actor(hub, token) or await hub.management.admin_for_token(token)
+    if actor is None:
+        hub.login_failures.failed(address)
+        raise errors.Unauthorized(
+            "an admin token is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": 'Bearer realm="metahub-admin"'},
+        )
+    return actor
+
+
+def _config_token_actor(hub: Hub, token: str) -> str | None:
+    offered = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    for configured in hub.settings.admin.tokens:
+        expected = (
+            configured
+            if configured.startswith("sha256:")
+            else "sha256:" + hashlib.sha256(configured.encode()).hexdigest()
+        )
+        if hmac.compare_digest(offered, expected):
+            return CONFIG_ACTOR
+    return None
+
+
+HubDep = Annotated[Hub, Depends(current_hub)]
+Admin = Annotated[str, Depends(require_admin)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MachineTypeIn(_Body):
+    name: str = Field(min_length=1, max_length=255)
+    features: list[str] = []
+    mode: Literal["best", "exact"] = "best"
+    platforms: list[str] = []
+    description: str = ""
+
+
+class MachineTypeChange(_Body):
+    features: list[str] | None = None
+    mode: Literal["best", "exact"] | None = None
+    platforms: list[str] | None = None
+    description: str | None = None
+
+
+class CredentialIn(_Body):
+    login: str | None = Field(None, min_length=1, max_length=255)
+    expires: datetime | None = None
+
+
+class ExpireIn(_Body):
+    at: datetime
+
+
+class AdminIn(_Body):
+    login: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=12)
+
+
+class TokenIn(_Body):
+    name: str = Field("token", min_length=1, max_length=255)
+    expires: datetime | None = None
+
+
+router = APIRouter(prefix="/v1")
+
+
+def _issued(secret: IssuedSecret, request: Request, kind: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": secret.id, "login": secret.login, kind: secret.secret}
+    if kind == "password":
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+        body["docker_login"] = f"docker login -u {secret.login} --password-stdin {host}"
+    return body
+
+
+@router.get("/machine-types", tags=["machine types"])
+async def list_machine_types(hub: HubDep, _: Admin) -> list[dict[str, Any]]:
+    return [m.to_json() for m in await hub.management.list_machine_types()]
+
+
+@router.post("/machine-types", status_code=201, tags=["machine types"])
+async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) -> dict[str, Any]:
+    created = await hub.management.create_machine_type(
+        actor,
+        body.name,
+        body.features,
+        mode=body.mode,
+        platforms=body.platforms,
+        description=body.description,
+    )
+    await hub.directory.load()
+    return created.to_json()
+
+
+@router.get("/machine-types/{name}", tags=["machine types"])
+async def get_machine_type(name: str, hub: HubDep, _: Admin) -> dict[str, Any]:
+    return (await hub.management.get_machine_type(name)).to_json()
+
+
+@router.patch("/machine-types/{name}", tags=["machine types"])
+async def update_machine_type(
+    name: str, body: MachineTypeChange, hub: HubDep, actor: Admin
+) -> dict[str, Any]:
+    updated = await hub.management.update_machine_type(
+        actor,
+        name,
+        features=body.features,
+        mode=body.mode,
+        platforms=body.platforms,
+        description=body.description,
+    )
+    await hub.directory.load()
+    return updated.to_json()
+
+
+@router.delete("/machine-types/{name}", status_code=204, tags=["machine types"])
+async def delete_machine_type(name: str, hub: HubDep, actor: Admin) -> Response:
+    await hub.management.delete_machine_type(actor, name)
+    await hub.directory.load()
+    return Response(status_code=204)
+
+
+@router.get("/machine-types/{name}/credentials", tags=["credentials"])
+async def list_type_credentials(name: str, hub: HubDep, _: Admin) -> list[dict[str, Any]]:
+    return [c.to_json() for c in await hub.management.list_credentials(name)]
+
+
+@router.post("/machine-types/{name}/credentials", status_code=201, tags=["credentials"])
+async def create_credential(
+    name: str, body: CredentialIn, request: Request, hub: HubDep, actor: Admin
+) -> dict[str, Any]:
+    """Returns the password once; only its hash is kept."""
+    issued = await hub.management.create_credential(
+        actor, name, login=body.login, expires=body.expires
+    )
+    await hub.directory.load()
+    return _issued(issued, request, "password")
+
+
+@router.get("/credentials", tags=["credentials"])
+async def list_credentials(
+    hub: HubDep, _: Admin, machine_type: Annotated[str | None, Query()] = None
+) -> list[dict[str, Any]]:
+    return [c.to_json() for c in await hub.management.list_credentials(machine_type)]
+
+
+@router.get("/credentials/{credential_id}", tags=["credentials"])
+async def get_credential(credential_id: str, hub: HubDep, _: Admin) -> dict[str, Any]:
+    return (await hub.management.get_credential(credential_id)).to_json()
+
+
+@router.post("/credentials/{credential_id}/rotate", tags=["credentials"])
+async def rotate_credential(
+    credential_id: str, request: Request, hub: HubDep, actor: Admin
+) -> dict[str, Any]:
+    issued = await hub.management.rotate_credential(actor, credential_id)
+    await hub.directory.load()
+    return _issued(issued, request, "password")
+
+
+@router.post("/credentials/{credential_id}/revoke", tags=["credentials"])
+async def revoke_credential(credential_id: str, hub: HubDep, actor: Admin) -> dict[str, Any]:
+    revoked = await hub.management.revoke_credential(actor, credential_id)
+    await hub.directory.load()
+    return revoked.to_json()
+
+
+@router.post("/credentials/{credential_id}/expire", tags=["credentials"])
+async def expire_credential(
+    credential_id: str, body: ExpireIn, hub: HubDep, actor: Admin
+) -> dict[str, Any]:
+    expired = await hub.management.expire_credential(actor, credential_id, body.at)
+    await hub.directory.load()
+    return expired.to_json()
+
+
+@router.get("/admins", tags=["admins"])
+async def list_admins(hub: HubDep, _: Admin) -> list[str]:
+    return await hub.management.list_admins()
+
+
+@router.post("/admins", status_code=201, tags=["admins"])
+async def create_admin(body: AdminIn, hub: HubDep, actor: Admin) -> dict[str, str]:
+    await hub.management.create_admin(actor, body.login, body.password)
+    return {"login": body.login}
+
+
+@router.delete("/admins/{login}", status_code=204, tags=["admins"])
+async def delete_admin(login: str, hub: HubDep, actor: Admin) -> Response:
+    await hub.management.delete_admin(actor, login)
+    return Response(status_code=204)
+
+
+@router.get("/admins/{login}/tokens", tags=["admins"])
+async def list_tokens(login: str, hub: HubDep, _: Admin) -> list[dict[str, Any]]:
+    return [t.to_json() for t in await hub.management.list_admin_tokens(login)]
+
+
+@router.post("/admins/{login}/tokens", status_code=201, tags=["admins"])
+async def create_token(
+    login: str, body: TokenIn, request: Request, hub: HubDep, actor: Admin
+) -> dict[str, Any]:
+    """Returns the token once; only its sha256 is kept."""
+    issued = await hub.management.create_admin_token(actor, login, body.name, expires=body.expires)
+    return _issued(issued, request, "token")
+
+
+@router.post("/tokens/{token_id}/revoke", status_code=204, tags=["admins"])
+async def revoke_token(token_id: str, hub: HubDep, actor: Admin) -> Response:
+    await hub.management.revoke_admin_token(actor, token_id)
+    return Response(status_code=204)
+
+
+@router.get("/audit", tags=["audit"])
+async def audit(
+    hub: HubDep,
+    _: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> list[dict[str, Any]]:
+    return [e.to_json() for e in await hub.management.audit(limit=limit, before=before)]
