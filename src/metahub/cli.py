@@ -195,7 +195,7 @@ def db_upgrade(config_path: Path) -> None:
 
     async def run() -> str | None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = await open_database(default_url(settings.data_dir))
+        engine = await open_database(settings.database.url or default_url(settings.data_dir))
         try:
             return await current_revision(engine)
         finally:
