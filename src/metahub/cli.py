@@ -13,6 +13,7 @@ import click
 
 from metahub import __version__
 from metahub.config import ConfigError, Settings, load_config
+from metahub.management_cli import admin, credential, machine_type
 
 DEFAULT_DATA_DIR = Path(os.environ.get("METAHUB_DATA_DIR", "data"))
 
@@ -202,3 +203,7 @@ def db_upgrade(config_path: Path) -> None:
             await engine.dispose()
 
     click.echo(f"database is at revision {asyncio.run(run())}")
+
+
+for _group in (admin, machine_type, credential):
+    main.add_command(_group)

@@ -1,0 +1,324 @@
+"""`metahub admin|machine-type|credential`: management from the shell.
+
+Each command works on the configured database (`--config FILE`) or on a running server
+(`--server URL --token TOKEN`, or METAHUB_SERVER / METAHUB_TOKEN); `--json` prints the API's JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from metahub import errors
+from metahub.config import ConfigError, load_config
+from metahub.management.backends import Backend, LocalBackend, RemoteBackend
+
+T = TypeVar("T")
+
+
+def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Work on this config's database directly.",
+        ),
+        click.option("--server", envvar="METAHUB_SERVER", help="Or: a running MetaHub's URL."),
+        click.option("--token", envvar="METAHUB_TOKEN", help="An admin token for --server."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def run(
+    config_path: Path | None,
+    server: str | None,
+    token: str | None,
+    work: Callable[[Backend], Awaitable[T]],
+) -> T:
+    async def go() -> T:
+        backend: Backend
+        if server is not None:
+            if not token:
+                raise click.UsageError("--server needs --token (or METAHUB_TOKEN)")
+            backend = RemoteBackend(server, token)
+        elif config_path is not None:
+            try:
+                backend = await LocalBackend.open(load_config(config_path))
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from exc
+        else:
+            raise click.UsageError("give --config FILE, or --server URL with --token")
+        try:
+            return await work(backend)
+        finally:
+            await backend.close()
+
+    try:
+        return asyncio.run(go())
+    except errors.RegistryError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
+    if as_json or table is None:
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        Console().print(table(data))
+
+
+def types_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="machine types")
+    for column in ("name", "features", "mode", "platforms", "credentials", "source"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            ", ".join(row["features"]) or "-",
+            row["mode"],
+            ", ".join(row["platforms"]) or "any",
+            str(row["credentials"]),
+            "config" if row["config_managed"] else "database",
+        )
+    return table
+
+
+def credentials_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="credentials")
+    for column in ("id", "login", "machine type", "created", "expires", "state"):
+        table.add_column(column)
+    for row in rows:
+        state = "active" if row["active"] else ("revoked" if row["revoked"] else "expired")
+        table.add_row(
+            row["id"],
+            row["login"],
+            row["machine_type"],
+            (row["created"] or "-")[:19],
+            (row["expires"] or "never")[:19],
+            state,
+        )
+    return table
+
+
+def with_backend(function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Turn `async def f(backend, **options)` into a click callback taking the backend options."""
+
+    @functools.wraps(function)
+    def callback(
+        config_path: Path | None,
+        server: str | None,
+        token: str | None,
+        as_json: bool,
+        **options: Any,
+    ) -> None:
+        run(config_path, server, token, lambda backend: function(backend, as_json, **options))
+
+    return callback
+
+
+@click.group("admin")
+def admin() -> None:
+    """Administrators of the management API and UI."""
+
+
+@admin.command("create")
+@backend_options
+@click.option("--login", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--token-name", default="cli", show_default=True)
+@with_backend
+async def admin_create(
+    backend: Backend, as_json: bool, login: str, password_stdin: bool, token_name: str
+) -> None:
+    """Create an admin and print an API token for it (shown once)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    await backend.create_admin(login, password)
+    issued = await backend.create_admin_token(login, token_name)
+    if as_json:
+        emit(issued, True)
+    else:
+        click.echo(f"admin {login} created; API token (shown once): {issued['token']}")
+
+
+@click.group("machine-type")
+def machine_type() -> None:
+    """Machine types: the feature sets machines log in as."""
+
+
+def _changes(
+    features: tuple[str, ...],
+    mode: str | None,
+    platforms: tuple[str, ...],
+    description: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if features:
+        body["features"] = list(features)
+    if mode is not None:
+        body["mode"] = mode
+    if platforms:
+        body["platforms"] = list(platforms)
+    if description is not None:
+        body["description"] = description
+    return body
+
+
+_FEATURE = click.option("--feature", "features", multiple=True, help="key:value; repeat.")
+_MODE = click.option("--mode", type=click.Choice(["best", "exact"]))
+_PLATFORM = click.option("--platform", "platforms", multiple=True, help="os/arch[/variant].")
+_DESCRIPTION = click.option("--description")
+
+
+@machine_type.command("add")
+@backend_options
+@click.argument("name")
+@_FEATURE
+@_MODE
+@_PLATFORM
+@_DESCRIPTION
+@with_backend
+async def machine_type_add(
+    backend: Backend,
+    as_json: bool,
+    name: str,
+    features: tuple[str, ...],
+    mode: str | None,
+    platforms: tuple[str, ...],
+    description: str | None,
+) -> None:
+    """Add a machine type."""
+    body = {"name": name, **_changes(features, mode, platforms, description)}
+    emit([await backend.create_machine_type(body)], as_json, types_table)
+
+
+@machine_type.command("list")
+@backend_options
+@with_backend
+async def machine_type_list(backend: Backend, as_json: bool) -> None:
+    """List machine types."""
+    emit(await backend.list_machine_types(), as_json, types_table)
+
+
+@machine_type.command("show")
+@backend_options
+@click.argument("name")
+@with_backend
+async def machine_type_show(backend: Backend, as_json: bool, name: str) -> None:
+    """Show a machine type and its credentials."""
+    found = await backend.get_machine_type(name)
+    creds = await backend.list_credentials(name)
+    if as_json:
+        emit({**found, "credential_list": creds}, True)
+    else:
+        Console().print(types_table([found]))
+        Console().print(credentials_table(creds))
+
+
+@machine_type.command("update")
+@backend_options
+@click.argument("name")
+@_FEATURE
+@_MODE
+@_PLATFORM
+@_DESCRIPTION
+@with_backend
+async def machine_type_update(
+    backend: Backend,
+    as_json: bool,
+    name: str,
+    features: tuple[str, ...],
+    mode: str | None,
+    platforms: tuple[str, ...],
+    description: str | None,
+) -> None:
+    """Change a machine type (given --feature/--platform lists replace the old ones)."""
+    body = _changes(features, mode, platforms, description)
+    if not body:
+        raise click.UsageError(
+            "nothing to change: give --feature, --mode, --platform or --description"
+        )
+    emit([await backend.update_machine_type(name, body)], as_json, types_table)
+
+
+@machine_type.command("delete")
+@backend_options
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@with_backend
+async def machine_type_delete(backend: Backend, as_json: bool, name: str, yes: bool) -> None:
+    """Delete a machine type and its credentials."""
+    if not yes and not click.confirm(f"delete {name} and its credentials?"):
+        raise click.Abort()
+    await backend.delete_machine_type(name)
+    if as_json:
+        emit({"deleted": name}, True)
+    else:
+        click.echo(f"deleted {name}")
+
+
+@click.group("credential")
+def credential() -> None:
+    """Logins for machine types."""
+
+
+@credential.command("create")
+@backend_options
+@click.argument("machine_type_name", metavar="MACHINE_TYPE")
+@click.option("--login", help="Default: <machine type>-<random>.")
+@click.option(
+    "--expires",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="UTC date or time after which the login stops working.",
+)
+@with_backend
+async def credential_create(
+    backend: Backend,
+    as_json: bool,
+    machine_type_name: str,
+    login: str | None,
+    expires: datetime | None,
+) -> None:
+    """Create a login for a machine type; the password is shown once."""
+    from datetime import UTC
+
+    body = {"login": login, "expires": expires.replace(tzinfo=UTC) if expires else None}
+    issued = await backend.create_credential(machine_type_name, body)
+    if as_json:
+        emit(issued, True)
+    else:
+        click.echo(f"login:    {issued['login']}\npassword: {issued['password']}  (shown once)")
+        click.echo(f"id:       {issued['id']}")
+
+
+@credential.command("list")
+@backend_options
+@click.option("--machine-type", "machine_type_name")
+@with_backend
+async def credential_list(backend: Backend, as_json: bool, machine_type_name: str | None) -> None:
+    """List logins (never their secrets)."""
+    emit(await backend.list_credentials(machine_type_name), as_json, credentials_table)
+
+
+@credential.command("revoke")
+@backend_options
+@click.argument("credential_id")
+@with_backend
+async def credential_revoke(backend: Backend, as_json: bool, credential_id: str) -> None:
+    """Revoke a login at once (every replica refuses it within seconds)."""
+    emit([await backend.revoke_credential(credential_id)], as_json, credentials_table)
