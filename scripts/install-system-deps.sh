@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages MetaHub's demo and tests use, only when something is missing.
 # `make demo` needs a C compiler and static libc; `make test` also drives the real registry and
-# the real container runtimes.
+# the real container runtimes, nginx (load balancer and benchmark baseline), wrk, PostgreSQL
+# (replicas) and Chromium (the web UI's browser test).
 set -euo pipefail
 
 demo_packages=(gcc libc6-dev)
 test_packages=(docker-registry docker.io containerd runc podman skopeo busybox-static
-               uidmap iptables)
+               uidmap iptables nginx-light wrk postgresql chromium)
 
 case "${1:-test}" in
   demo) wanted=("${demo_packages[@]}") ;;
