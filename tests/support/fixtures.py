@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgresServer
 from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer
 
 REGISTRY_USER = "tester"
@@ -62,3 +63,11 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
     """A Podman with an empty store (no daemon, so a fresh one per test is cheap)."""
     with Podman(tmp_path / "podman") as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; `postgres.create_database(name)` gives a test
+    its own database (and URL), `postgres.url` is a shared one."""
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
