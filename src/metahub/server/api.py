@@ -5,7 +5,7 @@ Errors use the registry's error shape, so every client of MetaHub parses one for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -40,9 +40,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        fields = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
-        ]
+        fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         names = ", ".join(f["field"] for f in fields)
         return _error_response(errors.InvalidRequest(f"invalid request: {names}", detail=fields))
 
@@ -93,6 +91,14 @@ def parse_image(image: str) -> tuple[str, str]:
     except InvalidTag as exc:
         raise errors.TagInvalid(str(exc), detail={"image": image}) from exc
     return name, reference
+
+
+def _field(location: Sequence[Any]) -> str:
+    """`features.0`, not `body.features.0`: named as the service's own checks name fields."""
+    parts = list(location)
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(str(part) for part in parts)
 
 
 def _error_response(error: errors.RegistryError) -> Response:
