@@ -90,5 +90,10 @@ def aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def utc(value: datetime) -> datetime:
+    """A time to store: UTC, since SQLite keeps no offset (naive times are taken as UTC)."""
+    return aware(value).astimezone(UTC)
+
+
 def _iso(value: datetime | None) -> str | None:
     return aware(value).isoformat() if value is not None else None

@@ -32,6 +32,7 @@ from metahub.management.records import (
     IssuedSecret,
     MachineType,
     aware,
+    utc,
 )
 from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
 
@@ -268,8 +269,7 @@ class ManagementService:
         login = login or f"{machine_type}-{secrets.token_hex(4)}"
         if not LOGIN_RE.match(login):
             raise invalid("login", "use letters, digits and . _ @ + / = -, no ':'")
-        if expires is not None and aware(expires) <= _now():
-            raise invalid("expires", "must be in the future")
+        expires = _future(expires)
         password = secrets.token_urlsafe(24)
         hashed = await asyncio.to_thread(hash_password, password)
         credential_id = secrets.token_hex(8)
@@ -327,6 +327,7 @@ class ManagementService:
 
     async def expire_credential(self, actor: str, credential_id: str, when: datetime) -> Credential:
         credential = await self._changeable(credential_id)
+        when = utc(when)
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(credentials).where(credentials.c.id == credential_id).values(expires=when)
@@ -391,6 +392,7 @@ class ManagementService:
     ) -> IssuedSecret:
         if admin not in await self.list_admins():
             raise errors.NotFound(f"admin {admin!r} does not exist", detail={"admin": admin})
+        expires = _future(expires)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = secrets.token_hex(8)
         async with self.engine.begin() as connection:
@@ -462,6 +464,16 @@ async def _audit(
             at=_now(), actor=actor, action=action, target=target, detail=detail
         )
     )
+
+
+def _future(expires: datetime | None) -> datetime | None:
+    """An expiry as aware UTC; one already past is refused (expire a credential instead)."""
+    if expires is None:
+        return None
+    expires = utc(expires)
+    if expires <= _now():
+        raise invalid("expires", "must be in the future")
+    return expires
 
 
 def _validated(
