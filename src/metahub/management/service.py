@@ -299,6 +299,11 @@ class ManagementService:
 
     async def rotate_credential(self, actor: str, credential_id: str) -> IssuedSecret:
         credential = await self._changeable(credential_id)
+        if credential.revoked is not None:
+            raise Conflict(
+                f"credential {credential.login!r} is revoked; create a new one",
+                detail={"id": credential_id},
+            )
         password = secrets.token_urlsafe(24)
         hashed = await asyncio.to_thread(hash_password, password)
         async with self.engine.begin() as connection:
@@ -315,14 +320,15 @@ class ManagementService:
     async def revoke_credential(self, actor: str, credential_id: str) -> Credential:
         credential = await self._changeable(credential_id)
         async with self.engine.begin() as connection:
-            await connection.execute(
+            result = await connection.execute(
                 update(credentials)
                 .where(credentials.c.id == credential_id, credentials.c.revoked.is_(None))
                 .values(revoked=_now())
             )
-            await _audit(
-                connection, actor, "credential.revoke", credential.login, {"id": credential_id}
-            )
+            if result.rowcount:  # revoking twice changes nothing, so it is not audited
+                await _audit(
+                    connection, actor, "credential.revoke", credential.login, {"id": credential_id}
+                )
         return await self.get_credential(credential_id)
 
     async def expire_credential(self, actor: str, credential_id: str, when: datetime) -> Credential:
@@ -380,6 +386,10 @@ class ManagementService:
             ).first()
         return row.password_hash if row is not None else None
 
+    async def _known_admin(self, login: str) -> None:
+        if login not in await self.list_admins():
+            raise errors.NotFound(f"admin {login!r} does not exist", detail={"admin": login})
+
     async def delete_admin(self, actor: str, login: str) -> None:
         async with self.engine.begin() as connection:
             result = await connection.execute(delete(admins).where(admins.c.login == login))
@@ -390,8 +400,7 @@ class ManagementService:
     async def create_admin_token(
         self, actor: str, admin: str, name: str, *, expires: datetime | None = None
     ) -> IssuedSecret:
-        if admin not in await self.list_admins():
-            raise errors.NotFound(f"admin {admin!r} does not exist", detail={"admin": admin})
+        await self._known_admin(admin)
         expires = _future(expires)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = secrets.token_hex(8)
@@ -414,6 +423,7 @@ class ManagementService:
     async def list_admin_tokens(self, admin: str | None = None) -> list[AdminToken]:
         query = select(admin_tokens).order_by(admin_tokens.c.created)
         if admin is not None:
+            await self._known_admin(admin)
             query = query.where(admin_tokens.c.admin == admin)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(query)).all()
