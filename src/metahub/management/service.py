@@ -34,6 +34,7 @@ from metahub.management.records import (
     aware,
     utc,
 )
+from metahub.store.locks import hold_startup_lock
 from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
@@ -175,6 +176,7 @@ class ManagementService:
     async def _import_config(self, configured: Sequence[MachineTypeConfig]) -> None:
         names = [entry.name for entry in configured]
         async with self.engine.begin() as connection:
+            await hold_startup_lock(connection)  # one process at a time; the others find it done
             existing = {
                 row.name: row for row in (await connection.execute(select(machine_types))).all()
             }

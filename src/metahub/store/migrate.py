@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from metahub.store.locks import hold_startup_lock
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -47,6 +49,8 @@ async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
     # imports here); MetaHub's own log says what matters.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     async with engine.begin() as connection:
+        # Every worker of every replica upgrades on start; one at a time, the rest find it done.
+        await hold_startup_lock(connection)
         await connection.run_sync(_upgrade, target)
 
 
