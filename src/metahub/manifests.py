@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from metahub import errors
 from metahub.auth.tokens import Principal
 from metahub.cache.lru import SizedLRU
+from metahub.cache.singleflight import SingleFlight
 from metahub.features.selection import (
     DEFAULT_PLATFORM,
     MachineProfile,
@@ -74,6 +75,9 @@ class ManifestService:
         self._filtered: SizedLRU[tuple[str, str, str], ServedManifest] = SizedLRU(
             "filtered", filtered_cache_bytes, lambda served: len(served.data) + 256
         )
+        self._filtering: SingleFlight[tuple[str, str, str], ServedManifest] = SingleFlight(
+            "filtered"
+        )
 
     def profile(self, principal: Principal) -> MachineProfile | None:
         if principal.machine_type is None:
@@ -106,12 +110,24 @@ class ManifestService:
         key = (name, manifest.digest, profile.revision)
         served = self._filtered.get(key)
         if served is None:
-            filtering = await self.filter(name, reference, manifest, profile)
-            if filtering.served is None:
-                raise _no_match(name, reference, profile, filtering)
-            served = filtering.served
-            self._filtered.put(key, served)
+            # A cold tag asked by a whole cluster at once is filtered (and stored) once.
+            served = await self._filtering.do(
+                key, lambda: self._filter_and_keep(key, reference, manifest, profile)
+            )
         return dataclasses.replace(served, stale=True) if manifest.stale else served
+
+    async def _filter_and_keep(
+        self,
+        key: tuple[str, str, str],
+        reference: str,
+        manifest: Manifest,
+        profile: MachineProfile,
+    ) -> ServedManifest:
+        filtering = await self.filter(key[0], reference, manifest, profile)
+        if filtering.served is None:
+            raise _no_match(key[0], reference, profile, filtering)
+        self._filtered.put(key, filtering.served)
+        return filtering.served
 
     async def explain(self, name: str, reference: str, profile: MachineProfile) -> Filtering:
         manifest = await self.upstream.get_manifest(name, reference)

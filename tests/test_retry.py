@@ -1,0 +1,210 @@
+"""Upstream retries: connection errors, 5xx and 429 are tried again with backoff, honouring
+`Retry-After`; another 4xx and a timeout never are.
+
+The upstream is a real HTTP server on loopback (tests/support/scripted_registry.py) that answers
+what each test queues before answering properly, and counts the requests where they arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+
+import httpx
+import orjson
+import pytest
+
+from metahub.upstream.retry import RetryPolicy
+from tests.support.metahub_server import MetaHubServer
+from tests.support.scripted_registry import DROP, Answer, Blob, ScriptedRegistry
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+RETRIES = 2
+MAX_DELAY = 2.0
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ScriptedRegistry]:
+    with ScriptedRegistry() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedRegistry) -> Iterator[str]:
+    config = {
+        "upstream": {
+            "url": upstream.url,
+            "read_timeout": 1,
+            "retries": RETRIES,
+            "retry_base_delay": 0.01,
+            "retry_max_delay": MAX_DELAY,
+        },
+        "anonymous": {"unfiltered": True},
+    }
+    with MetaHubServer(tmp_path_factory.mktemp("retry"), config) as server:
+        yield server.url
+
+
+@pytest.fixture
+def client(hub: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=hub, timeout=30) as http:
+        yield http
+
+
+def image(upstream: ScriptedRegistry, name: str) -> tuple[str, bytes]:
+    """A manifest tagged `latest` in `name`; returns its path upstream and its bytes."""
+    data = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "name": name})
+    upstream.add_manifest(name, "latest", data, OCI_MANIFEST)
+    return f"/v2/{name}/manifests/latest", data
+
+
+def message(response: httpx.Response) -> str:
+    return str(response.json()["errors"][0]["message"])
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
+def test_5xx_and_429_are_retried_until_the_upstream_answers(
+    client: httpx.Client, upstream: ScriptedRegistry, status: int
+):
+    path, data = image(upstream, f"retry/status-{status}")
+    upstream.queue("GET", path, Answer(status), Answer(status))
+
+    response = client.get(path)
+
+    assert response.status_code == 200, response.text
+    assert response.content == data
+    assert upstream.count("GET", path) == 3
+
+
+def test_dropped_connections_are_retried(client: httpx.Client, upstream: ScriptedRegistry):
+    path, data = image(upstream, "retry/dropped")
+    upstream.queue("GET", path, Answer(DROP), Answer(DROP))
+
+    response = client.get(path)
+
+    assert response.status_code == 200, response.text
+    assert response.content == data
+    assert upstream.count("GET", path) == 3
+
+
+def test_gives_up_after_the_configured_retries(client: httpx.Client, upstream: ScriptedRegistry):
+    path, _ = image(upstream, "retry/always-503")
+    upstream.queue("GET", path, *[Answer(503)] * (RETRIES + 1))
+
+    response = client.get(path)
+
+    assert response.status_code == 502
+    assert upstream.url in message(response)
+    assert upstream.count("GET", path) == RETRIES + 1
+
+
+def test_gives_up_on_connections_that_keep_dropping(
+    client: httpx.Client, upstream: ScriptedRegistry
+):
+    path, _ = image(upstream, "retry/always-dropped")
+    upstream.queue("GET", path, *[Answer(DROP)] * 2 * (RETRIES + 1))
+
+    response = client.get(path)
+
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["code"] == "UPSTREAM_UNAVAILABLE"
+    assert upstream.url in message(response)
+    # aiohttp itself sends an idempotent request again, once, when a kept-alive connection
+    # closes under it (RFC 9112 section 9.3.1.1); that is not one of our retries.
+    assert RETRIES + 1 <= upstream.count("GET", path) <= 2 * (RETRIES + 1)
+
+
+@pytest.mark.parametrize("retry_after", ["1", "date"])
+def test_retry_after_is_honoured(
+    client: httpx.Client, upstream: ScriptedRegistry, retry_after: str
+):
+    path, data = image(upstream, f"retry/after-{retry_after}")
+    # An HTTP date has whole seconds: two seconds ahead is a wait of more than one.
+    header = formatdate(time.time() + 2, usegmt=True) if retry_after == "date" else retry_after
+    upstream.queue("GET", path, Answer(429, {"Retry-After": header}))
+
+    response = client.get(path)
+
+    assert response.status_code == 200, response.text
+    assert response.content == data
+    first, second = upstream.requests("GET", path)
+    # The backoff alone would wait at most 0.01 s.
+    assert second.at - first.at >= 0.95
+
+
+def test_a_retry_after_beyond_the_longest_wait_goes_to_the_client_at_once(
+    client: httpx.Client, upstream: ScriptedRegistry
+):
+    path, _ = image(upstream, "retry/after-long")
+    upstream.queue("GET", path, Answer(429, {"Retry-After": "30"}))
+
+    response = client.get(path)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "30"
+    assert response.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert upstream.count("GET", path) == 1
+
+
+@pytest.mark.parametrize(("status", "client_status"), [(400, 502), (403, 502), (404, 404)])
+def test_another_4xx_is_never_retried(
+    client: httpx.Client, upstream: ScriptedRegistry, status: int, client_status: int
+):
+    path, _ = image(upstream, f"retry/client-error-{status}")
+    upstream.queue("GET", path, Answer(status))
+
+    response = client.get(path)
+
+    assert response.status_code == client_status
+    assert upstream.count("GET", path) == 1
+
+
+def test_a_timeout_is_not_retried(client: httpx.Client, upstream: ScriptedRegistry):
+    path, _ = image(upstream, "retry/slow")
+    upstream.queue("GET", path, Answer(0, delay=2))  # read_timeout is 1 s
+
+    response = client.get(path)
+
+    assert response.status_code == 504
+    assert upstream.url in message(response)
+    assert upstream.count("GET", path) == 1
+
+
+def test_blob_downloads_are_retried(client: httpx.Client, upstream: ScriptedRegistry):
+    blob = upstream.add_blob(Blob(b"retried blob " * 1000))
+    path = f"/v2/retry/blob/blobs/{blob.digest}"
+    upstream.queue("GET", path, Answer(503), Answer(DROP))
+
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert response.content == blob.content()
+    assert upstream.count("GET", path) == 3
+
+
+# -- the policy itself --------------------------------------------------------------------
+
+
+def test_backoff_grows_exponentially_with_full_jitter():
+    policy = RetryPolicy(retries=4, base_delay=0.1, max_delay=0.5)
+    for attempt, ceiling in enumerate([0.1, 0.2, 0.4, 0.5]):
+        delays = [policy.delay(attempt, None) for _ in range(300)]
+        assert all(d is not None and 0 <= d <= ceiling for d in delays)
+        waits = [d for d in delays if d is not None]
+        # Full jitter: spread over the whole window, not bunched at its end.
+        assert min(waits) < ceiling * 0.25
+        assert max(waits) > ceiling * 0.75
+    assert policy.delay(4, None) is None
+
+
+def test_retry_after_within_the_longest_wait_replaces_the_backoff():
+    policy = RetryPolicy(retries=2, base_delay=0.1, max_delay=5)
+    assert policy.delay(0, "3") == 3.0
+    assert policy.delay(0, "6") is None
+    when = policy.delay(0, formatdate(time.time() + 4, usegmt=True))
+    assert when is not None and 2.5 <= when <= 4
+    assert policy.delay(0, formatdate(time.time() - 60, usegmt=True)) == 0.0
+    not_a_date = policy.delay(1, "soon")
+    assert not_a_date is not None and 0 <= not_a_date <= 0.2
+    assert policy.delay(2, "1") is None  # retries spent: Retry-After does not add one
