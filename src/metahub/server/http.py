@@ -27,9 +27,7 @@ class Request:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self.headers: dict[str, str] = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-        }
+        self.headers = _header_dict(scope["headers"])
         self._query: dict[str, list[str]] | None = None
 
     @property
@@ -56,6 +54,23 @@ class Request:
             server = self.scope.get("server") or ("127.0.0.1", 80)
             host = f"{server[0]}:{server[1]}"
         return f"{scheme}://{host}"
+
+
+def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header names (lower case in ASGI) to values; repeated fields joined with ", ".
+
+    A field sent on several lines means the same as one line listing the values (RFC 9110,
+    5.3): docker sends one `Accept` line per manifest type it takes.
+    """
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name = key.decode("latin-1")
+        text = value.decode("latin-1")
+        if name in headers:
+            headers[name] = f"{headers[name]}, {text}"
+        else:
+            headers[name] = text
+    return headers
 
 
 @dataclass(slots=True)
