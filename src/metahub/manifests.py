@@ -218,7 +218,9 @@ class ManifestService:
         stored = await self.store.get(name, digest)
         if stored is not None:
             return ServedManifest(stored.content, stored.media_type, digest)
-        return _as_served(await self.upstream.get_manifest(name, digest))
+        manifest = await self.upstream.get_manifest(name, digest)
+        self.store.upstream_has(name, digest)  # so a warm pull of it skips the database
+        return _as_served(manifest)
 
     async def _single_manifest(
         self, name: str, reference: str, served: ServedManifest, platform: PlatformKey

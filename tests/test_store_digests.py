@@ -1,0 +1,137 @@
+"""The filtered-digest store shared through the database, and kept off the warm path.
+
+Two MetaHubs on one database (SQLite in a temp dir, or a real PostgreSQL server), as two
+workers or two replicas are: a filtered index one of them made is served by digest by the
+other, which never resolved the tag. Once warm, pulling the tag, the filtered index by digest
+and the chosen image by digest sends no statement to the filtered-digest table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from metahub.auth.tokens import Principal
+from metahub.config import parse_config
+from metahub.hub import Hub
+from metahub.oci.layout_writer import LayoutWriter
+from tests.support.postgres import PostgresServer
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+AMD64 = {"os": "linux", "architecture": "amd64"}
+REPOSITORY = "hpc/app"
+SKY = Principal("sky", "sky")
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An index with a haswell, a skylake and a generic amd64 image; label -> descriptor."""
+    path = tmp_path_factory.mktemp("digests-layout")
+    writer = LayoutWriter(path)
+    descriptors: dict[str, Any] = {}
+    builds = [("haswell", ["cpu:haswell"]), ("skylake", ["cpu:skylake"]), ("generic", [])]
+    for label, features in builds:
+        config = writer.add_json({**AMD64, "label": label}, OCI_CONFIG)
+        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}
+        platform = {**AMD64, "features": features} if features else dict(AMD64)
+        descriptor = writer.add_json(document, OCI_MANIFEST)
+        descriptors[label] = {**descriptor, "platform": platform}
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list(descriptors.values())}
+    writer.tag(f"{REPOSITORY}:latest", writer.add_json(index, OCI_INDEX))
+    writer.save()
+    return {"path": path, **descriptors}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database(f"digests_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+async def start_hub(
+    layout: dict[str, Any], database_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[[], Any]]:
+    """Starts MetaHubs that share one database (each with its own data dir and caches)."""
+    started: list[Hub] = []
+
+    async def start() -> Hub:
+        settings = parse_config(
+            {
+                "upstream": {"path": str(layout["path"])},
+                "data_dir": str(tmp_path / f"data-{len(started)}"),
+                "database": {"url": database_url},
+                "machine_types": [
+                    {"name": "sky", "login": "sky", "password": "pw", "features": ["cpu:skylake"]}
+                ],
+            }
+        )
+        hub = await Hub.start(settings)
+        started.append(hub)
+        return hub
+
+    yield start
+    for hub in started:
+        await hub.close()
+
+
+def count_store_statements(hub: Hub) -> list[str]:
+    """Every statement this hub sends to the filtered-digest table from now on."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        statement = str(args[2])
+        if "filtered_manifests" in statement:
+            seen.append(statement)
+
+    event.listen(hub.engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_a_filtered_index_made_by_one_is_served_by_digest_by_another(
+    start_hub: Callable[[], Any], layout: dict[str, Any]
+) -> None:
+    first: Hub = await start_hub()
+    second: Hub = await start_hub()
+    served = await first.manifests.get(REPOSITORY, "latest", SKY)
+    assert [m["digest"] for m in json.loads(served.data)["manifests"]] == [
+        layout["skylake"]["digest"]
+    ]
+    statements = count_store_statements(second)
+    again = await second.manifests.get(REPOSITORY, served.digest, SKY)
+    assert (again.data, again.media_type, again.digest) == (served.data, OCI_INDEX, served.digest)
+    assert sha256(again.data) == served.digest
+    assert len(statements) == 1  # looked up in the database: it never filtered this tag itself
+
+
+async def test_a_warm_pull_sends_nothing_to_the_store(
+    start_hub: Callable[[], Any], layout: dict[str, Any]
+) -> None:
+    hub: Hub = await start_hub()
+
+    async def pull() -> None:
+        index = await hub.manifests.get(REPOSITORY, "latest", SKY)
+        await hub.manifests.get(REPOSITORY, index.digest, SKY)
+        chosen = await hub.manifests.get(REPOSITORY, layout["skylake"]["digest"], SKY)
+        assert chosen.digest == layout["skylake"]["digest"] == sha256(chosen.data)
+
+    await pull()
+    statements = count_store_statements(hub)
+    for _ in range(3):
+        await pull()
+    assert statements == []
