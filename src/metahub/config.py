@@ -29,6 +29,7 @@ from pydantic_settings import (
 from metahub.features.matchers import BUILTIN_MATCHERS
 from metahub.features.model import Feature
 from metahub.features.selection import parse_platform
+from metahub.publish.spec import ImageSpec, check_virtual_images
 
 
 class ConfigError(ValueError):
@@ -235,6 +236,7 @@ class Settings(BaseSettings):
 
     upstream: UpstreamConfig
     machine_types: tuple[MachineTypeConfig, ...] = ()
+    images: tuple[ImageSpec, ...] = ()  # virtual images, in manifest-tool's format
     anonymous: AnonymousConfig | None = None
     features: FeaturesConfig = FeaturesConfig()
     token: TokenConfig = TokenConfig()
@@ -258,6 +260,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"anonymous.machine_type {self.anonymous.machine_type!r} is not a machine type"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _virtual_images(self) -> Settings:
+        check_virtual_images(self.images, self.upstream.url)
         return self
 
     @classmethod
