@@ -28,6 +28,7 @@ from metahub.server.http import Request, Response, StreamResponse, error_respons
 from metahub.server.observe import Observe
 from metahub.server.registry import registry_endpoint
 from metahub.server.token import token_endpoint
+from metahub.server.ui import create_ui
 
 log = logging.getLogger("metahub.server")
 READY_TIMEOUT = 2.0
@@ -43,6 +44,7 @@ class MetaHubApp:
                 Route("/readyz", self._readyz),
                 Route("/metrics", _metrics),
                 Mount("/api", app=create_api(lambda: self.hub)),
+                Mount("/ui", app=create_ui(lambda: self.hub)),
             ]
         )
         self.web.add_exception_handler(404, _not_found)

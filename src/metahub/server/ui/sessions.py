@@ -1,0 +1,102 @@
+"""Sign-in sessions for the web UI: a signed cookie, no server-side state.
+
+The cookie holds the admin's login, an expiry, a CSRF token and at most one flash message, as
+JSON signed with HMAC-SHA256. The key is derived from the token signing key, which every replica
+reads from the database, so a session opened on one replica is good on all of them. A visitor
+who has not signed in gets a cookie with a CSRF token only, so the sign-in form is protected too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, replace
+
+import orjson
+
+COOKIE = "metahub_ui"
+SESSION_TTL = 8 * 3600  # seconds a sign-in lasts
+ANONYMOUS_TTL = 3600  # seconds the sign-in form's CSRF token lasts
+_VERSION = "v1"
+_KEY_CONTEXT = b"metahub web ui session v1"
+
+
+def derive_key(signing_key: bytes) -> bytes:
+    """A key for session cookies only: a cookie can never pass for a registry token."""
+    return hmac.new(signing_key, _KEY_CONTEXT, hashlib.sha256).digest()
+
+
+def new_csrf() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    csrf: str
+    expires: int  # unix time
+    admin: str | None = None
+    flash: str | None = None
+
+    @classmethod
+    def anonymous(cls, now: float | None = None) -> Session:
+        return cls(new_csrf(), int(now if now is not None else time.time()) + ANONYMOUS_TTL)
+
+    @classmethod
+    def signed_in(cls, admin: str, now: float | None = None) -> Session:
+        """A fresh CSRF token with every sign-in: nothing from before it stays valid."""
+        start = now if now is not None else time.time()
+        return cls(new_csrf(), int(start) + SESSION_TTL, admin)
+
+    def with_flash(self, message: str | None) -> Session:
+        return replace(self, flash=message)
+
+    def csrf_ok(self, offered: str) -> bool:
+        return bool(offered) and hmac.compare_digest(self.csrf.encode(), offered.encode())
+
+
+class SessionCodec:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def dumps(self, session: Session) -> str:
+        payload = {"c": session.csrf, "e": session.expires, "a": session.admin}
+        if session.flash:
+            payload["f"] = session.flash
+        body = _b64(orjson.dumps(payload))
+        return f"{_VERSION}.{body}.{self._sign(body)}"
+
+    def loads(self, value: str, now: float | None = None) -> Session | None:
+        """The session in a cookie, or None when it is forged, damaged or expired."""
+        version, _, rest = value.partition(".")
+        body, _, signature = rest.partition(".")
+        if version != _VERSION or not body or not signature:
+            return None
+        if not hmac.compare_digest(self._sign(body), signature):
+            return None
+        try:
+            payload = orjson.loads(_unb64(body))
+            session = Session(
+                csrf=str(payload["c"]),
+                expires=int(payload["e"]),
+                admin=None if payload.get("a") is None else str(payload["a"]),
+                flash=None if payload.get("f") is None else str(payload["f"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+        if session.expires <= (now if now is not None else time.time()):
+            return None
+        return session
+
+    def _sign(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
