@@ -105,6 +105,33 @@ class MachineTypeConfig(_Strict):
         return self
 
 
+class AccountConfig(_Strict):
+    """An account whose logins carry their own features: `<login>/<key>=<value>,...`."""
+
+    login: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    password: str | None = None
+    password_hash: str | None = None
+    profile_logins: bool = False
+    mode: Literal["best", "exact"] = "best"
+    platforms: tuple[str, ...] = ()
+    description: str = ""
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, platforms: tuple[str, ...]) -> tuple[str, ...]:
+        for text in platforms:
+            parse_platform(text)
+        return platforms
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AccountConfig:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("set exactly one of 'password' or 'password_hash'")
+        if self.password_hash is not None and not self.password_hash.startswith("$argon2"):
+            raise ValueError("'password_hash' must be an argon2 hash (metahub hash-password)")
+        return self
+
+
 class AnonymousConfig(_Strict):
     machine_type: str | None = None
     unfiltered: bool = False
@@ -236,6 +263,7 @@ class Settings(BaseSettings):
 
     upstream: UpstreamConfig
     machine_types: tuple[MachineTypeConfig, ...] = ()
+    accounts: tuple[AccountConfig, ...] = ()
     images: tuple[ImageSpec, ...] = ()  # virtual images, in manifest-tool's format
     anonymous: AnonymousConfig | None = None
     features: FeaturesConfig = FeaturesConfig()
@@ -256,6 +284,10 @@ class Settings(BaseSettings):
             duplicates = sorted({v for v in values if values.count(v) > 1})
             if duplicates:
                 raise ValueError(f"machine_types: duplicate {label} {', '.join(duplicates)}")
+        accounts = [a.login for a in self.accounts]
+        duplicates = sorted({a for a in accounts if accounts.count(a) > 1})
+        if duplicates:
+            raise ValueError(f"accounts: duplicate login {', '.join(duplicates)}")
         if self.anonymous and self.anonymous.machine_type not in (None, *names):
             raise ValueError(
                 f"anonymous.machine_type {self.anonymous.machine_type!r} is not a machine type"

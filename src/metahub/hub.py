@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metahub.auth.passwords import CredentialChecker
+from metahub.auth.profile_logins import ProfileLogins
 from metahub.auth.ratelimit import FailureLimiter
 from metahub.auth.tokens import TokenService
 from metahub.blobs import BlobService
@@ -65,6 +66,7 @@ class Hub:
     directory: Directory
     management: ManagementService
     login_failures: FailureLimiter
+    profile_logins: ProfileLogins
     _refresh: asyncio.Task[None] | None = None
 
     @classmethod
@@ -82,6 +84,9 @@ class Hub:
         directory = Directory(engine, settings.machine_types)
         await directory.load()
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
+        profile_logins = ProfileLogins(
+            settings.accounts, settings.features, lambda: directory.profiles
+        )
         hub = cls(
             settings=settings,
             upstream=upstream,
@@ -94,6 +99,7 @@ class Hub:
                 directory.profiles,
                 matchers,
                 filtered_cache_bytes=settings.cache.filtered_max_size,
+                profile_logins=profile_logins,
             ),
             blobs=blobs,
             directory=directory,
@@ -101,6 +107,7 @@ class Hub:
             login_failures=FailureLimiter(
                 settings.login_limit.failures, settings.login_limit.window
             ),
+            profile_logins=profile_logins,
         )
         hub._refresh = asyncio.create_task(
             directory.refresh_forever(settings.database.refresh_interval)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from metahub import errors
+from metahub.auth.profile_logins import ProfileLoginError, ProfileLogins, is_profile_login
 from metahub.auth.tokens import Principal
 from metahub.cache.lru import SizedLRU
 from metahub.cache.singleflight import SingleFlight
@@ -66,11 +67,13 @@ class ManifestService:
         matchers: Matchers,
         *,
         filtered_cache_bytes: int = 64 * 1024 * 1024,
+        profile_logins: ProfileLogins | None = None,
     ) -> None:
         self.upstream = upstream
         self.store = store
         self.profiles = profiles
         self.matchers = matchers
+        self.profile_logins = profile_logins
         # (repository, upstream index digest, machine type revision) -> what that type gets.
         self._filtered: SizedLRU[tuple[str, str, str], ServedManifest] = SizedLRU(
             "filtered", filtered_cache_bytes, lambda served: len(served.data) + 256
@@ -83,6 +86,11 @@ class ManifestService:
         if principal.machine_type is None:
             return None
         profile = self.profiles.get(principal.machine_type)
+        if profile is None and self.profile_logins and is_profile_login(principal.machine_type):
+            try:  # a profile login's machine type is rebuilt from its name (cached)
+                return self.profile_logins.profile(principal.machine_type)
+            except ProfileLoginError as exc:
+                raise errors.Unauthorized(f"{exc}; log in again") from exc
         if profile is None:
             raise errors.Unauthorized(
                 f"machine type {principal.machine_type!r} no longer exists; log in again"

@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from metahub import errors
+from metahub.auth.profile_logins import ProfileLoginError, is_profile_login
 from metahub.auth.tokens import SERVICE, Principal
 from metahub.hub import Hub
 from metahub.server.http import Request
@@ -61,9 +62,18 @@ async def checked_basic(request: Request, hub: Hub, header: str) -> Principal | 
 
 async def principal_from_password(hub: Hub, login: str, password: str) -> Principal | None:
     account = await hub.credentials.check_account(login, password)
-    if account is None:
+    if account is not None:
+        return Principal(login, account.machine_type, credential_id=account.credential_id)
+    if not is_profile_login(login):
         return None
-    return Principal(login, account.machine_type, credential_id=account.credential_id)
+    try:
+        profile = await hub.profile_logins.authenticate(login, password)
+    except ProfileLoginError as exc:
+        # The password was right: say what is wrong with the login itself.
+        raise errors.Unauthorized(
+            str(exc), detail=exc.detail, headers={"WWW-Authenticate": 'Basic realm="metahub"'}
+        ) from exc
+    return Principal(login, profile.name) if profile is not None else None
 
 
 def anonymous(hub: Hub) -> Principal | None:
@@ -95,7 +105,10 @@ async def authenticate(request: Request, hub: Hub, name: str | None) -> Principa
             )
         return principal
     if scheme == "basic":
-        principal = await checked_basic(request, hub, header)
+        try:
+            principal = await checked_basic(request, hub, header)
+        except errors.Unauthorized as exc:  # a profile login refused: challenge as for any 401
+            raise unauthorized(request, hub, name, exc.message) from exc
         if principal is None:
             raise unauthorized(request, hub, name, "invalid username or password")
         return principal
