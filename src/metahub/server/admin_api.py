@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from metahub import errors
@@ -20,6 +21,13 @@ from metahub.hub import Hub
 from metahub.management.records import IssuedSecret
 
 CONFIG_ACTOR = "config-token"
+# Declares the scheme in the OpenAPI document; require_admin gives the answer itself (401 with
+# the registry's error shape, and failures counted per address).
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="adminToken",
+    description="An admin token (`mha_...`) or one of the config's `admin.tokens`.",
+)
 
 
 def current_hub(request: Request) -> Hub:
@@ -27,14 +35,17 @@ def current_hub(request: Request) -> Hub:
     return hub
 
 
-async def require_admin(request: Request, hub: Annotated[Hub, Depends(current_hub)]) -> str:
+async def require_admin(
+    request: Request,
+    hub: Annotated[Hub, Depends(current_hub)],
+    offered: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> str:
     """The admin a request speaks for; 401 otherwise, and 429 after too many failures."""
     address = request.client.host if request.client else "unknown"
     hub.login_failures.check(address)
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
+    token = offered.credentials.strip() if offered is not None else ""
     actor = None
-    if scheme.lower() == "bearer" and token:
+    if token:
         actor = _config_token_actor(hub, token) or await hub.management.admin_for_token(token)
     if actor is None:
         hub.login_failures.failed(address)
@@ -100,7 +111,97 @@ class TokenIn(_Body):
     expires: datetime | None = None
 
 
-router = APIRouter(prefix="/v1")
+class _Out(BaseModel):
+    # Forbidding extras makes a field added to a record but not here fail loudly in tests.
+    model_config = ConfigDict(extra="forbid")
+
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class MachineTypeOut(_Out):
+    name: str
+    features: list[str]
+    mode: Literal["best", "exact"]
+    platforms: list[str]
+    description: str
+    revision: int = Field(description="Bumped on every change.")
+    config_managed: bool = Field(description="From the config file: read-only here.")
+    credentials: int = Field(description="Credentials not revoked.")
+
+
+class CredentialOut(_Out):
+    id: str
+    machine_type: str
+    login: str
+    config_managed: bool
+    created: Timestamp | None
+    expires: Timestamp | None
+    revoked: Timestamp | None
+    active: bool
+
+
+class IssuedCredential(_Out):
+    id: str
+    login: str
+    password: str = Field(description="Shown this once; only its hash is kept.")
+    docker_login: str
+
+
+class AdminOut(_Out):
+    login: str
+
+
+class AdminTokenOut(_Out):
+    id: str
+    admin: str
+    name: str
+    created: Timestamp | None
+    expires: Timestamp | None
+    revoked: Timestamp | None
+
+
+class IssuedToken(_Out):
+    id: str
+    login: str
+    token: str = Field(description="Shown this once; only its sha256 is kept.")
+
+
+class AuditEntryOut(_Out):
+    id: int
+    at: Timestamp | None
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+class ErrorItem(BaseModel):
+    code: str
+    message: str
+    detail: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The registry's error shape, used by every error of this API."""
+
+    errors: list[ErrorItem]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+Responses = dict[int | str, dict[str, Any]]
+UNKNOWN: Responses = {404: _error("Unknown machine type, credential, admin or token.")}
+CONFLICT: Responses = {409: _error("Already exists, or managed by the config file.")}
+# What any route of this API may answer.
+COMMON_ERRORS: Responses = {
+    401: _error("No admin token, or not a valid one."),
+    422: _error("Invalid request; `detail` names each field."),
+    429: _error("Too many failed logins from this address."),
+}
+router = APIRouter(prefix="/v1", dependencies=[Depends(bearer_scheme)], responses=COMMON_ERRORS)
 
 
 def _issued(secret: IssuedSecret, request: Request, kind: str) -> dict[str, Any]:
@@ -111,12 +212,18 @@ def _issued(secret: IssuedSecret, request: Request, kind: str) -> dict[str, Any]
     return body
 
 
-@router.get("/machine-types", tags=["machine types"])
+@router.get("/machine-types", tags=["machine types"], response_model=list[MachineTypeOut])
 async def list_machine_types(hub: HubDep, _: Admin) -> list[dict[str, Any]]:
     return [m.to_json() for m in await hub.management.list_machine_types()]
 
 
-@router.post("/machine-types", status_code=201, tags=["machine types"])
+@router.post(
+    "/machine-types",
+    status_code=201,
+    tags=["machine types"],
+    response_model=MachineTypeOut,
+    responses=CONFLICT,
+)
 async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) -> dict[str, Any]:
     created = await hub.management.create_machine_type(
         actor,
@@ -130,12 +237,22 @@ async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) ->
     return created.to_json()
 
 
-@router.get("/machine-types/{name}", tags=["machine types"])
+@router.get(
+    "/machine-types/{name}",
+    tags=["machine types"],
+    response_model=MachineTypeOut,
+    responses=UNKNOWN,
+)
 async def get_machine_type(name: str, hub: HubDep, _: Admin) -> dict[str, Any]:
     return (await hub.management.get_machine_type(name)).to_json()
 
 
-@router.patch("/machine-types/{name}", tags=["machine types"])
+@router.patch(
+    "/machine-types/{name}",
+    tags=["machine types"],
+    response_model=MachineTypeOut,
+    responses={**UNKNOWN, **CONFLICT},
+)
 async def update_machine_type(
     name: str, body: MachineTypeChange, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
@@ -151,19 +268,36 @@ async def update_machine_type(
     return updated.to_json()
 
 
-@router.delete("/machine-types/{name}", status_code=204, tags=["machine types"])
+@router.delete(
+    "/machine-types/{name}",
+    status_code=204,
+    tags=["machine types"],
+    response_class=Response,
+    responses={**UNKNOWN, **CONFLICT},
+)
 async def delete_machine_type(name: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.delete_machine_type(actor, name)
     await hub.directory.load()
     return Response(status_code=204)
 
 
-@router.get("/machine-types/{name}/credentials", tags=["credentials"])
+@router.get(
+    "/machine-types/{name}/credentials",
+    tags=["credentials"],
+    response_model=list[CredentialOut],
+    responses=UNKNOWN,
+)
 async def list_type_credentials(name: str, hub: HubDep, _: Admin) -> list[dict[str, Any]]:
     return [c.to_json() for c in await hub.management.list_credentials(name)]
 
 
-@router.post("/machine-types/{name}/credentials", status_code=201, tags=["credentials"])
+@router.post(
+    "/machine-types/{name}/credentials",
+    status_code=201,
+    tags=["credentials"],
+    response_model=IssuedCredential,
+    responses={**UNKNOWN, **CONFLICT},
+)
 async def create_credential(
     name: str, body: CredentialIn, request: Request, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
@@ -175,19 +309,31 @@ async def create_credential(
     return _issued(issued, request, "password")
 
 
-@router.get("/credentials", tags=["credentials"])
+@router.get(
+    "/credentials", tags=["credentials"], response_model=list[CredentialOut], responses=UNKNOWN
+)
 async def list_credentials(
     hub: HubDep, _: Admin, machine_type: Annotated[str | None, Query()] = None
 ) -> list[dict[str, Any]]:
     return [c.to_json() for c in await hub.management.list_credentials(machine_type)]
 
 
-@router.get("/credentials/{credential_id}", tags=["credentials"])
+@router.get(
+    "/credentials/{credential_id}",
+    tags=["credentials"],
+    response_model=CredentialOut,
+    responses=UNKNOWN,
+)
 async def get_credential(credential_id: str, hub: HubDep, _: Admin) -> dict[str, Any]:
     return (await hub.management.get_credential(credential_id)).to_json()
 
 
-@router.post("/credentials/{credential_id}/rotate", tags=["credentials"])
+@router.post(
+    "/credentials/{credential_id}/rotate",
+    tags=["credentials"],
+    response_model=IssuedCredential,
+    responses={**UNKNOWN, **CONFLICT},
+)
 async def rotate_credential(
     credential_id: str, request: Request, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
@@ -196,14 +342,24 @@ async def rotate_credential(
     return _issued(issued, request, "password")
 
 
-@router.post("/credentials/{credential_id}/revoke", tags=["credentials"])
+@router.post(
+    "/credentials/{credential_id}/revoke",
+    tags=["credentials"],
+    response_model=CredentialOut,
+    responses={**UNKNOWN, **CONFLICT},
+)
 async def revoke_credential(credential_id: str, hub: HubDep, actor: Admin) -> dict[str, Any]:
     revoked = await hub.management.revoke_credential(actor, credential_id)
     await hub.directory.load()
     return revoked.to_json()
 
 
-@router.post("/credentials/{credential_id}/expire", tags=["credentials"])
+@router.post(
+    "/credentials/{credential_id}/expire",
+    tags=["credentials"],
+    response_model=CredentialOut,
+    responses={**UNKNOWN, **CONFLICT},
+)
 async def expire_credential(
     credential_id: str, body: ExpireIn, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
@@ -212,29 +368,48 @@ async def expire_credential(
     return expired.to_json()
 
 
-@router.get("/admins", tags=["admins"])
+@router.get("/admins", tags=["admins"], response_model=list[str])
 async def list_admins(hub: HubDep, _: Admin) -> list[str]:
     return await hub.management.list_admins()
 
 
-@router.post("/admins", status_code=201, tags=["admins"])
+@router.post(
+    "/admins", status_code=201, tags=["admins"], response_model=AdminOut, responses=CONFLICT
+)
 async def create_admin(body: AdminIn, hub: HubDep, actor: Admin) -> dict[str, str]:
     await hub.management.create_admin(actor, body.login, body.password)
     return {"login": body.login}
 
 
-@router.delete("/admins/{login}", status_code=204, tags=["admins"])
+@router.delete(
+    "/admins/{login}",
+    status_code=204,
+    tags=["admins"],
+    response_class=Response,
+    responses=UNKNOWN,
+)
 async def delete_admin(login: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.delete_admin(actor, login)
     return Response(status_code=204)
 
 
-@router.get("/admins/{login}/tokens", tags=["admins"])
+@router.get(
+    "/admins/{login}/tokens",
+    tags=["admins"],
+    response_model=list[AdminTokenOut],
+    responses=UNKNOWN,
+)
 async def list_tokens(login: str, hub: HubDep, _: Admin) -> list[dict[str, Any]]:
     return [t.to_json() for t in await hub.management.list_admin_tokens(login)]
 
 
-@router.post("/admins/{login}/tokens", status_code=201, tags=["admins"])
+@router.post(
+    "/admins/{login}/tokens",
+    status_code=201,
+    tags=["admins"],
+    response_model=IssuedToken,
+    responses=UNKNOWN,
+)
 async def create_token(
     login: str, body: TokenIn, request: Request, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
@@ -243,17 +418,23 @@ async def create_token(
     return _issued(issued, request, "token")
 
 
-@router.post("/tokens/{token_id}/revoke", status_code=204, tags=["admins"])
+@router.post(
+    "/tokens/{token_id}/revoke",
+    status_code=204,
+    tags=["admins"],
+    response_class=Response,
+    responses=UNKNOWN,
+)
 async def revoke_token(token_id: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.revoke_admin_token(actor, token_id)
     return Response(status_code=204)
 
 
-@router.get("/audit", tags=["audit"])
+@router.get("/audit", tags=["audit"], response_model=list[AuditEntryOut])
 async def audit(
     hub: HubDep,
     _: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> list[dict[str, Any]]:
     return [e.to_json() for e in await hub.management.audit(limit=limit, before=before)]

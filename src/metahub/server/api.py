@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -19,9 +20,58 @@ from metahub.explain import explanation_json
 from metahub.hub import Hub
 from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
 from metahub.oci.reference import InvalidName, InvalidTag, split_image, validate_name, validate_tag
-from metahub.server.admin_api import current_hub, require_admin, router
+from metahub.server.admin_api import COMMON_ERRORS, ErrorBody, current_hub, require_admin, router
 
 HubGetter = Callable[[], Hub]
+
+
+class ExplainedMachineType(BaseModel):
+    name: str
+    features: list[str]
+    mode: str
+    platforms: list[str]
+
+
+class Score(BaseModel):
+    satisfied: int
+    distance: float
+
+
+class ExplainedEntry(BaseModel):
+    position: int
+    digest: str
+    media_type: str
+    platform: str | None
+    features: list[str]
+    fits: bool
+    score: Score
+    chosen: bool
+    why_not: list[str]
+
+
+class UpstreamIndex(BaseModel):
+    digest: str
+    media_type: str
+
+
+class ExplainedIndex(BaseModel):
+    upstream: UpstreamIndex
+    filtered: bool
+    served_digest: str | None
+    error: str | None
+    entries: list[ExplainedEntry]
+    nested: dict[str, ExplainedIndex]
+
+
+class Explanation(BaseModel):
+    image: str
+    machine_type: ExplainedMachineType
+    upstream: UpstreamIndex
+    filtered: bool
+    served_digest: str | None
+    error: str | None
+    entries: list[ExplainedEntry]
+    nested: dict[str, ExplainedIndex]
 
 
 def create_api(get_hub: HubGetter) -> FastAPI:
@@ -46,16 +96,34 @@ def create_api(get_hub: HubGetter) -> FastAPI:
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        error = (
-            errors.NotFound(str(exc.detail))
-            if exc.status_code == 404
-            else (errors.RegistryError(str(exc.detail), status=exc.status_code))
-        )
+        error: errors.RegistryError
+        if exc.status_code == 404:
+            error = errors.NotFound(str(exc.detail))
+        elif exc.status_code == 400:
+            # A body that is not JSON at all (undecodable bytes): as invalid as a wrong field.
+            message = f"body: {exc.detail}"
+            error = errors.InvalidRequest(
+                message, detail=[{"field": "body", "message": str(exc.detail)}]
+            )
+        elif exc.status_code == 405:
+            error = errors.Unsupported(str(exc.detail))
+        else:
+            error = errors.RegistryError(str(exc.detail), status=exc.status_code)
         return _error_response(error)
 
     api.include_router(router)
 
-    @api.get("/v1/explain", dependencies=[Depends(require_admin)], tags=["selection"])
+    @api.get(
+        "/v1/explain",
+        dependencies=[Depends(require_admin)],
+        tags=["selection"],
+        response_model=Explanation,
+        responses={
+            **COMMON_ERRORS,
+            400: {"model": ErrorBody, "description": "Not a valid image reference."},
+            404: {"model": ErrorBody, "description": "Unknown machine type or image."},
+        },
+    )
     async def explain(
         hub: Annotated[Hub, Depends(current_hub)],
         image: Annotated[str, Query(description="name:tag or name@digest", min_length=1)],
