@@ -335,7 +335,7 @@ class ManagementService:
 
     async def expire_credential(self, actor: str, credential_id: str, when: datetime) -> Credential:
         credential = await self._changeable(credential_id)
-        when = utc(when)
+        when = _stored_time(when, "at")
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(credentials).where(credentials.c.id == credential_id).values(expires=when)
@@ -478,11 +478,18 @@ async def _audit(
     )
 
 
+def _stored_time(value: datetime, field: str) -> datetime:
+    try:
+        return utc(value)
+    except OverflowError as exc:  # 9999-12-31T23:00-05:00 is after the last datetime in UTC
+        raise invalid(field, "out of range") from exc
+
+
 def _future(expires: datetime | None) -> datetime | None:
     """An expiry as aware UTC; one already past is refused (expire a credential instead)."""
     if expires is None:
         return None
-    expires = utc(expires)
+    expires = _stored_time(expires, "expires")
     if expires <= _now():
         raise invalid("expires", "must be in the future")
     return expires
