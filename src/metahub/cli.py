@@ -14,6 +14,7 @@ import click
 from metahub import __version__
 from metahub.config import ConfigError, Settings, load_config
 from metahub.management_cli import admin, credential, machine_type
+from metahub.publish.commands import inspect_command, push_command
 
 DEFAULT_DATA_DIR = Path(os.environ.get("METAHUB_DATA_DIR", "data"))
 
@@ -207,3 +208,5 @@ def db_upgrade(config_path: Path) -> None:
 
 for _group in (admin, machine_type, credential):
     main.add_command(_group)
+main.add_command(push_command)
+main.add_command(inspect_command)
