@@ -243,6 +243,18 @@ BAD_CONFIGS = [
     ),
     pytest.param(config(token={"ttl": 59}), "token.ttl", "", id="ttl-too-short"),
     pytest.param(config(token={"ttl": 86401}), "token.ttl", "", id="ttl-too-long"),
+    pytest.param(
+        config(database={"refresh_interval": 6}),
+        "database.refresh_interval",
+        "less than or equal to 5",
+        id="refresh-slower-than-revocation-bound",
+    ),
+    pytest.param(
+        config(database={"url": "mysql://db/metahub"}),
+        "database.url",
+        "postgresql+asyncpg://",
+        id="unsupported-database",
+    ),
 ]
 
 

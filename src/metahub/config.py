@@ -219,7 +219,9 @@ class LogConfig(_Strict):
 
 class DatabaseConfig(_Strict):
     url: str | None = None  # default: SQLite in the data directory
-    refresh_interval: float = Field(2.0, gt=0, le=60)
+    # Bounds how long a revocation or a machine-type change takes to reach every replica and
+    # worker; at most 5 s, the longest a revoked credential may still be accepted anywhere.
+    refresh_interval: float = Field(2.0, gt=0, le=5)
 
     @field_validator("url")
     @classmethod

@@ -47,7 +47,9 @@ class Directory:
 
     async def load(self) -> None:
         async with self._engine.connect() as connection:
-            types = (await connection.execute(select(machine_types))).all()
+            # Credentials first: a credential's machine type was committed before it (or with
+            # it), so every credential read here finds its type in the second read, even while
+            # another replica adds both between the two.
             creds = (
                 await connection.execute(
                     select(credentials).where(
@@ -56,6 +58,7 @@ class Directory:
                     )
                 )
             ).all()
+            types = (await connection.execute(select(machine_types))).all()
         profiles = {
             row.name: MachineProfile.of(
                 row.name, row.features, mode=row.mode, platforms=row.platforms
