@@ -102,7 +102,7 @@ class ScriptedRegistry:
         self.delay: dict[str, float] = {}  # path prefix -> seconds before answering
         self.holds: dict[str, threading.Event] = {}  # path -> answered once the event is set
         self.seen: list[Seen] = []
-        self.sent: Counter[str] = Counter()  # path -> body bytes written
+        self.sent: Counter[str] = Counter()  # path -> blob bytes handed to the connection
         self._queued: dict[tuple[str, str], list[Answer]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -225,9 +225,9 @@ class ScriptedRegistry:
         if request.method == "HEAD":
             return response
         async for chunk in self._gated(blob, first, last):
-            await response.write(chunk)
-            with self._lock:
+            with self._lock:  # counted first, so the count is never behind what a client has
                 self.sent[request.path] += len(chunk)
+            await response.write(chunk)
         await response.write_eof()
         return response
 

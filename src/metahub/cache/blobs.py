@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metahub import errors, metrics
+from metahub.cache.singleflight import SingleFlight
 from metahub.fileio import CHUNK_SIZE, read_chunks
 from metahub.oci.digest import Digest
 from metahub.upstream.base import BlobStream, ByteRange
@@ -56,6 +57,8 @@ class BlobCache:
         self._index: OrderedDict[str, int] = OrderedDict()
         self._bytes = 0
         self._downloads: dict[str, _Download] = {}
+        self._starts: SingleFlight[str, _Download] = SingleFlight("blob")
+        self._joined = metrics.COALESCED.labels("blob")
         self._load_index()
 
     def _load_index(self) -> None:
@@ -103,19 +106,27 @@ class BlobCache:
         )
 
     async def fetch(self, digest: str, opener: Opener) -> BlobStream:
-        """Stream a blob while it is downloaded into the cache, sharing one download."""
+        """Stream a blob while it is downloaded into the cache, sharing one download.
+
+        Requests that arrive while the upstream is still being asked wait for that same answer,
+        so however many clients ask at once, the upstream is asked once.
+        """
         download = self._downloads.get(digest)
         if download is None:
-            upstream = await opener()
-            parsed = Digest.parse(digest)
-            temp = self._temp / f"{parsed.hex}.{secrets.token_hex(6)}"
-            download = _Download(parsed, upstream.size, upstream.media_type, temp)
-            temp.touch()
-            self._downloads[digest] = download
-            download.task = asyncio.create_task(self._download(download, upstream))
+            download = await self._starts.do(digest, lambda: self._start(digest, opener))
         else:
-            metrics.COALESCED.labels("blob").inc()
+            self._joined.inc()
         return BlobStream(download.size, download.media_type, self._follow(download))
+
+    async def _start(self, digest: str, opener: Opener) -> _Download:
+        upstream = await opener()
+        parsed = Digest.parse(digest)
+        temp = self._temp / f"{parsed.hex}.{secrets.token_hex(6)}"
+        download = _Download(parsed, upstream.size, upstream.media_type, temp)
+        temp.touch()
+        self._downloads[digest] = download
+        download.task = asyncio.create_task(self._download(download, upstream))
+        return download
 
     async def _download(self, download: _Download, upstream: BlobStream) -> None:
         key = str(download.digest)
@@ -136,8 +147,8 @@ class BlobCache:
             target = self._path(download.digest)
             target.parent.mkdir(exist_ok=True)
             os.replace(download.temp, target)
+            self._bytes += download.size - self._index.get(key, 0)
             self._index[key] = download.size
-            self._bytes += download.size
             self._evict()
         except errors.RegistryError as exc:
             download.error = exc
@@ -155,7 +166,7 @@ class BlobCache:
 
     async def _follow(self, download: _Download) -> AsyncIterator[bytes]:
         """Read the growing file; the last byte only after the digest verified."""
-        fd = await asyncio.to_thread(os.open, download.temp, os.O_RDONLY)
+        fd = await asyncio.to_thread(self._open, download)
         offset = 0
         try:
             while offset < download.size:
@@ -175,6 +186,20 @@ class BlobCache:
                 yield chunk
         finally:
             os.close(fd)
+
+    def _open(self, download: _Download) -> int:
+        """The download's file: the temporary one, or where it went once verified."""
+        try:
+            return os.open(download.temp, os.O_RDONLY)
+        except FileNotFoundError:
+            if download.error is not None:
+                raise download.error from None
+        try:  # verified and renamed into place before this reader began
+            return os.open(self._path(download.digest), os.O_RDONLY)
+        except FileNotFoundError:
+            raise errors.BlobUnknown(
+                f"blob {download.digest} left the cache while it was being read"
+            ) from None
 
     def _evict(self) -> None:
         while self._bytes > self.max_size and len(self._index) > 1:
