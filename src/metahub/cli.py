@@ -13,6 +13,7 @@ import click
 
 from metahub import __version__
 from metahub.config import ConfigError, Settings, load_config
+from metahub.host.commands import detect_command, login_command
 from metahub.management_cli import admin, credential, machine_type
 from metahub.publish.commands import inspect_command, push_command
 
@@ -210,3 +211,5 @@ for _group in (admin, machine_type, credential):
     main.add_command(_group)
 main.add_command(push_command)
 main.add_command(inspect_command)
+main.add_command(detect_command)
+main.add_command(login_command)

@@ -1,0 +1,181 @@
+"""What `metahub detect` and `metahub login` do, behind their options in cli.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from metahub.host.authfiles import (
+    AuthFileError,
+    check_auth_file,
+    containers_auth_path,
+    docker_config_path,
+)
+from metahub.host.detect import HostReport, detect
+from metahub.host.login import (
+    LoginError,
+    LoginRefused,
+    docker_login_line,
+    log_in,
+    parse_server,
+    profile_login,
+    write_login,
+)
+
+PASSWORD_ENV = "METAHUB_PASSWORD"
+
+
+@click.command("detect")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of lines.")
+@click.option(
+    "--cloud",
+    is_flag=True,
+    help="Also ask the cloud metadata service (EC2, GCE, Azure) for the instance type.",
+)
+def detect_command(as_json: bool, cloud: bool) -> None:
+    """Print this host's features, one per line: cpu, platform, nvcap per GPU, ht."""
+    report = detect(with_cloud=cloud)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    for line in report.features:
+        click.echo(line)
+
+
+@click.command("login")
+@click.argument("server_text", metavar="SERVER")
+@click.option(
+    "--account", help="Log in with a profile login of this account and this host's features."
+)
+@click.option(
+    "--machine-type",
+    help="Log in with this machine type's credential (its login is NAME unless --login says).",
+)
+@click.option("--login", help="The credential's login, when it differs from the type's name.")
+@click.option(
+    "--skip",
+    multiple=True,
+    metavar="KEY",
+    help="Leave a detected feature out of the profile login (repeatable), e.g. --skip ht.",
+)
+@click.option(
+    "--cloud", is_flag=True, help="Add the cloud instance type (instType) to the features."
+)
+@click.option(
+    "--password-stdin", is_flag=True, help=f"Read the password from stdin (else ${PASSWORD_ENV})."
+)
+@click.option("--insecure", is_flag=True, help="Fall back to plain HTTP for a non-loopback server.")
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Only print the docker login command for this host; write nothing. With a password "
+    "the login is checked first; without one nothing is contacted.",
+)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1))
+def login_command(
+    server_text: str,
+    account: str | None,
+    machine_type: str | None,
+    login: str | None,
+    skip: tuple[str, ...],
+    cloud: bool,
+    password_stdin: bool,
+    insecure: bool,
+    print_only: bool,
+    timeout: float,
+) -> None:
+    """Log this host in to the MetaHub at SERVER, for docker and podman alike.
+
+    Checks the login against SERVER, then writes it to docker's config.json ($DOCKER_CONFIG or
+    ~/.docker) and containers' auth.json ($REGISTRY_AUTH_FILE or
+    $XDG_RUNTIME_DIR/containers/auth.json). The password comes from --password-stdin or
+    $METAHUB_PASSWORD, never from an argument.
+    """
+    try:
+        server = parse_server(server_text, insecure=insecure)
+        chosen = _choose_login(account, machine_type, login, skip, cloud)
+        if print_only and not password_stdin and PASSWORD_ENV not in os.environ:
+            click.echo(docker_login_line(server, chosen))
+            return
+        password = _password(password_stdin)
+        paths = [docker_config_path(), containers_auth_path()]
+        if not print_only:
+            for path in paths:  # a damaged file fails the login before anything is written
+                check_auth_file(path)
+        verified = log_in(server, chosen, password, timeout=timeout)
+    except AuthFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except LoginRefused as exc:
+        raise click.ClickException(f"{server_text} refused the login: {exc}") from exc
+    except LoginError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for note in verified.notes:
+        click.echo(f"note: {note}", err=True)
+    if machine_type is not None and verified.machine_type != machine_type:
+        got = verified.machine_type or "an unknown machine type"
+        raise click.ClickException(
+            f"login {verified.login!r} belongs to {got!r}, not machine type {machine_type!r}; "
+            "nothing was written"
+        )
+    if print_only:
+        click.echo(docker_login_line(server, verified.login))
+        return
+    try:
+        written, warnings = write_login(server, verified.login, password, paths)
+    except AuthFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    served_as = (
+        f" (machine type {verified.machine_type})"
+        if verified.machine_type not in (None, verified.login)
+        else ""
+    )
+    click.echo(f"Login Succeeded: {verified.login} at {server.key}{served_as}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _choose_login(
+    account: str | None,
+    machine_type: str | None,
+    login: str | None,
+    skip: tuple[str, ...],
+    cloud: bool,
+) -> str:
+    if account is not None and (login is not None or machine_type is not None):
+        raise click.UsageError(
+            "--account makes a profile login; it takes no --login/--machine-type"
+        )
+    if account is not None:
+        if "/" in account or ":" in account:
+            raise click.UsageError("--account is the account's name alone, e.g. hpc")
+        report: HostReport = detect(with_cloud=cloud)
+        return profile_login(account, report.features, skip)
+    if login is not None or machine_type is not None:
+        # A credential's login names its machine type only by convention; --login says it.
+        chosen = login if login is not None else machine_type
+        assert chosen is not None
+        return chosen
+    raise click.UsageError(
+        "say how to log in: --account NAME (a profile login from this host's features) "
+        "or --machine-type NAME [--login LOGIN] (a machine type's credential)"
+    )
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    elif PASSWORD_ENV in os.environ:
+        password = os.environ[PASSWORD_ENV]
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, err=True)
+    else:
+        raise LoginError(f"no password: pipe it in with --password-stdin, or set {PASSWORD_ENV}")
+    if not password:
+        raise LoginError("the password is empty")
+    return password

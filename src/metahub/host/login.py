@@ -1,0 +1,235 @@
+"""`metahub login`: log this host in to a MetaHub where its container runtimes look.
+
+The login is either a profile login made from the detected features (`--account hpc` gives
+`hpc/cpu=zen3,nvcap=8.6,...`) or a machine type's credential (`--machine-type`, `--login`).
+It is checked against the server the way docker checks it (the `/v2/` challenge, a token from
+the realm with Basic credentials, `/v2/` again with the token) and only then written into
+docker's config.json and containers' auth.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import shlex
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metahub.upstream.challenge import parse_challenge
+
+DEFAULT_TIMEOUT = 10.0
+USER_AGENT = "metahub-login"
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler())
+
+
+class LoginError(RuntimeError):
+    """Why the host could not be logged in; shown to the user as is."""
+
+
+class LoginRefused(LoginError):
+    """The server answered and said no."""
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    @property
+    def unknown_keys(self) -> list[str]:
+        keys = self.detail.get("unknown_keys") if isinstance(self.detail, dict) else None
+        return [str(k) for k in keys] if isinstance(keys, list) else []
+
+
+class _Unreachable(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    key: str  # host[:port]: what runtimes key their logins by
+    urls: tuple[str, ...]  # base URLs to try, in order
+
+
+def parse_server(text: str, *, insecure: bool = False) -> Server:
+    """`127.0.0.1:5000`, `https://hub.example.org`, ... -> the auth-file key and URLs to try.
+
+    Without a scheme HTTPS is tried first and plain HTTP after it only for a loopback host or
+    with `insecure`, as docker does for its insecure registries.
+    """
+    raw = text.strip().rstrip("/")
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    elif scheme not in ("http", "https"):
+        raise LoginError(f"server {text!r}: use host[:port], or an http:// or https:// URL")
+    if not rest or "/" in rest or any(c.isspace() for c in rest):
+        raise LoginError(f"server {text!r}: expected host[:port], e.g. metahub.example.org:5000")
+    if scheme:
+        return Server(rest, (f"{scheme}://{rest}",))
+    urls = [f"https://{rest}"]
+    if insecure or _is_loopback(rest):
+        urls.append(f"http://{rest}")
+    return Server(rest, tuple(urls))
+
+
+def _is_loopback(hostport: str) -> bool:
+    host = hostport.rsplit(":", 1)[0] if not hostport.startswith("[") else hostport[1:]
+    host = host.split("]", 1)[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def profile_login(account: str, features: Iterable[str], skip: Iterable[str] = ()) -> str:
+    """`hpc` and `cpu:zen3`, `nvcap:8.6` -> `hpc/cpu=zen3,nvcap=8.6`, in the server's order."""
+    skipped = set(skip)
+    pairs = set()
+    for feature in features:
+        key, _, value = feature.partition(":")
+        if key not in skipped:
+            pairs.add(f"{key}={value}")
+    if not pairs:
+        raise LoginError("no features left for the profile login")
+    return f"{account}/{','.join(sorted(pairs))}"
+
+
+def without_keys(login: str, keys: Iterable[str]) -> str:
+    account, _, spec = login.partition("/")
+    dropped = set(keys)
+    pairs = [pair for pair in spec.split(",") if pair.partition("=")[0] not in dropped]
+    if not pairs:
+        raise LoginError("no features left for the profile login")
+    return f"{account}/{','.join(pairs)}"
+
+
+def docker_login_line(server: Server, login: str) -> str:
+    return f"docker login -u {shlex.quote(login)} --password-stdin {shlex.quote(server.key)}"
+
+
+@dataclass(slots=True)
+class Verified:
+    url: str
+    login: str
+    machine_type: str | None  # from the token's `mt` claim, when the server is a MetaHub
+    notes: list[str] = field(default_factory=list)
+
+
+def verify(server: Server, login: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> Verified:
+    """Log in as docker would; raise LoginRefused or LoginError with the reason."""
+    problems = []
+    for url in server.urls:
+        try:
+            return _verify_at(url, login, password, timeout)
+        except _Unreachable as exc:
+            problems.append(f"{url}: {exc}")
+    raise LoginError(f"cannot reach {server.key} ({'; '.join(problems)})")
+
+
+def _verify_at(base: str, login: str, password: str, timeout: float) -> Verified:
+    status, headers, _ = _request(f"{base}/v2/", {}, timeout)
+    scheme, params = parse_challenge(headers.get("www-authenticate", ""))
+    basic = "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
+    if status == 401 and scheme == "basic":
+        status, _, body = _request(f"{base}/v2/", {"Authorization": basic}, timeout)
+        _refused_unless_ok(status, body, base)
+        return Verified(base, login, None)
+    if status not in (200, 401):
+        raise LoginError(f"{base}/v2/ answered {status}: is this a registry?")
+    realm = params.get("realm") if scheme == "bearer" else None
+    query = {"service": params.get("service", "metahub"), "account": login}
+    token_url = f"{realm or base + '/token'}?{urllib.parse.urlencode(query)}"
+    status, _, body = _request(token_url, {"Authorization": basic}, timeout)
+    _refused_unless_ok(status, body, base)
+    try:
+        answer = json.loads(body)
+        token = str(answer.get("token") or answer["access_token"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LoginError(f"{token_url} did not answer with a token") from exc
+    status, _, body = _request(f"{base}/v2/", {"Authorization": f"Bearer {token}"}, timeout)
+    _refused_unless_ok(status, body, base)
+    return Verified(base, login, _machine_type(token))
+
+
+def _request(url: str, headers: dict[str, str], timeout: float) -> tuple[int, Any, bytes]:
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            return int(response.status), response.headers, bytes(response.read(1 << 20))
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), exc.headers, bytes(exc.read(1 << 20))
+    except (urllib.error.URLError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Unreachable(str(reason) or type(exc).__name__) from exc
+    except OSError as exc:
+        raise _Unreachable(str(exc)) from exc
+
+
+def _refused_unless_ok(status: int, body: bytes, base: str) -> None:
+    if status == 200:
+        return
+    message, detail = _registry_error(body)
+    if status in (401, 403):
+        raise LoginRefused(message or "invalid username or password", detail)
+    raise LoginError(f"{base} answered {status}" + (f": {message}" if message else ""))
+
+
+def _registry_error(body: bytes) -> tuple[str, Any]:
+    try:
+        errors = json.loads(body)["errors"]
+        first = errors[0]
+        return str(first.get("message") or ""), first.get("detail")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return "", None
+
+
+def _machine_type(token: str) -> str | None:
+    """The `mt` claim of a MetaHub token (read, not verified: the server just issued it)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    mt = claims.get("mt") if isinstance(claims, dict) else None
+    return mt if isinstance(mt, str) else None
+
+
+def log_in(
+    server: Server, login: str, password: str, *, timeout: float = DEFAULT_TIMEOUT
+) -> Verified:
+    """Verify a login; a profile login the server refuses keys of is retried without them."""
+    try:
+        return verify(server, login, password, timeout)
+    except LoginRefused as refused:
+        unknown = refused.unknown_keys
+        if "/" not in login or not unknown:
+            raise
+        fewer = without_keys(login, unknown)
+        verified = verify(server, fewer, password, timeout)
+        verified.notes.append(
+            f"{server.key} does not use {', '.join(unknown)}: logged in without "
+            f"{'it' if len(unknown) == 1 else 'them'}"
+        )
+        return verified
+
+
+def write_login(
+    server: Server, login: str, password: str, paths: Iterable[Path]
+) -> tuple[list[Path], list[str]]:
+    from metahub.host.authfiles import store_login
+
+    written: list[Path] = []
+    warnings: list[str] = []
+    for path in paths:
+        warnings += store_login(path, server.key, login, password)
+        written.append(path)
+    return written, warnings
