@@ -271,7 +271,7 @@ class RegistryUpstream:
                 break
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
-            if not await self._answer_challenge(challenge, scope):
+            if not await self._answer_challenge(challenge, scope, authorization):
                 break
         raise errors.UpstreamError(
             f"{self.description} refused MetaHub's credentials for {method} {path}"
@@ -351,10 +351,14 @@ class RegistryUpstream:
                 return f"Bearer {cached[0]}"
         return None
 
-    async def _answer_challenge(self, header: str, scope: str | None) -> bool:
+    async def _answer_challenge(
+        self, header: str, scope: str | None, sent: str | None = None
+    ) -> bool:
         scheme, params = parse_challenge(header)
         if scheme == "basic":
-            if self._basic is None or self._scheme == "basic":
+            # Concurrent first requests all meet the challenge; only a refusal of the
+            # credentials themselves ends it.
+            if self._basic is None or (sent or "").startswith("Basic "):
                 return False
             self._scheme = "basic"
             return True
