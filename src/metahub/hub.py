@@ -27,6 +27,7 @@ from metahub.upstream.caching import CachingUpstream
 from metahub.upstream.layout import OciLayoutUpstream
 from metahub.upstream.registry import RegistryUpstream
 from metahub.upstream.retry import RetryPolicy
+from metahub.upstream.virtual import with_virtual_images
 
 
 def make_upstream(settings: Settings) -> Upstream:
@@ -72,7 +73,7 @@ class Hub:
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upstream = cached(make_upstream(settings), settings)
+        upstream = cached(with_virtual_images(make_upstream(settings), settings.images), settings)
         blob_cache = settings.cache.blobs
         blobs = BlobService(
             upstream,
