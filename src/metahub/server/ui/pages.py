@@ -177,8 +177,8 @@ class Pages:
                     "This form has expired or did not come from this site. "
                     "Reload the page and send it again.",
                 )
-        if admin and not await self._signed_in(page):
-            if page.session.admin is not None:  # the admin was deleted since signing in
+        if admin and not await self.signed_in(page):
+            if page.session.admin is not None:  # signed out elsewhere, revoked or deleted
                 page.start(Session.anonymous())
             target = page.request.url.path
             if page.request.method != "GET":
@@ -188,11 +188,12 @@ class Pages:
             return page.redirect(f"/sign-in?next={quote(target, safe='/')}")
         return await handle(page)
 
-    async def _signed_in(self, page: Page) -> bool:
-        admin = page.session.admin
-        return admin is not None and (
-            await page.hub.management.admin_password_hash(admin) is not None
-        )
+    async def signed_in(self, page: Page) -> bool:
+        """The session's admin token is live (not revoked or expired, its admin not deleted)."""
+        session = page.session
+        if session.admin is None or session.token is None:
+            return False
+        return await page.hub.management.admin_for_token(session.token) == session.admin
 
     def finish(self, page: Page, response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():

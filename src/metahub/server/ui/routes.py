@@ -7,7 +7,9 @@ Every change goes through the ManagementService, as the management API's do, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,10 +29,11 @@ from metahub.explain import explanation_json
 from metahub.management.records import Credential, MachineType
 from metahub.server.api import parse_image
 from metahub.server.ui.pages import STATIC, HubGetter, Page, Pages, field_errors, safe_next
-from metahub.server.ui.sessions import Session
+from metahub.server.ui.sessions import SESSION_TTL, Session
 from metahub.server.ui.suggestions import feature_suggestions
 
 AUDIT_PAGE = 50
+SESSION_TOKEN_NAME = "web UI session"
 _hasher = PasswordHasher()
 _dummy_hash: list[str] = []  # made on first use: a missing admin costs what a wrong password does
 
@@ -75,7 +78,7 @@ def sign_in(pages: Pages) -> Any:
     async def handle(page: Page) -> Response:
         target = safe_next(page, page.request.query_params.get("next", ""))
         if page.request.method == "GET":
-            if page.session.admin is not None:
+            if await pages.signed_in(page):
                 return page.redirect(target.removeprefix(page.base))
             return pages.render(page, "sign_in.html", {"next": target, "login": "", "error": None})
         target = safe_next(page, page.field("next"))
@@ -94,7 +97,11 @@ def sign_in(pages: Pages) -> Any:
             page.hub.login_failures.failed(page.address)
             context["error"] = "Wrong login or password."
             return pages.render(page, "sign_in.html", context, status=401)
-        page.start(Session.signed_in(login))
+        expires = int(time.time()) + SESSION_TTL
+        issued = await page.hub.management.create_admin_token(
+            login, login, SESSION_TOKEN_NAME, expires=datetime.fromtimestamp(expires, UTC)
+        )
+        page.start(Session.signed_in(login, issued.secret, issued.id, expires))
         return page.redirect(target.removeprefix(page.base))
 
     return handle
@@ -112,6 +119,9 @@ async def _password_ok(page: Page, login: str, password: str) -> bool:
 
 
 async def sign_out(page: Page) -> Response:
+    if page.session.token_id is not None:
+        with contextlib.suppress(errors.NotFound):  # revoked already, through the API
+            await page.hub.management.revoke_admin_token(page.admin, page.session.token_id)
     page.start(Session.anonymous().with_flash("You are signed out."))
     return page.redirect("/sign-in")
 

@@ -1,9 +1,12 @@
 """Sign-in sessions for the web UI: a signed cookie, no server-side state.
 
-The cookie holds the admin's login, an expiry, a CSRF token and at most one flash message, as
-JSON signed with HMAC-SHA256. The key is derived from the token signing key, which every replica
-reads from the database, so a session opened on one replica is good on all of them. A visitor
-who has not signed in gets a cookie with a CSRF token only, so the sign-in form is protected too.
+The cookie holds the admin's login, an expiry, a CSRF token, the admin token that backs the
+session and at most one flash message, as JSON signed with HMAC-SHA256. The key is derived from
+the token signing key, which every replica reads from the database, so a session opened on one
+replica is good on all of them. Signing in issues an admin token (audited, listed with the
+admin's other tokens) and signing out revokes it, so a session can be ended server-side, on every
+replica, by signing out or by revoking the token. A visitor who has not signed in gets a cookie
+with a CSRF token only, so the sign-in form is protected too.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class Session:
     csrf: str
     expires: int  # unix time
     admin: str | None = None
+    token: str | None = None  # the admin token behind a signed-in session
+    token_id: str | None = None
     flash: str | None = None
 
     @classmethod
@@ -45,10 +50,9 @@ class Session:
         return cls(new_csrf(), int(now if now is not None else time.time()) + ANONYMOUS_TTL)
 
     @classmethod
-    def signed_in(cls, admin: str, now: float | None = None) -> Session:
+    def signed_in(cls, admin: str, token: str, token_id: str, expires: int) -> Session:
         """A fresh CSRF token with every sign-in: nothing from before it stays valid."""
-        start = now if now is not None else time.time()
-        return cls(new_csrf(), int(start) + SESSION_TTL, admin)
+        return cls(new_csrf(), expires, admin, token, token_id)
 
     def with_flash(self, message: str | None) -> Session:
         return replace(self, flash=message)
@@ -62,7 +66,13 @@ class SessionCodec:
         self._key = key
 
     def dumps(self, session: Session) -> str:
-        payload = {"c": session.csrf, "e": session.expires, "a": session.admin}
+        payload: dict[str, str | int | None] = {
+            "c": session.csrf,
+            "e": session.expires,
+            "a": session.admin,
+            "t": session.token,
+            "i": session.token_id,
+        }
         if session.flash:
             payload["f"] = session.flash
         body = _b64(orjson.dumps(payload))
@@ -81,8 +91,10 @@ class SessionCodec:
             session = Session(
                 csrf=str(payload["c"]),
                 expires=int(payload["e"]),
-                admin=None if payload.get("a") is None else str(payload["a"]),
-                flash=None if payload.get("f") is None else str(payload["f"]),
+                admin=_optional(payload, "a"),
+                token=_optional(payload, "t"),
+                token_id=_optional(payload, "i"),
+                flash=_optional(payload, "f"),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -92,6 +104,11 @@ class SessionCodec:
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+
+
+def _optional(payload: dict[str, object], key: str) -> str | None:
+    value = payload.get(key)
+    return None if value is None else str(value)
 
 
 def _b64(data: bytes) -> str:
