@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 # suite name -> module defining `run(quick: bool) -> SuiteResult`, in the order they run.
 SUITES: dict[str, str] = {
     "selection": "benchmarks.selection",
+    "serving": "benchmarks.serving",
 }
 
 
