@@ -15,7 +15,13 @@ def default_url(data_dir: Path) -> str:
 
 
 async def open_database(url: str) -> AsyncEngine:
-    engine = create_async_engine(url)
+    """The engine for `url`, its schema brought up to date (one process at a time)."""
+    if url.startswith("postgresql"):
+        # A server restart or failover ends every pooled session; each checkout tests its
+        # connection first (the database is off the hot path, so the round trip is cheap).
+        engine = create_async_engine(url, pool_pre_ping=True)
+    else:
+        engine = create_async_engine(url)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     await upgrade(engine)
