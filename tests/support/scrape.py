@@ -22,8 +22,3 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     """The sample `name` with exactly these labels; 0 when it was never counted."""
     return samples.get((name, frozenset(labels.items())), 0.0)
 
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of every `name` sample whose labels include these."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)

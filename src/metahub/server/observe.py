@@ -36,10 +36,27 @@ def route_of(path: str) -> str:
     return "api" if path.startswith("/api/") else "other"
 
 
+_BARE_HANDLER = "metahub-access-bare"
+
+
+def _write_bare_lines(bare: bool) -> None:
+    """JSON access lines go out as they are, one object a line, so any JSON-lines reader takes
+    them; the application log's prefix (time, level, logger) would make them unreadable."""
+    for handler in [h for h in access_log.handlers if h.get_name() == _BARE_HANDLER]:
+        access_log.removeHandler(handler)
+    access_log.propagate = not bare
+    if bare:
+        handler = logging.StreamHandler()  # stderr, where the application log goes
+        handler.set_name(_BARE_HANDLER)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+
+
 class Observe:
     def __init__(self, app: ASGIApp, *, log_format: str = "plain") -> None:
         self.app = app
         self.log_format = log_format
+        _write_bare_lines(log_format == "json")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

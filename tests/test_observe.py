@@ -1,0 +1,186 @@
+"""Observability: /metrics in Prometheus format, the access log (plain and JSON lines),
+/healthz and /readyz, against a real docker-registry and real `metahub serve` processes.
+
+Metrics are read with prometheus_client's own parser, and compared with what the test did and
+with what the registry logged, not with numbers MetaHub reports elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tests.support import feature_images
+from tests.support.feature_images import MACHINE_TYPES, feature_index
+from tests.support.metahub_server import MetaHubServer
+from tests.support.push import Pusher
+from tests.support.registry_log import metahub_requests
+from tests.support.scrape import scrape, value
+from tests.support.servers import RegistryServer
+
+ACCESS_LINE = re.compile(
+    r'metahub\.access: (?P<client>\S+) "(?P<method>[A-Z]+) (?P<path>\S+)" '
+    r"(?P<status>\d{3}) (?P<bytes>\d+) (?P<ms>[\d.]+)ms$"
+)
+
+
+def config(registry: RegistryServer, **log: str) -> dict[str, object]:
+    return {
+        "upstream": {"url": registry.url, "retry_base_delay": 0.01},
+        "machine_types": MACHINE_TYPES,
+        "anonymous": {"machine_type": "bw"},
+        **({"log": log} if log else {}),
+    }
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("observe")
+
+
+@pytest.fixture(scope="module")
+def upstream(workdir: Path) -> Iterator[RegistryServer]:
+    with RegistryServer(workdir / "upstream") as registry:
+        pusher = Pusher(registry.url)
+        feature_images.push(pusher, "observe/app", "latest", feature_index("observe"))
+        pusher.blob("observe/app", LAYER)
+        pusher.close()
+        yield registry
+
+
+LAYER = b"observed layer bytes\n" * 5000
+
+
+@pytest.fixture(scope="module")
+def hub(workdir: Path, upstream: RegistryServer) -> Iterator[MetaHubServer]:
+    (workdir / "hub").mkdir()
+    with MetaHubServer(workdir / "hub", config(upstream)) as server:
+        yield server
+
+
+def test_metrics_count_what_was_served(hub: MetaHubServer, upstream: RegistryServer):
+    tag = "/v2/observe/app/manifests/latest"
+    blob = f"/v2/observe/app/blobs/{feature_images.sha256(LAYER)}"
+    before = scrape(hub.url)
+    with httpx.Client(base_url=hub.url, timeout=30) as client:
+        assert client.get(tag).status_code == 200
+        assert client.get(tag).status_code == 200
+        assert client.head(tag).status_code == 200
+        assert client.get("/v2/observe/app/manifests/missing").status_code == 404
+        assert client.get(blob).content == LAYER
+        exposition = client.get("/metrics")
+    after = scrape(hub.url)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert exposition.headers["content-type"] == CONTENT_TYPE_LATEST
+    requests = "metahub_http_requests_total"
+    assert grew(requests, route="manifest", method="GET", status="200") == 2
+    assert grew(requests, route="manifest", method="HEAD", status="200") == 1
+    assert grew(requests, route="manifest", method="GET", status="404") == 1
+    assert grew(requests, route="blob", method="GET", status="200") == 1
+    latency = "metahub_http_request_duration_seconds"
+    assert grew(f"{latency}_count", route="manifest") == 4
+    assert grew(f"{latency}_bucket", route="manifest", le="+Inf") == 4
+    assert grew(f"{latency}_bucket", route="manifest", le="30.0") == 4
+    assert grew("metahub_bytes_served_total", route="blob") == len(LAYER)
+    cache = "metahub_cache_requests_total"
+    assert grew(cache, cache="tag", result="miss") == 2  # latest, then missing
+    assert grew(cache, cache="tag", result="hit") == 2
+    assert grew(cache, cache="filtered", result="miss") >= 1
+    assert grew(cache, cache="filtered", result="hit") == 2
+    # Upstream requests by outcome, as many as the registry itself logged.
+    upstream_gets = metahub_requests(upstream, "GET")
+    assert grew("metahub_upstream_requests_total", method="GET", outcome="200") == sum(
+        1 for r in upstream_gets if r.status == 200
+    )
+    assert grew("metahub_upstream_requests_total", method="GET", outcome="404") == 1
+    for family in (
+        "metahub_coalesced_waiters_total",
+        "metahub_stale_serves_total",
+        "metahub_upstream_retries_total",
+        "metahub_digest_mismatches_total",
+        "metahub_blob_cache_bytes",
+    ):
+        assert f"# TYPE {family} " in exposition.text
+
+
+def test_plain_access_log_has_one_line_per_request(hub: MetaHubServer):
+    with httpx.Client(base_url=hub.url, timeout=30) as client:
+        response = client.get("/v2/observe/app/manifests/latest?plain=1")
+        client.get("/v2/observe/app/manifests/nothing-here")
+
+    lines = [m for m in map(ACCESS_LINE.search, hub.log_path.read_text().splitlines()) if m]
+    served = [m for m in lines if m["path"] == "/v2/observe/app/manifests/latest"]
+    missing = [m for m in lines if m["path"] == "/v2/observe/app/manifests/nothing-here"]
+    assert served and missing
+    last = served[-1]
+    assert (last["client"], last["method"], last["status"]) == ("127.0.0.1", "GET", "200")
+    assert int(last["bytes"]) == len(response.content)
+    assert float(last["ms"]) >= 0
+    assert missing[-1]["status"] == "404"
+
+
+@pytest.fixture(scope="module")
+def json_hub(workdir: Path, upstream: RegistryServer) -> Iterator[MetaHubServer]:
+    (workdir / "json").mkdir()
+    with MetaHubServer(workdir / "json", config(upstream, access="json")) as server:
+        yield server
+
+
+def test_json_access_log_is_one_json_object_a_line(json_hub: MetaHubServer):
+    with httpx.Client(base_url=json_hub.url, timeout=30) as client:
+        response = client.get("/v2/observe/app/manifests/latest")
+        client.get("/healthz")
+
+    records = []
+    for line in json_hub.log_path.read_text().splitlines():
+        if "/v2/observe/app/manifests/latest" in line or "/healthz" in line:
+            records.append(json.loads(line))  # the whole line, nothing around it
+    served = [r for r in records if r["path"] == "/v2/observe/app/manifests/latest"][-1]
+    assert served["method"] == "GET"
+    assert served["status"] == 200
+    assert served["bytes"] == len(response.content)
+    assert served["client"] == "127.0.0.1"
+    assert isinstance(served["duration_ms"], float | int)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", served["time"])
+    assert any(r["path"] == "/healthz" and r["status"] == 200 for r in records)
+
+
+def test_ready_when_the_upstream_answers_or_the_cache_is_warm(
+    tmp_path: Path, registry: RegistryServer
+):
+    pusher = Pusher(registry.url)
+    feature_images.push(pusher, "observe/ready", "latest", feature_index("ready"))
+    pusher.close()
+    with (
+        MetaHubServer(tmp_path, config(registry)) as hub,
+        httpx.Client(base_url=hub.url, timeout=30) as client,
+    ):
+        up_cold = client.get("/readyz")
+        registry.stop()
+        down_cold = client.get("/readyz")
+        alive_down = client.get("/healthz")
+        registry.start()
+        assert client.get("/v2/observe/ready/manifests/latest").status_code == 200
+        registry.stop()
+        down_warm = client.get("/readyz")
+        registry.start()
+        up_warm = client.get("/readyz")
+
+    assert up_cold.status_code == 200
+    assert up_cold.json()["status"] == "ready"
+    assert down_cold.status_code == 503
+    assert down_cold.json()["status"] == "unready"
+    assert registry.url in down_cold.json()["upstream"]
+    assert alive_down.status_code == 200
+    assert down_warm.status_code == 200
+    assert down_warm.json() == {"status": "ready", "upstream": "unreachable", "cache": "warm"}
+    assert up_warm.status_code == 200
