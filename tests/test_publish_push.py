@@ -14,12 +14,17 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -412,3 +417,187 @@ def test_two_machine_types_pull_their_own_entry_through_metahub(
     assert sha256((tmp_path / "copy" / "manifest.json").read_bytes()) == member.digest
     for digest in member.blobs:
         assert (tmp_path / "copy" / digest.removeprefix("sha256:")).is_file()
+
+
+# -- a registry with token authentication (Bearer), as Docker Hub and most others do ----------
+
+TOKEN_SERVICE = "metahub-test-registry"
+TOKEN_ISSUER = "metahub-test-issuer"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """The Docker token protocol: Basic credentials in, an RS256 JWT granting the scopes the
+    ACL allows out, signed with a key whose self-signed certificate the registry trusts.
+    Signing uses the openssl command, so no crypto library is needed."""
+
+    def __init__(self, tmp: Path, users: dict[str, str], acl: dict[str, dict[str, str]]) -> None:
+        self.tmp, self.users, self.acl = tmp, users, acl
+        # Like registries that refuse cross-repository mounts: a request that wants push on one
+        # repository and pull on another gets the push scope only.
+        self.refuse_mounts = False
+        self.key, self.cert = tmp / "token-key.pem", tmp / "token-cert.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=metahub-test-token", "-keyout", str(self.key), "-out", str(self.cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
+            check=True, capture_output=True,
+        ).stdout  # fmt: skip
+        self.x5c = base64.b64encode(der).decode()
+        self.grants: list[tuple[str | None, list[str]]] = []  # (user, granted scopes)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                user = server.authenticate(self.headers.get("Authorization"))
+                if user is False:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                query = parse_qs(urlsplit(self.path).query)
+                body = json.dumps(server.issue(user, query.get("scope", []))).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.http.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def authenticate(self, header: str | None) -> str | bool | None:
+        if not header:
+            return None  # anonymous: a token with no access
+        user, _, password = base64.b64decode(header.split(" ", 1)[1]).decode().partition(":")
+        return user if self.users.get(user) == password else False
+
+    def issue(self, user: str | None, scopes: list[str]) -> dict[str, Any]:
+        access, granted = [], []
+        if self.refuse_mounts and any(scope.endswith(",push") for scope in scopes):
+            scopes = [scope for scope in scopes if scope.endswith(",push")]
+        for scope in scopes:
+            kind, name, actions = scope.split(":")
+            allowed = set(self.acl.get(user or "", {}).get(name, "").split(","))
+            given = [a for a in actions.split(",") if a in allowed]
+            if given:
+                access.append({"type": kind, "name": name, "actions": given})
+                granted.append(f"{kind}:{name}:{','.join(given)}")
+        self.grants.append((user, granted))
+        now = int(time.time())
+        claims = {
+            "iss": TOKEN_ISSUER, "sub": user or "", "aud": TOKEN_SERVICE, "exp": now + 300,
+            "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access,
+        }  # fmt: skip
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        signing_input = (
+            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        )
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(), check=True, capture_output=True,
+        ).stdout  # fmt: skip
+        token = f"{signing_input}.{_b64url(signature)}"
+        return {"token": token, "access_token": token, "expires_in": 300}
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def token_registry(tmp_path: Path, setup: Setup) -> Iterator[tuple[RegistryServer, TokenServer]]:
+    users = dict([AUTH])
+    acl = {AUTH[0]: {MEMBERS: "pull,push", "qnib/bench": "pull,push"}}
+    tokens = TokenServer(tmp_path, users, acl)
+    registry = RegistryServer(tmp_path / "token-registry")
+    registry.storage.mkdir(parents=True)
+    registry.config_path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "info", "fields": {"service": "registry"}},
+                "storage": {"filesystem": {"rootdirectory": str(registry.storage)}},
+                "http": {"addr": registry.host, "secret": "metahub-tests"},
+                "auth": {
+                    "token": {
+                        "realm": tokens.realm,
+                        "service": TOKEN_SERVICE,
+                        "issuer": TOKEN_ISSUER,
+                        "rootcertbundle": str(tokens.cert),
+                    }
+                },
+            }
+        )
+    )
+    try:
+        with registry:
+            for build in BUILDS:  # skopeo, an independent client, fills it through the tokens
+                copied = skopeo(
+                    "copy", "--dest-tls-verify=false", "--dest-creds", ":".join(AUTH),
+                    f"oci:{setup.work / 'layout'}:{MEMBERS}:{build.tag}",
+                    f"docker://{registry.host}/{MEMBERS}:{build.tag}",
+                )  # fmt: skip
+                assert copied.returncode == 0, copied.stderr
+            yield registry, tokens
+    finally:
+        tokens.close()
+
+
+def test_push_through_token_authentication_mounts_with_both_scopes(
+    token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
+) -> None:
+    registry, tokens = token_registry
+    spec = write_spec(tmp_path / "token.yaml", seed_spec(registry.host, "qnib/bench"))
+    tokens.grants.clear()
+    result = metahub_push(spec, "--creds", ":".join(AUTH))
+    assert result.returncode == 0, result.stderr
+    assert "4 mounted, 0 copied, 0 already there; 2 manifests pushed" in result.stderr
+    granted = [scopes for user, scopes in tokens.grants if user == AUTH[0]]
+    # One token for the mounts: push on the target and pull on the member repository.
+    assert sorted(["repository:qnib/bench:pull,push", f"repository:{MEMBERS}:pull"]) in granted
+    index = json.loads(raw(f"{registry.host}/qnib/bench:v1", ":".join(AUTH)))
+    assert [m["platform"]["features"] for m in index["manifests"]] == [
+        ["cpu:skylake"],
+        ["cpu:broadwell"],
+    ]
+    mounts = [r for r in uploads(registry, "qnib/bench") if "mount=" in r[1]]
+    assert len(mounts) == 4 and all(status == 201 for _, _, status in mounts)
+    # Without a login, the token service grants nothing and the registry says so.
+    anonymous = metahub_push(spec)
+    assert anonymous.returncode == 1
+    assert "anonymously" in anonymous.stderr
+
+
+def test_a_refused_mount_falls_back_to_copying(
+    token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
+) -> None:
+    registry, tokens = token_registry
+    tokens.refuse_mounts = True
+    spec = write_spec(tmp_path / "token.yaml", seed_spec(registry.host, "qnib/bench"))
+    result = metahub_push(spec, "--creds", ":".join(AUTH))
+    assert result.returncode == 0, result.stderr
+    assert "0 mounted, 4 copied, 0 already there; 2 manifests pushed" in result.stderr
+    sent = uploads(registry, "qnib/bench")
+    # Refused requests are only in the registry's access log (each mount: asked, token, asked).
+    refused = re.findall(
+        r'"POST /v2/qnib/bench/blobs/uploads/\?mount=\S+ HTTP/1.1" (\d+)', registry.log_tail(10**7)
+    )
+    assert refused == ["401"] * 8
+    assert not [r for r in sent if "mount=" in r[1]]
+    assert len([r for r in sent if r[0] == "PUT" and r[2] == 201]) == 4
+    index = json.loads(raw(f"{registry.host}/qnib/bench:latest", ":".join(AUTH)))
+    assert [m["platform"]["features"] for m in index["manifests"]] == [
+        ["cpu:skylake"],
+        ["cpu:broadwell"],
+    ]

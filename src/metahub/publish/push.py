@@ -193,12 +193,20 @@ async def _copy_blob(
     if not isinstance(source, RegistryClient):
         raise RegistryClientError(f"cannot copy blob {digest} from {source.description}")
     same_registry = source is registry
+    location = None
     if same_registry and entry.repository != repository:
-        location = await registry.mount_blob(repository, digest, entry.repository)
-        if location is None:
-            reporter.blob_done(digest, "mounted")
-            return "mounted"
-    else:
+        try:
+            location = await registry.mount_blob(repository, digest, entry.repository)
+        except RegistryClientError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # No right to mount from there (the token left the source scope out): copy.
+            location = await registry.start_upload(repository)
+        else:
+            if location is None:
+                reporter.blob_done(digest, "mounted")
+                return "mounted"
+    if location is None:
         location = await registry.start_upload(repository)
     size = int(blob.get("size") or 0)
     reporter.blob_started(digest, size, f"{entry.ref}")
