@@ -1,7 +1,8 @@
 """`metahub detect` on this machine, checked against archspec and /proc/cpuinfo directly.
 
-GPU detection is checked with real `nvidia-smi` output (captured from driver 535/550 hosts)
-through the parser, and through the command by an `nvidia-smi` on PATH that prints such output;
+GPU detection is checked with `nvidia-smi` answers written in the formats the tool documents
+(`--query-gpu=... --format=csv,noheader`, and its error messages) through the parser, and through
+the command by an `nvidia-smi` on PATH that prints such an answer;
 NVML is whatever this machine has. The cloud metadata service is a local HTTP server that
 answers as EC2 (IMDSv2), GCE and Azure do.
 """
@@ -231,7 +232,7 @@ def test_parse_errors_say_what_nvidia_smi_said(output: str, returncode: int, say
 
 
 def fake_smi(directory: Path, output: str, returncode: int = 0) -> Path:
-    """An `nvidia-smi` that prints a captured answer, and records how it was called."""
+    """An `nvidia-smi` that prints a given answer, and records how it was called."""
     directory.mkdir(exist_ok=True)
     (directory / "answer").write_text(output)
     script = directory / "nvidia-smi"
