@@ -7,9 +7,11 @@ what each test queues before answering properly, and counts the requests where t
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 
 import httpx
 import orjson
@@ -208,3 +210,38 @@ def test_retry_after_within_the_longest_wait_replaces_the_backoff():
     not_a_date = policy.delay(1, "soon")
     assert not_a_date is not None and 0 <= not_a_date <= 0.2
     assert policy.delay(2, "1") is None  # retries spent: Retry-After does not add one
+
+
+# -- connect timeout ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def unanswered() -> Iterator[str]:
+    """A port whose accept queue is full: connections to it are never established."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    queued = []
+    for _ in range(3):
+        pending = socket.socket()
+        pending.setblocking(False)
+        pending.connect_ex(address)
+        queued.append(pending)
+    yield f"http://127.0.0.1:{address[1]}"
+    for pending in queued:
+        pending.close()
+    listener.close()
+
+
+def test_an_upstream_that_never_accepts_the_connection_times_out(tmp_path: Path, unanswered: str):
+    config = {
+        "upstream": {"url": unanswered, "connect_timeout": 0.5},
+        "anonymous": {"unfiltered": True},
+    }
+    with MetaHubServer(tmp_path, config) as hub:
+        response = httpx.get(f"{hub.url}/v2/retry/unanswered/manifests/latest", timeout=30)
+
+    assert response.status_code == 504
+    assert response.json()["errors"][0]["code"] == "UPSTREAM_TIMEOUT"
+    assert unanswered in message(response)
