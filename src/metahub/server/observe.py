@@ -23,6 +23,7 @@ _V2_ROUTES = (
     ("/referrers/", "referrers"),
 )
 _TOP_ROUTES = frozenset({"/token", "/metrics", "/healthz", "/readyz"})
+_MAX_SERIES = 1024
 
 
 def route_of(path: str) -> str:
@@ -30,10 +31,24 @@ def route_of(path: str) -> str:
     if path.startswith("/v2/"):
         if path == "/v2/":
             return "ping"
-        return next((label for marker, label in _V2_ROUTES if marker in path), "other")
+        for marker, label in _V2_ROUTES:
+            if marker in path:
+                return label
+        return "other"
     if path in _TOP_ROUTES:
         return path[1:]
     return "api" if path.startswith("/api/") else "other"
+
+
+class _Series:
+    """The metric series of one (route, method, status): labels() looked up once, not per hit."""
+
+    __slots__ = ("bytes", "latency", "requests")
+
+    def __init__(self, route: str, method: str, status: str) -> None:
+        self.requests = metrics.REQUESTS.labels(route, method, status)
+        self.latency = metrics.LATENCY.labels(route)
+        self.bytes = metrics.BYTES_SERVED.labels(route)
 
 
 _BARE_HANDLER = "metahub-access-bare"
@@ -57,6 +72,8 @@ class Observe:
         self.app = app
         self.log_format = log_format
         _write_bare_lines(log_format == "json")
+        # Bounded: route labels are a fixed set, methods and statuses few in practice.
+        self._series: dict[tuple[str, str, int], _Series] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -78,12 +95,19 @@ class Observe:
             await self.app(scope, receive, observed_send)
         finally:
             elapsed = time.perf_counter() - start
-            route = route_of(scope["path"])
+            path = scope["path"]
             method = scope["method"]
-            metrics.REQUESTS.labels(route, method, str(status or 500)).inc()
-            metrics.LATENCY.labels(route).observe(elapsed)
-            metrics.BYTES_SERVED.labels(route).inc(sent)
-            if self.log_format != "off":
+            route = route_of(path)
+            key = (route, method, status)
+            series = self._series.get(key)
+            if series is None:
+                if len(self._series) >= _MAX_SERIES:
+                    self._series.clear()
+                series = self._series[key] = _Series(route, method, str(status or 500))
+            series.requests.inc()
+            series.latency.observe(elapsed)
+            series.bytes.inc(sent)
+            if self.log_format != "off" and access_log.isEnabledFor(logging.INFO):
                 self._log(scope, method, status, sent, elapsed)
 
     def _log(
@@ -93,7 +117,7 @@ class Observe:
         address = client[0] if client else "-"
         path = scope["path"]
         if self.log_format == "json":
-            access_log.info(
+            _emit(
                 orjson.dumps(
                     {
                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -107,6 +131,13 @@ class Observe:
                 ).decode()
             )
         else:
-            access_log.info(
-                '%s "%s %s" %s %d %.1fms', address, method, path, status, sent, elapsed * 1000
-            )
+            _emit(f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms')
+
+
+def _emit(line: str) -> None:
+    """Hand one access-log line to the logging handlers.
+
+    A record made and handled directly: Logger.info would also look up its caller's file and
+    line on every request, which nothing in an access line shows.
+    """
+    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "", 0, line, (), None))
