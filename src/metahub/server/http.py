@@ -78,10 +78,13 @@ class Response:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    # Headers already encoded (lower-case names), sent after `headers`: the hot path's way.
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def send(self, send: Any, receive: Any, *, head: bool) -> None:
-        headers = _encode_headers(self.headers)
-        headers.append((b"content-length", str(len(self.body)).encode()))
+        headers = _encode_headers(self.headers) if self.headers else [API_VERSION]
+        headers += self.raw_headers
+        headers.append((b"content-length", b"%d" % len(self.body)))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else self.body})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import quote
@@ -61,19 +62,23 @@ async def _manifest(
     request: Request, hub: Hub, principal: Principal, name: str, reference: str
 ) -> Response:
     served = await hub.manifests.get(
-        name,
-        reference,
-        principal,
-        accepts_index=mediatypes.accepts_index(request.headers.get("accept")),
+        name, reference, principal, accepts_index=_accepts_index(request.headers.get("accept"))
     )
-    headers = {
-        "content-type": served.media_type,
-        "docker-content-digest": served.digest,
-        "etag": f'"{served.digest}"',
-    }
+    digest = served.digest.encode("latin-1")
+    headers = [
+        (b"content-type", served.media_type.encode("latin-1")),
+        (b"docker-content-digest", digest),
+        (b"etag", b'"%s"' % digest),
+    ]
     if served.stale:
-        headers["warning"] = STALE_WARNING
-    return Response(200, headers, served.data)
+        headers.append((b"warning", STALE_WARNING.encode("latin-1")))
+    return Response(200, raw_headers=headers, body=served.data)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepts_index(accept: str | None) -> bool:
+    """Clients send the same few Accept headers again and again: parse each once."""
+    return mediatypes.accepts_index(accept)
 
 
 async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response | StreamResponse:

@@ -60,6 +60,7 @@ class CachingUpstream:
         )
         self._tags: dict[tuple[str, str], _TagEntry] = {}
         self._flights: SingleFlight[tuple[str, str, str], object] = SingleFlight("manifest")
+        self._tag_hit = metrics.CACHE.labels("tag", "hit")  # every warm pull counts one
 
     @property
     def warm(self) -> bool:
@@ -71,7 +72,7 @@ class CachingUpstream:
         key = (name, reference)
         entry = self._tags.get(key)
         if entry is not None and time.monotonic() - entry.checked < self.tag_ttl:
-            metrics.CACHE.labels("tag", "hit").inc()
+            self._tag_hit.inc()
             return await self._by_digest(name, entry.digest)
         metrics.CACHE.labels("tag", "stale" if entry else "miss").inc()
         try:
