@@ -511,7 +511,10 @@ def test_a_session_is_an_audited_admin_token(ui: UI, api: httpx.Client) -> None:
     # Revoking it through the API signs the browser out.
     for token in live:
         assert api.post(f"/tokens/{token['id']}/revoke").status_code == 204
-    assert ui.get("/ui/machine-types").status_code == 303
+    ended = ui.get("/ui/machine-types")
+    assert redirected_to(ended, "/ui/sign-in?next=/ui/machine-types")
+    flash = Page(ui.get("/ui/sign-in", next="/ui/machine-types").text).one("p", class_="flash")
+    assert flash.text == "Your session has ended; sign in again."
     audit = api.get("/audit", params={"limit": 1000}).json()
     assert any(e["action"] == "admin_token.create" and e["actor"] == ADMIN for e in audit)
 
@@ -857,6 +860,16 @@ def test_try_an_image_the_upstream_does_not_have(ui: UI) -> None:
     assert "qnib/missing" in Page(response.text).one("p", role="alert").text
 
 
+def test_try_an_image_from_a_machine_type_page(ui: UI) -> None:
+    page = Page(ui.get("/ui/machine-types/config-type").text)
+    (link,) = [a for a in page.find("a") if a.text == "Try an image as config-type"]
+    response = ui.get(link.get("href"))
+    assert response.status_code == 200
+    form = Page(response.text)
+    assert "selected" in form.one("option", value="config-type").attrs
+    assert not form.find("p", class_="field-error")
+
+
 def test_try_page_without_a_query_is_just_the_form(ui: UI) -> None:
     response = ui.get("/ui/try")
     assert response.status_code == 200
@@ -913,6 +926,18 @@ def test_unknown_ui_paths_are_a_404_page(ui: UI, visitor: UI) -> None:
     wrong_method = ui.http.delete("/ui/machine-types")
     assert wrong_method.status_code == 405
     assert wrong_method.headers["content-type"].startswith("text/html")
+
+
+def test_a_form_with_a_file_is_refused(ui: UI, api: httpx.Client) -> None:
+    name = unique("upload")
+    response = ui.http.post(
+        "/ui/machine-types/-/new",
+        data={"csrf": ui.csrf, "name": name},
+        files={"feature": ("features.txt", b"cpu:zen2")},
+    )
+    assert response.status_code == 400
+    assert "could not be read" in response.text
+    assert machine_type(api, name) is None
 
 
 def test_static_files_are_served_locally(visitor: UI) -> None:

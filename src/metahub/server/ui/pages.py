@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 
 import jinja2
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -168,7 +170,11 @@ class Pages:
 
     async def _run(self, page: Page, handle: Handler, *, admin: bool) -> Response:
         if page.request.method == "POST":
-            page.form = await page.request.form(max_files=0, max_fields=MAX_FIELDS)
+            try:
+                page.form = await page.request.form(max_files=0, max_fields=MAX_FIELDS)
+            except (MultiPartException, HTTPException) as exc:
+                reason = exc.detail if isinstance(exc, HTTPException) else exc.message
+                return self.error(page, 400, "Bad request", f"The form could not be read: {reason}")
             if not page.session.csrf_ok(page.field("csrf")):
                 return self.error(
                     page,
@@ -179,7 +185,7 @@ class Pages:
                 )
         if admin and not await self.signed_in(page):
             if page.session.admin is not None:  # signed out elsewhere, revoked or deleted
-                page.start(Session.anonymous())
+                page.start(Session.anonymous().with_flash("Your session has ended; sign in again."))
             target = page.request.url.path
             if page.request.method != "GET":
                 target = page.base + "/"
