@@ -171,6 +171,25 @@ def test_redirects_are_followed_without_the_upstream_credentials(
     assert cdn.sent[path] == blob.size
 
 
+def test_a_range_reaches_the_redirect_target_too(
+    client: httpx.Client, upstream: ScriptedRegistry, cdn: ScriptedRegistry
+):
+    blob = Blob(os.urandom(2 * MiB))
+    cdn.add_blob(blob)
+    upstream.add_blob(Blob(blob.block, redirect_to=cdn.url))
+    path = blob_path(blob, "blobs/redirected-range")
+
+    window = client.get(path, headers={"Range": "bytes=1000-1099"})
+
+    assert window.status_code == 206
+    assert window.headers["content-range"] == f"bytes 1000-1099/{blob.size}"
+    assert window.content == blob.content()[1000:1100]
+    (followed,) = cdn.requests("GET", path)
+    assert followed.headers.get("Range") == "bytes=1000-1099"
+    assert "Authorization" not in followed.headers
+    assert cdn.sent[path] == 100
+
+
 def test_a_slow_reader_holds_back_the_upstream(client: httpx.Client, upstream: ScriptedRegistry):
     """Backpressure: with the client paused, the upstream stops sending long before the end.
 

@@ -308,7 +308,7 @@ class RegistryUpstream:
             else:
                 metrics.UPSTREAM.labels(method, str(response.status)).inc()
                 if response.status in REDIRECTS and "Location" in response.headers:
-                    return await self._follow(method, response)
+                    return await self._follow(method, response, headers)
                 if response.status not in RETRYABLE:
                     return response
                 delay = self._retry.delay(attempt, response.headers.get("Retry-After"))
@@ -320,14 +320,20 @@ class RegistryUpstream:
             attempt += 1
 
     async def _follow(
-        self, method: str, response: aiohttp.ClientResponse
+        self, method: str, response: aiohttp.ClientResponse, headers: Mapping[str, str]
     ) -> aiohttp.ClientResponse:
-        """Follow a redirect (S3, a CDN) without our credentials: they are for the registry."""
+        """Follow a redirect (S3, a CDN) without our credentials: they are for the registry.
+
+        Every other header goes along: a `Range` must reach whoever serves the bytes.
+        """
         location = str(response.url.join(URL(response.headers["Location"])))
         response.release()
+        forwarded = {k: v for k, v in headers.items() if k.lower() != "authorization"}
         for _ in range(MAX_REDIRECTS):
             try:
-                followed = await self._client().request(method, location, allow_redirects=False)
+                followed = await self._client().request(
+                    method, location, headers=forwarded, allow_redirects=False
+                )
             except TimeoutError as exc:
                 raise errors.UpstreamTimeout(
                     f"{self.description}: redirect target timed out"
