@@ -86,6 +86,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     at: float  # time.monotonic() on arrival
+    wall: float  # time.time() on arrival
 
 
 class ScriptedRegistry:
@@ -153,7 +154,8 @@ class ScriptedRegistry:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         with self._lock:
-            self.seen.append(Seen(request.method, path, dict(request.headers), time.monotonic()))
+            seen = Seen(request.method, path, dict(request.headers), time.monotonic(), time.time())
+            self.seen.append(seen)
             queued = self._queued.get((request.method, path))
             answer = queued.pop(0) if queued else None
         if answer is None and path != "/v2/":
