@@ -854,6 +854,15 @@ def test_try_an_image_with_bad_input(
     assert "Traceback" not in response.text
 
 
+def test_try_an_image_that_is_not_an_index(ui: UI) -> None:
+    response = ui.get("/ui/try", machine_type="config-type", image="qnib/bench:cpu-skylake")
+    assert response.status_code == 200
+    outcome = Page(response.text).one("p", class_="outcome").text
+    assert outcome.startswith("Upstream image manifest sha256:")
+    assert "a single image, the same for every machine type" in outcome
+    assert not Page(response.text).find("table")
+
+
 def test_try_an_image_the_upstream_does_not_have(ui: UI) -> None:
     response = ui.get("/ui/try", image="qnib/missing:latest")
     assert response.status_code == 404

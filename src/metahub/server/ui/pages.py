@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from metahub import errors
 from metahub.hub import Hub
+from metahub.oci import mediatypes
 from metahub.server.ui.sessions import COOKIE, Session, SessionCodec, derive_key
 from metahub.store.keys import signing_key
 
@@ -103,6 +104,7 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.env.tests["index"] = mediatypes.is_index
         self._codec: SessionCodec | None = None
 
     async def codec(self) -> SessionCodec:
