@@ -333,3 +333,20 @@ def _layout_digests(layout: Path) -> dict[str, str]:
         name = entry["annotations"]["org.opencontainers.image.ref.name"]
         found[name.rpartition(":")[2]] = entry["digest"]
     return found
+
+
+def test_explain_shows_the_choice_within_a_virtual_image(
+    layout_hub: tuple[MetaHubServer, Path],
+) -> None:
+    hub, layout = layout_hub
+    result = subprocess.run(
+        [sys.executable, "-m", "metahub", "explain", "--config", str(hub.tmp / "metahub.yaml"),
+         "--machine-type", "qnib-type2", "--json", "qnib/bench:latest"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    explanation = json.loads(result.stdout)
+    digests = _layout_digests(layout)
+    chosen = [e["digest"] for e in explanation["entries"] if e["chosen"]]
+    assert chosen == [digests["cpu-skylake"]]
+    assert [e["features"] for e in explanation["entries"]] == [["cpu:skylake"], ["cpu:broadwell"]]
