@@ -33,6 +33,7 @@ CONFIGURED = [
 ]
 
 T = TypeVar("T")
+BUSY_TIMEOUT = 5.0  # seconds, as store/database.py sets it for SQLite connections
 
 # What `Hub.start` does with the database, in a process of its own; prints the signing key.
 STARTUP = """
@@ -76,12 +77,14 @@ async def holder(database_url: Callable[[], str]) -> AsyncIterator[tuple[str, As
     await engine.dispose()
 
 
-async def _blocked_while_held(engine: AsyncEngine, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work` while `engine` holds the lock: it must wait, then finish once released."""
+async def _blocked_while_held(
+    engine: AsyncEngine, work: Coroutine[Any, Any, T], held: float = 0.5
+) -> T:
+    """Run `work` while `engine` holds the lock for `held` s: it must wait, then finish."""
     async with engine.begin() as connection:
         await hold_startup_lock(connection)
         task = asyncio.create_task(work)
-        done, _ = await asyncio.wait([task], timeout=0.5)
+        done, _ = await asyncio.wait([task], timeout=held)
         assert not done, "start-up work ran while another process held the start-up lock"
     return await asyncio.wait_for(task, 30)
 
@@ -93,6 +96,22 @@ async def test_migration_waits_for_the_lock(holder: tuple[str, AsyncEngine]) -> 
         await (await open_database(url)).dispose()
 
     await _blocked_while_held(engine, migrate())
+
+
+async def test_a_wait_longer_than_the_busy_timeout_still_gets_the_lock(tmp_path: Path) -> None:
+    """SQLite connections give up on a lock after busy_timeout (5 s); the start-up lock must
+    outwait a queue of processes each migrating in turn."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+    await (await open_database(url)).dispose()
+    engine = create_async_engine(url)
+    try:
+
+        async def migrate() -> None:
+            await (await open_database(url)).dispose()
+
+        await _blocked_while_held(engine, migrate(), held=BUSY_TIMEOUT + 1)
+    finally:
+        await engine.dispose()
 
 
 async def test_signing_key_waits_for_the_lock(holder: tuple[str, AsyncEngine]) -> None:
@@ -117,7 +136,7 @@ async def test_config_import_waits_for_the_lock(holder: tuple[str, AsyncEngine])
 def test_processes_starting_at_once_share_one_schema_key_and_import(
     database_url: Callable[[], str],
 ) -> None:
-    for _ in range(3):  # each round a fresh database, so every round races on an empty one
+    for _ in range(2):  # each round a fresh database, so every round races on an empty one
         url = database_url()
         processes = [
             subprocess.Popen(
