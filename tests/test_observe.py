@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from tests.support.feature_images import MACHINE_TYPES, feature_index
 from tests.support.metahub_server import MetaHubServer
 from tests.support.push import Pusher
 from tests.support.registry_log import metahub_requests
-from tests.support.scrape import scrape, value
+from tests.support.scrape import Samples, scrape, value
 from tests.support.servers import RegistryServer
 
 ACCESS_LINE = re.compile(
@@ -48,13 +50,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def upstream(workdir: Path) -> Iterator[RegistryServer]:
     with RegistryServer(workdir / "upstream") as registry:
         pusher = Pusher(registry.url)
-        feature_images.push(pusher, "observe/app", "latest", feature_index("observe"))
-        pusher.blob("observe/app", LAYER)
+        for name in ("observe/app", "observe/metrics"):
+            feature_images.push(pusher, name, "latest", feature_index(name))
+        pusher.blob("observe/metrics", LAYER)
         pusher.close()
         yield registry
 
 
 LAYER = b"observed layer bytes\n" * 5000
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +69,19 @@ def hub(workdir: Path, upstream: RegistryServer) -> Iterator[MetaHubServer]:
 
 
 def test_metrics_count_what_was_served(hub: MetaHubServer, upstream: RegistryServer):
-    tag = "/v2/observe/app/manifests/latest"
-    blob = f"/v2/observe/app/blobs/{feature_images.sha256(LAYER)}"
+    tag = "/v2/observe/metrics/manifests/latest"
+    blob = f"/v2/observe/metrics/blobs/{feature_images.sha256(LAYER)}"
     before = scrape(hub.url)
+    asked_before = metahub_requests(upstream, "GET")
     with httpx.Client(base_url=hub.url, timeout=30) as client:
         assert client.get(tag).status_code == 200
         assert client.get(tag).status_code == 200
         assert client.head(tag).status_code == 200
-        assert client.get("/v2/observe/app/manifests/missing").status_code == 404
+        assert client.get("/v2/observe/metrics/manifests/missing").status_code == 404
         assert client.get(blob).content == LAYER
         exposition = client.get("/metrics")
-    after = scrape(hub.url)
+    # Each request is counted once its response is out: wait for the last of the five.
+    after = eventually(lambda: scrape(hub.url), lambda a: counted(a) - counted(before) == 5)
 
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -97,9 +103,10 @@ def test_metrics_count_what_was_served(hub: MetaHubServer, upstream: RegistrySer
     assert grew(cache, cache="filtered", result="miss") >= 1
     assert grew(cache, cache="filtered", result="hit") == 2
     # Upstream requests by outcome, as many as the registry itself logged.
-    upstream_gets = metahub_requests(upstream, "GET")
+    asked = metahub_requests(upstream, "GET")[len(asked_before) :]
+    assert {r.uri for r in asked} == {tag, blob, "/v2/observe/metrics/manifests/missing"}
     assert grew("metahub_upstream_requests_total", method="GET", outcome="200") == sum(
-        1 for r in upstream_gets if r.status == 200
+        1 for r in asked if r.status == 200
     )
     assert grew("metahub_upstream_requests_total", method="GET", outcome="404") == 1
     for family in (
@@ -112,15 +119,39 @@ def test_metrics_count_what_was_served(hub: MetaHubServer, upstream: RegistrySer
         assert f"# TYPE {family} " in exposition.text
 
 
+def counted(samples: Samples) -> float:
+    """Registry API requests counted so far (manifests and blobs)."""
+    return sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "metahub_http_requests_total" and dict(labels)["route"] in ("manifest", "blob")
+    )
+
+
+def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 20) -> T:
+    """`read()` once `done` holds for it: a request is logged and counted after its response."""
+    deadline = time.monotonic() + timeout
+    while not done(result := read()):
+        assert time.monotonic() < deadline, "never came true"
+        time.sleep(0.02)
+    return result
+
+
+def access_lines(hub: MetaHubServer) -> list[re.Match[str]]:
+    return [m for m in map(ACCESS_LINE.search, hub.log_path.read_text().splitlines()) if m]
+
+
 def test_plain_access_log_has_one_line_per_request(hub: MetaHubServer):
     with httpx.Client(base_url=hub.url, timeout=30) as client:
-        response = client.get("/v2/observe/app/manifests/latest?plain=1")
+        response = client.get("/v2/observe/app/manifests/latest")
         client.get("/v2/observe/app/manifests/nothing-here")
 
-    lines = [m for m in map(ACCESS_LINE.search, hub.log_path.read_text().splitlines()) if m]
+    lines = eventually(
+        lambda: access_lines(hub),
+        lambda ms: any(m["path"] == "/v2/observe/app/manifests/nothing-here" for m in ms),
+    )
     served = [m for m in lines if m["path"] == "/v2/observe/app/manifests/latest"]
     missing = [m for m in lines if m["path"] == "/v2/observe/app/manifests/nothing-here"]
-    assert served and missing
     last = served[-1]
     assert (last["client"], last["method"], last["status"]) == ("127.0.0.1", "GET", "200")
     assert int(last["bytes"]) == len(response.content)
@@ -140,18 +171,22 @@ def test_json_access_log_is_one_json_object_a_line(json_hub: MetaHubServer):
         response = client.get("/v2/observe/app/manifests/latest")
         client.get("/healthz")
 
-    records = []
-    for line in json_hub.log_path.read_text().splitlines():
-        if "/v2/observe/app/manifests/latest" in line or "/healthz" in line:
-            records.append(json.loads(line))  # the whole line, nothing around it
-    served = [r for r in records if r["path"] == "/v2/observe/app/manifests/latest"][-1]
+    def records() -> list[dict[str, object]]:
+        return [
+            json.loads(line)  # the whole line, nothing around it
+            for line in json_hub.log_path.read_text().splitlines()
+            if "/v2/observe/app/manifests/latest" in line or "/healthz" in line
+        ]
+
+    found = eventually(records, lambda rs: any(r["path"] == "/healthz" for r in rs))
+    served = [r for r in found if r["path"] == "/v2/observe/app/manifests/latest"][-1]
     assert served["method"] == "GET"
     assert served["status"] == 200
     assert served["bytes"] == len(response.content)
     assert served["client"] == "127.0.0.1"
     assert isinstance(served["duration_ms"], float | int)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", served["time"])
-    assert any(r["path"] == "/healthz" and r["status"] == 200 for r in records)
+    assert any(r["path"] == "/healthz" and r["status"] == 200 for r in found)
 
 
 def test_ready_when_the_upstream_answers_or_the_cache_is_warm(
