@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,7 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp("replicas")
-    database = postgres.create_database("replicas")
+    database = postgres.create_database(f"replicas_{uuid.uuid4().hex[:12]}")
     with RegistryServer(work / "upstream") as upstream:
         builds, upstream_index = build_layout(work / "layout")
         pusher = Pusher(upstream.url)
