@@ -1,0 +1,89 @@
+"""SizedLRU: bounded by the bytes of what it holds, least recently used out first."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from metahub.cache.lru import SizedLRU
+
+
+def lru(max_bytes: int, name: str = "test-lru") -> SizedLRU[str, bytes]:
+    return SizedLRU(name, max_bytes, len)
+
+
+def counted(name: str, result: str) -> float:
+    found = REGISTRY.get_sample_value(
+        "metahub_cache_requests_total", {"cache": name, "result": result}
+    )
+    return found or 0.0
+
+
+def test_the_least_recently_used_goes_first_when_the_bytes_run_out():
+    cache = lru(30)
+    cache.put("a", b"a" * 10)
+    cache.put("b", b"b" * 10)
+    cache.put("c", b"c" * 10)
+    assert cache.get("a") == b"a" * 10  # a is now the most recent; b the least
+
+    cache.put("d", b"d" * 10)
+
+    assert cache.get("b") is None
+    assert [cache.get(k) is not None for k in "acd"] == [True, True, True]
+    assert cache.bytes == 30
+    assert len(cache) == 3
+
+
+def test_a_large_value_evicts_as_many_as_it_needs():
+    cache = lru(30)
+    for key in "abc":
+        cache.put(key, key.encode() * 10)
+
+    cache.put("big", b"x" * 25)
+
+    assert len(cache) == 1
+    assert cache.bytes == 25
+    assert cache.get("big") == b"x" * 25
+
+
+def test_a_value_larger_than_the_cache_is_not_kept_and_evicts_nothing():
+    cache = lru(30)
+    cache.put("a", b"a" * 10)
+
+    cache.put("huge", b"x" * 31)
+
+    assert cache.get("huge") is None
+    assert cache.get("a") == b"a" * 10
+    assert cache.bytes == 10
+
+
+def test_replacing_a_key_counts_its_bytes_once():
+    cache = lru(30)
+    cache.put("a", b"a" * 10)
+    cache.put("a", b"A" * 20)
+    cache.put("b", b"b" * 10)
+
+    assert cache.bytes == 30
+    assert cache.get("a") == b"A" * 20
+    assert cache.get("b") == b"b" * 10
+
+
+def test_pop_frees_the_bytes():
+    cache = lru(30)
+    cache.put("a", b"a" * 10)
+    cache.pop("a")
+    cache.pop("never there")
+
+    assert cache.bytes == 0
+    assert cache.get("a") is None
+
+
+def test_hits_and_misses_are_counted_under_the_cache_name():
+    cache = lru(30, "test-lru-metrics")
+    hits, misses = counted("test-lru-metrics", "hit"), counted("test-lru-metrics", "miss")
+    cache.put("a", b"a")
+    cache.get("a")
+    cache.get("a")
+    cache.get("b")
+
+    assert counted("test-lru-metrics", "hit") == hits + 2
+    assert counted("test-lru-metrics", "miss") == misses + 1
