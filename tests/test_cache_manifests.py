@@ -29,6 +29,7 @@ BROADWELL, SKYLAKE = feature_images.FEATURES
 ANONYMOUS_BROADWELL = {"machine_type": "bw"}
 CLIENTS = 200
 COALESCED = "metahub_coalesced_waiters_total"
+ADMIN_TOKEN = "cache-tests-admin-token"
 
 
 def config(upstream_url: str, **cache: object) -> dict[str, object]:
@@ -36,6 +37,7 @@ def config(upstream_url: str, **cache: object) -> dict[str, object]:
         "upstream": {"url": upstream_url, "retry_base_delay": 0.01, "read_timeout": 1},
         "machine_types": MACHINE_TYPES,
         "anonymous": ANONYMOUS_BROADWELL,
+        "admin": {"tokens": [ADMIN_TOKEN]},
         **({"cache": cache} if cache else {}),
     }
 
@@ -213,6 +215,34 @@ def test_the_filtered_answer_is_cached_per_machine_type(
     assert len(metahub_requests(upstream, "GET", path)) == 1
     samples = scrape(hub.url)
     assert value(samples, "metahub_cache_requests_total", cache="filtered", result="hit") >= 4
+
+
+def test_a_changed_machine_type_gets_a_new_filtered_answer(
+    upstream: RegistryServer, hub: MetaHubServer
+):
+    image = pushed(upstream, "cache/retyped", "retyped")
+    path = "/v2/cache/retyped/manifests/latest"
+    admin = httpx.Client(
+        base_url=f"{hub.url}/api/v1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    created = admin.post("/machine-types", json={"name": "retyped", "features": [BROADWELL]})
+    assert created.status_code == 201, created.text
+    issued = admin.post("/machine-types/retyped/credentials", json={})
+    assert issued.status_code == 201, issued.text
+    login = (issued.json()["login"], issued.json()["password"])
+
+    with httpx.Client(base_url=hub.url, auth=login, timeout=30) as client:
+        assert entries(client.get(path).content) == [image.manifest_digest(BROADWELL)]
+        changed = admin.patch("/machine-types/retyped", json={"features": [SKYLAKE]})
+        assert changed.status_code == 200, changed.text
+        deadline = time.monotonic() + 20  # the change reaches the directory within seconds
+        while entries(client.get(path).content) != [image.manifest_digest(SKYLAKE)]:
+            assert time.monotonic() < deadline, "the changed machine type never took effect"
+            time.sleep(0.1)
+    admin.close()
+
+    assert filter_runs(hub, "cache/retyped", "retyped") == 2
+    assert len(metahub_requests(upstream, "GET", path)) == 1
 
 
 # -- stale-if-error ---------------------------------------------------------------------
