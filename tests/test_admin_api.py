@@ -672,6 +672,7 @@ def test_admin_create_list_delete(api: httpx.Client) -> None:
     [
         ({"login": "ops-short", "password": "short"}, "password"),
         ({"login": "has:colon", "password": "a long password"}, "login"),
+        ({"login": "has/slash", "password": "a long password"}, "login"),
         ({"login": "", "password": "a long password"}, "login"),
         ({"password": "a long password"}, "login"),
         ({"login": "ops-extra", "password": "a long password", "role": "root"}, "role"),

@@ -39,6 +39,8 @@ from metahub.store.schema import admin_tokens, admins, audit_log, credentials, m
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+/=-]{0,254}\Z")
+# An admin's login is a path segment of the API (/admins/{login}), so it has no '/'.
+ADMIN_LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}\Z")
 TOKEN_PREFIX = "mha_"
 MODES = ("best", "exact")
 
@@ -360,8 +362,8 @@ class ManagementService:
     # -- admins and their tokens -----------------------------------------------------------
 
     async def create_admin(self, actor: str, login: str, password: str) -> None:
-        if not LOGIN_RE.match(login):
-            raise invalid("login", "use letters, digits and . _ @ + / = -, no ':'")
+        if not ADMIN_LOGIN_RE.match(login):
+            raise invalid("login", "use letters, digits and . _ @ + = -")
         if len(password) < 12:
             raise invalid("password", "use at least 12 characters")
         hashed = await asyncio.to_thread(hash_password, password)
