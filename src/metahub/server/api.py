@@ -91,14 +91,14 @@ def create_api(get_hub: HubGetter) -> FastAPI:
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        names = ", ".join(f["field"] for f in fields)
-        return _error_response(errors.InvalidRequest(f"invalid request: {names}", detail=fields))
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return _error_response(errors.InvalidRequest(message, detail=fields))
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         error: errors.RegistryError
         if exc.status_code == 404:
-            error = errors.NotFound(str(exc.detail))
+            error = errors.NotFound(f"nothing at {request.url.path}")
         elif exc.status_code == 400:
             # A body that is not JSON at all (undecodable bytes): as invalid as a wrong field.
             message = f"body: {exc.detail}"
