@@ -10,7 +10,7 @@ import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ import click
 import orjson
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from metahub import errors
 from metahub.config import ConfigError, load_config
@@ -71,13 +72,33 @@ def run(
         return asyncio.run(go())
     except errors.RegistryError as exc:
         raise click.ClickException(exc.message) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        raise click.ClickException(f"cannot use the database: {exc}") from exc
 
 
 def emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
+    """JSON as the API answers it (an object for one thing, a list for many), or a table."""
     if as_json or table is None:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:
-        Console().print(table(data))
+        Console().print(table(data if isinstance(data, list) else [data]))
+
+
+class Timestamp(click.ParamType[datetime]):
+    """ISO 8601 date or time, with or without an offset; without one it is UTC."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date or time like 2030-01-31 or 2030-01-31T12:00+02:00")
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def types_table(rows: list[dict[str, Any]]) -> Table:
@@ -156,6 +177,96 @@ async def admin_create(
         click.echo(f"admin {login} created; API token (shown once): {issued['token']}")
 
 
+@admin.command("list")
+@backend_options
+@with_backend
+async def admin_list(backend: Backend, as_json: bool) -> None:
+    """List admins."""
+    logins = await backend.list_admins()
+    if as_json:
+        emit(logins, True)
+    else:
+        for login in logins:
+            click.echo(login)
+
+
+@admin.command("delete")
+@backend_options
+@click.argument("login")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+@with_backend
+async def admin_delete(backend: Backend, as_json: bool, login: str, yes: bool) -> None:
+    """Delete an admin and its tokens."""
+    if not yes and not click.confirm(f"delete admin {login} and its tokens?"):
+        raise click.Abort()
+    await backend.delete_admin(login)
+    if as_json:
+        emit({"deleted": login}, True)
+    else:
+        click.echo(f"deleted admin {login}")
+
+
+@admin.group("token")
+def admin_token() -> None:
+    """API tokens of admins."""
+
+
+def tokens_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="admin tokens")
+    for column in ("id", "admin", "name", "created", "expires", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["admin"],
+            row["name"],
+            (row["created"] or "-")[:19],
+            (row["expires"] or "never")[:19],
+            "revoked" if row["revoked"] else "active",
+        )
+    return table
+
+
+@admin_token.command("create")
+@backend_options
+@click.argument("login")
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+@click.option("--expires", type=Timestamp(), help="When it stops working (UTC unless given).")
+@with_backend
+async def admin_token_create(
+    backend: Backend, as_json: bool, login: str, name: str, expires: datetime | None
+) -> None:
+    """Create an API token for an admin (shown once)."""
+    issued = await backend.create_admin_token(login, name, expires)
+    if as_json:
+        emit(issued, True)
+    else:
+        click.echo(f"API token for {login} (shown once): {issued['token']}")
+        click.echo(f"id: {issued['id']}")
+
+
+@admin_token.command("list")
+@backend_options
+@click.argument("login")
+@with_backend
+async def admin_token_list(backend: Backend, as_json: bool, login: str) -> None:
+    """List an admin's tokens (never the tokens themselves)."""
+    emit(await backend.list_admin_tokens(login), as_json, tokens_table)
+
+
+@admin_token.command("revoke")
+@backend_options
+@click.argument("token_id")
+@with_backend
+async def admin_token_revoke(backend: Backend, as_json: bool, token_id: str) -> None:
+    """Revoke an admin token at once."""
+    await backend.revoke_admin_token(token_id)
+    if as_json:
+        emit({"revoked": token_id}, True)
+    else:
+        click.echo(f"revoked token {token_id}")
+
+
 @click.group("machine-type")
 def machine_type() -> None:
     """Machine types: the feature sets machines log in as."""
@@ -204,7 +315,7 @@ async def machine_type_add(
 ) -> None:
     """Add a machine type."""
     body = {"name": name, **_changes(features, mode, platforms, description)}
-    emit([await backend.create_machine_type(body)], as_json, types_table)
+    emit(await backend.create_machine_type(body), as_json, types_table)
 
 
 @machine_type.command("list")
@@ -253,7 +364,7 @@ async def machine_type_update(
         raise click.UsageError(
             "nothing to change: give --feature, --mode, --platform or --description"
         )
-    emit([await backend.update_machine_type(name, body)], as_json, types_table)
+    emit(await backend.update_machine_type(name, body), as_json, types_table)
 
 
 @machine_type.command("delete")
@@ -282,9 +393,7 @@ def credential() -> None:
 @click.argument("machine_type_name", metavar="MACHINE_TYPE")
 @click.option("--login", help="Default: <machine type>-<random>.")
 @click.option(
-    "--expires",
-    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
-    help="UTC date or time after which the login stops working.",
+    "--expires", type=Timestamp(), help="When the login stops working (UTC unless given)."
 )
 @with_backend
 async def credential_create(
@@ -295,9 +404,7 @@ async def credential_create(
     expires: datetime | None,
 ) -> None:
     """Create a login for a machine type; the password is shown once."""
-    from datetime import UTC
-
-    body = {"login": login, "expires": expires.replace(tzinfo=UTC) if expires else None}
+    body = {"login": login, "expires": expires}
     issued = await backend.create_credential(machine_type_name, body)
     if as_json:
         emit(issued, True)
@@ -321,4 +428,30 @@ async def credential_list(backend: Backend, as_json: bool, machine_type_name: st
 @with_backend
 async def credential_revoke(backend: Backend, as_json: bool, credential_id: str) -> None:
     """Revoke a login at once (every replica refuses it within seconds)."""
-    emit([await backend.revoke_credential(credential_id)], as_json, credentials_table)
+    emit(await backend.revoke_credential(credential_id), as_json, credentials_table)
+
+
+@credential.command("rotate")
+@backend_options
+@click.argument("credential_id")
+@with_backend
+async def credential_rotate(backend: Backend, as_json: bool, credential_id: str) -> None:
+    """Give a login a new password (shown once); the old one stops working."""
+    issued = await backend.rotate_credential(credential_id)
+    if as_json:
+        emit(issued, True)
+    else:
+        click.echo(f"login:    {issued['login']}\npassword: {issued['password']}  (shown once)")
+
+
+@credential.command("expire")
+@backend_options
+@click.argument("credential_id")
+@click.option("--at", type=Timestamp(), help="When it stops working; default: now.")
+@with_backend
+async def credential_expire(
+    backend: Backend, as_json: bool, credential_id: str, at: datetime | None
+) -> None:
+    """Make a login stop working now, or at a given time."""
+    when = at if at is not None else datetime.now(UTC)
+    emit(await backend.expire_credential(credential_id, when), as_json, credentials_table)

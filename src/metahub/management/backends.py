@@ -6,7 +6,9 @@ Both answer with the API's JSON shapes, so the CLI prints one format whichever i
 from __future__ import annotations
 
 import getpass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 
@@ -16,6 +18,7 @@ from metahub.management.service import ManagementService
 from metahub.store.database import default_url, open_database
 
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -27,8 +30,16 @@ class Backend(Protocol):
     async def create_credential(self, machine_type: str, body: Json) -> Json: ...
     async def list_credentials(self, machine_type: str | None) -> list[Json]: ...
     async def revoke_credential(self, credential_id: str) -> Json: ...
+    async def rotate_credential(self, credential_id: str) -> Json: ...
+    async def expire_credential(self, credential_id: str, at: datetime) -> Json: ...
     async def create_admin(self, login: str, password: str) -> None: ...
-    async def create_admin_token(self, login: str, name: str) -> Json: ...
+    async def list_admins(self) -> list[str]: ...
+    async def delete_admin(self, login: str) -> None: ...
+    async def create_admin_token(
+        self, login: str, name: str, expires: datetime | None = None
+    ) -> Json: ...
+    async def list_admin_tokens(self, login: str) -> list[Json]: ...
+    async def revoke_admin_token(self, token_id: str) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -85,12 +96,33 @@ class LocalBackend:
     async def revoke_credential(self, credential_id: str) -> Json:
         return (await self.service.revoke_credential(self.actor, credential_id)).to_json()
 
+    async def rotate_credential(self, credential_id: str) -> Json:
+        issued = await self.service.rotate_credential(self.actor, credential_id)
+        return {"id": issued.id, "login": issued.login, "password": issued.secret}
+
+    async def expire_credential(self, credential_id: str, at: datetime) -> Json:
+        return (await self.service.expire_credential(self.actor, credential_id, at)).to_json()
+
     async def create_admin(self, login: str, password: str) -> None:
         await self.service.create_admin(self.actor, login, password)
 
-    async def create_admin_token(self, login: str, name: str) -> Json:
-        issued = await self.service.create_admin_token(self.actor, login, name)
+    async def list_admins(self) -> list[str]:
+        return await self.service.list_admins()
+
+    async def delete_admin(self, login: str) -> None:
+        await self.service.delete_admin(self.actor, login)
+
+    async def create_admin_token(
+        self, login: str, name: str, expires: datetime | None = None
+    ) -> Json:
+        issued = await self.service.create_admin_token(self.actor, login, name, expires=expires)
         return {"id": issued.id, "login": issued.login, "token": issued.secret}
+
+    async def list_admin_tokens(self, login: str) -> list[Json]:
+        return [t.to_json() for t in await self.service.list_admin_tokens(login)]
+
+    async def revoke_admin_token(self, token_id: str) -> None:
+        await self.service.revoke_admin_token(self.actor, token_id)
 
 
 class RemoteBackend:
@@ -112,7 +144,15 @@ class RemoteBackend:
             async with self._session.request(method, self.base + path, json=body) as response:
                 if response.status == 204:
                     return None
-                data = await response.json(content_type=None)
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError as exc:
+                    kind = response.content_type or "no content type"
+                    raise errors.RegistryError(
+                        f"{self.server} answered {response.status} with {kind}, not MetaHub's "
+                        "management API: is the URL right?",
+                        status=502,
+                    ) from exc
                 if response.status >= 400:
                     error = (data.get("errors") or [{}])[0] if isinstance(data, dict) else {}
                     raise errors.RegistryError(
@@ -123,35 +163,87 @@ class RemoteBackend:
         except aiohttp.ClientError as exc:
             raise errors.UpstreamUnavailable(f"cannot reach {self.server}: {exc}") from exc
 
+    async def _object(self, method: str, path: str, body: Json | None = None) -> Json:
+        return self._shaped(await self._call(method, path, body), dict)
+
+    async def _list(self, method: str, path: str, body: Json | None = None) -> list[Any]:
+        return self._shaped(await self._call(method, path, body), list)
+
+    def _shaped(self, data: Any, kind: type[T]) -> T:
+        if not isinstance(data, kind):
+            raise errors.RegistryError(
+                f"{self.server} answered with a {type(data).__name__}, not a {kind.__name__}: "
+                "is it MetaHub's management API?",
+                status=502,
+            )
+        return data
+
     async def list_machine_types(self) -> list[Json]:
-        return list(await self._call("GET", "/machine-types"))
+        return await self._list("GET", "/machine-types")
 
     async def get_machine_type(self, name: str) -> Json:
-        return dict(await self._call("GET", f"/machine-types/{name}"))
+        return await self._object("GET", f"/machine-types/{_segment(name)}")
 
     async def create_machine_type(self, body: Json) -> Json:
-        return dict(await self._call("POST", "/machine-types", body))
+        return await self._object("POST", "/machine-types", body)
 
     async def update_machine_type(self, name: str, body: Json) -> Json:
-        return dict(await self._call("PATCH", f"/machine-types/{name}", body))
+        return await self._object("PATCH", f"/machine-types/{_segment(name)}", body)
 
     async def delete_machine_type(self, name: str) -> None:
-        await self._call("DELETE", f"/machine-types/{name}")
+        await self._call("DELETE", f"/machine-types/{_segment(name)}")
 
     async def create_credential(self, machine_type: str, body: Json) -> Json:
         if body.get("expires") is not None:
             body = {**body, "expires": body["expires"].isoformat()}
-        return dict(await self._call("POST", f"/machine-types/{machine_type}/credentials", body))
+        path = f"/machine-types/{_segment(machine_type)}/credentials"
+        return await self._object("POST", path, body)
 
     async def list_credentials(self, machine_type: str | None) -> list[Json]:
-        path = f"/machine-types/{machine_type}/credentials" if machine_type else "/credentials"
-        return list(await self._call("GET", path))
+        path = (
+            f"/machine-types/{_segment(machine_type)}/credentials"
+            if machine_type
+            else "/credentials"
+        )
+        return await self._list("GET", path)
 
     async def revoke_credential(self, credential_id: str) -> Json:
-        return dict(await self._call("POST", f"/credentials/{credential_id}/revoke"))
+        return await self._object("POST", f"/credentials/{_segment(credential_id)}/revoke")
+
+    async def rotate_credential(self, credential_id: str) -> Json:
+        return await self._object("POST", f"/credentials/{_segment(credential_id)}/rotate")
+
+    async def expire_credential(self, credential_id: str, at: datetime) -> Json:
+        path = f"/credentials/{_segment(credential_id)}/expire"
+        return await self._object("POST", path, {"at": at.isoformat()})
 
     async def create_admin(self, login: str, password: str) -> None:
         await self._call("POST", "/admins", {"login": login, "password": password})
 
-    async def create_admin_token(self, login: str, name: str) -> Json:
-        return dict(await self._call("POST", f"/admins/{login}/tokens", {"name": name}))
+    async def list_admins(self) -> list[str]:
+        return await self._list("GET", "/admins")
+
+    async def delete_admin(self, login: str) -> None:
+        await self._call("DELETE", f"/admins/{_segment(login)}")
+
+    async def create_admin_token(
+        self, login: str, name: str, expires: datetime | None = None
+    ) -> Json:
+        body: Json = {"name": name}
+        if expires is not None:
+            body["expires"] = expires.isoformat()
+        return await self._object("POST", f"/admins/{_segment(login)}/tokens", body)
+
+    async def list_admin_tokens(self, login: str) -> list[Json]:
+        return await self._list("GET", f"/admins/{_segment(login)}/tokens")
+
+    async def revoke_admin_token(self, token_id: str) -> None:
+        await self._call("POST", f"/tokens/{_segment(token_id)}/revoke")
+
+
+def _segment(value: str) -> str:
+    """One path segment. The server decodes `%2F` before routing, so a name with '/' would
+    reach another route: no machine type, admin or id has one."""
+    if "/" in value:
+        raise errors.InvalidRequest(f"{value!r}: no name or id contains '/'")
+    return quote(value, safe="")
