@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -621,3 +622,73 @@ def test_an_operator_starts_from_nothing_but_the_cli(workdir: Path, layout: Path
             basic = base64.b64encode(f"{issued['login']}:{issued['password']}".encode()).decode()
             api = client.get("/api/v1/machine-types", headers={"authorization": f"Basic {basic}"})
             assert api.status_code == 401
+
+
+# -- the README's example -------------------------------------------------------------------
+
+
+def readme_example() -> list[tuple[str, list[str]]]:
+    """(command, the lines shown after it) from the README's management console example."""
+    text = README.read_text()
+    section = text[text.index("## Managing machine types without editing YAML") :]
+    block = section[section.index("```console\n") + len("```console\n") :]
+    block = block[: block.index("```")]
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    return steps
+
+
+def normalised(lines: list[str]) -> list[str]:
+    """What differs between runs: secrets, ids, times."""
+    out = []
+    for line in lines:
+        line = re.sub(r"mha_\S+", "mha_...", line)
+        line = re.sub(r"^password: \S+  ", "password: ...  ", line)
+        line = re.sub(r"\b[0-9a-f]{16}\b", "<id>", line)
+        line = re.sub(r"\ba100-[0-9a-f]{8}\b", "a100-<random>", line)
+        line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", "<time>", line)
+        out.append(line.rstrip())
+    return out
+
+
+def test_readme_example_is_what_the_cli_prints(
+    tmp_path: Path, layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = {"upstream": {"path": str(layout)}, "data_dir": "data"}
+    Path("metahub.yaml").write_text(yaml.safe_dump(config))
+    steps = readme_example()
+    assert [shlex.split(command)[:3] for command, _ in steps] == [
+        ["metahub", "admin", "create"],
+        ["metahub", "machine-type", "add"],
+        ["metahub", "credential", "create"],
+        ["metahub", "credential", "revoke"],
+        ["metahub", "explain", "--config"],
+    ]
+    (tmp_path / "server").mkdir()
+    served = {"upstream": {"path": str(layout)}, "data_dir": str(tmp_path / "data")}
+    with MetaHubServer(tmp_path / "server", served) as server:
+        substitutions: dict[str, str] = {"https://metahub.example.org": server.url}
+        for command, shown in steps:
+            args = [substitutions.get(word, word) for word in shlex.split(command)[1:]]
+            stdin = f"{PASSWORD}\n{PASSWORD}\n" if args[:2] == ["admin", "create"] else None
+            output = ok(metahub(*args, stdin=stdin))
+            if args[:2] == ["admin", "create"]:
+                substitutions["mha_..."] = re.findall(r"mha_\S+", output)[0]
+            if args[:2] == ["credential", "create"]:
+                example_id = re.findall(r"^id: +(\S+)$", "\n".join(shown), re.M)[0]
+                substitutions[example_id] = re.findall(r"^id: +(\S+)$", output, re.M)[0]
+            if shown:
+                assert normalised(output.splitlines()) == normalised(shown), command
+            else:
+                assert "a100" in output  # the README shows no output for this one
+        assert registry_token(server, "ops", PASSWORD).status_code == 401
+
+
+def registry_token(server: MetaHubServer, login: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return client.get("/token", params={"service": "metahub"}, auth=(login, password))
