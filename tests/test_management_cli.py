@@ -692,3 +692,34 @@ def test_readme_example_is_what_the_cli_prints(
 def registry_token(server: MetaHubServer, login: str, password: str) -> httpx.Response:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         return client.get("/token", params={"service": "metahub"}, auth=(login, password))
+
+
+def test_config_login_taken_in_the_database_is_a_clear_error(tmp_path: Path, layout: Path) -> None:
+    data = tmp_path / "data"
+    before = tmp_path / "before.yaml"
+    before.write_text(yaml.safe_dump({"upstream": {"path": str(layout)}, "data_dir": str(data)}))
+    cli_json(["--config", str(before)], "machine-type", "add", "db-type")
+    cli_json(["--config", str(before)], "credential", "create", "db-type", "--login", "shared")
+
+    clash = {
+        "upstream": {"path": str(layout)},
+        "data_dir": str(data),
+        "machine_types": [{"name": "cfg-type", "login": "shared", "password": "pw"}],
+    }
+    after = tmp_path / "after.yaml"
+    after.write_text(yaml.safe_dump(clash))
+    fails(
+        metahub("machine-type", "list", "--config", str(after), process=True),
+        "login 'shared' of 'cfg-type'",
+        "machine type 'db-type'",
+        "another login",
+    )
+    (tmp_path / "server").mkdir()
+    with pytest.raises(RuntimeError, match="give the config another login"):
+        MetaHubServer(tmp_path / "server", clash).start()
+    # Nothing was changed by the refused import.
+    (listed,) = cli_json(["--config", str(before)], "credential", "list")
+    assert (listed["login"], listed["machine_type"]) == ("shared", "db-type")
+    assert [t["name"] for t in cli_json(["--config", str(before)], "machine-type", "list")] == [
+        "db-type"
+    ]

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from metahub import errors
 from metahub.auth.passwords import hash_password
-from metahub.config import MachineTypeConfig
+from metahub.config import ConfigError, MachineTypeConfig
 from metahub.features.model import Feature, InvalidFeature
 from metahub.features.selection import InvalidPlatform, parse_platform
 from metahub.management.ids import config_credential_id
@@ -225,6 +225,7 @@ class ManagementService:
             await connection.execute(
                 delete(credentials).where(credentials.c.config_managed.is_(True))
             )
+            await _refuse_taken_logins(connection, configured)
             for entry in configured:
                 await connection.execute(
                     insert(credentials).values(
@@ -478,6 +479,30 @@ async def _audit(
             at=_now(), actor=actor, action=action, target=target, detail=detail
         )
     )
+
+
+async def _refuse_taken_logins(
+    connection: AsyncConnection, configured: Sequence[MachineTypeConfig]
+) -> None:
+    """A config login that a credential made in the database already has (revoked ones too:
+    a login is never reused) would end as a unique-constraint error; say what to change."""
+    wanted = {entry.login: entry.name for entry in configured}
+    if not wanted:
+        return
+    taken = (
+        await connection.execute(
+            select(credentials.c.login, credentials.c.machine_type)
+            .where(credentials.c.login.in_(list(wanted)))
+            .order_by(credentials.c.login)
+        )
+    ).all()
+    if taken:
+        clashes = "; ".join(
+            f"login {row.login!r} of {wanted[row.login]!r} is a credential of machine type "
+            f"{row.machine_type!r} in the database"
+            for row in taken
+        )
+        raise ConfigError(f"machine_types: {clashes}: give the config another login")
 
 
 def _stored_time(value: datetime, field: str) -> datetime:
