@@ -271,6 +271,17 @@ def test_defaults_of_a_new_machine_type(api: httpx.Client) -> None:
     }
 
 
+def test_update_that_changes_nothing_is_no_new_revision(api: httpx.Client) -> None:
+    name = new_type(api, ["cpu:broadwell"], description="same")
+    before = api.get(f"/machine-types/{name}").json()
+    for body in ({}, {"features": ["cpu:broadwell"]}, {"description": "same", "mode": "best"}):
+        response = api.patch(f"/machine-types/{name}", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json() == before
+    assert audit_actions(api, name) == ["machine_type.create"]
+    assert api.patch(f"/machine-types/{name}", json={"mode": "exact"}).json()["revision"] == 2
+
+
 def test_config_machine_type_is_listed_read_only(api: httpx.Client) -> None:
     found = api.get(f"/machine-types/{CONFIG_TYPE['name']}")
     assert found.status_code == 200, found.text

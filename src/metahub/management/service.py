@@ -140,6 +140,8 @@ class ManagementService:
         del values["name"]
         if description is not None:
             values["description"] = description
+        if all(getattr(current, key) == value for key, value in values.items()):
+            return current  # nothing changes: no new revision (it would empty caches), no audit
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(machine_types)
