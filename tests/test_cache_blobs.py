@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.measured import MeasuredMetaHub, PeakRss
 from tests.support.metahub_server import MetaHubServer
 from tests.support.scrape import Samples, scrape, value
 from tests.support.scripted_registry import Blob, ScriptedRegistry
@@ -45,10 +46,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hub(cache_dir: Path, upstream: ScriptedRegistry) -> Iterator[MetaHubServer]:
+def hub(cache_dir: Path, upstream: ScriptedRegistry) -> Iterator[MeasuredMetaHub]:
     (cache_dir / "hub").mkdir()
-    with MetaHubServer(cache_dir / "hub", config(upstream, cache_dir / "blobs", 64 * MiB)) as s:
-        yield s
+    settings = config(upstream, cache_dir / "blobs", 1024 * MiB)
+    with MeasuredMetaHub(cache_dir / "hub", settings) as server:
+        yield server
 
 
 @pytest.fixture
@@ -248,3 +250,26 @@ def test_the_least_recently_used_blobs_are_evicted_beyond_max_size_and_the_rest_
         assert client.get(path_of(b)).content == b.content()
     assert upstream.count("GET", path_of(a)) == 1
     assert upstream.count("GET", path_of(b)) == 2
+
+
+def test_a_large_blob_goes_through_the_cache_in_flat_memory(
+    client: httpx.Client, upstream: ScriptedRegistry, hub: MeasuredMetaHub, cache_dir: Path
+):
+    """Two readers of one 256 MiB download, one of them slow: the process does not grow."""
+    blob = upstream.add_blob(Blob(os.urandom(MiB), repeat=256))
+    baseline = hub.rss()
+    with (
+        PeakRss(hub) as rss,
+        client.stream("GET", path_of(blob)) as slow,
+        httpx.Client(base_url=hub.url, timeout=60) as other,
+    ):
+        chunks = slow.iter_raw(MiB)
+        first = next(chunks)
+        fast = other.get(path_of(blob))  # runs to the end while the slow one waits
+        rest = sum(len(chunk) for chunk in chunks)
+
+    assert len(first) + rest == blob.size
+    assert len(fast.content) == blob.size
+    assert upstream.count("GET", path_of(blob)) == 1
+    assert cached_file(cache_dir / "blobs", blob).stat().st_size == blob.size
+    assert rss.peak - baseline < 64 * MiB, f"grew by {(rss.peak - baseline) / MiB:.1f} MiB"

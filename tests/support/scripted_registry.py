@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import socket
 import threading
 import time
 from collections import Counter
@@ -263,11 +264,10 @@ class ScriptedRegistry:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        server = site._server
-        assert server is not None and isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        listener = socket.socket()
+        listener.bind((self.host, 0))
+        self.port = listener.getsockname()[1]
+        await web.SockSite(runner, listener).start()
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         started.set()
