@@ -21,6 +21,7 @@ from tests.support.scripted_registry import Blob, ScriptedRegistry
 
 CREDENTIALS = ("proxy", "upstream-secret")
 MiB = 1024 * 1024
+UPSTREAM = "metahub_upstream_requests_total"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,9 @@ def hub(
         "anonymous": {"unfiltered": True},
     }
     with MeasuredMetaHub(tmp_path_factory.mktemp("blobs"), config) as server:
+        # The first upstream request meets the 401 challenge and is sent again with the
+        # credentials; meeting it here keeps that request out of every test's counts.
+        httpx.get(f"{server.url}/v2/blobs/warm-up/blobs/sha256:{'0' * 64}", timeout=30)
         yield server
 
 
@@ -153,12 +157,13 @@ def test_range_is_cut_out_here_when_the_upstream_ignores_it(
 
 
 def test_redirects_are_followed_without_the_upstream_credentials(
-    client: httpx.Client, upstream: ScriptedRegistry, cdn: ScriptedRegistry
+    client: httpx.Client, upstream: ScriptedRegistry, cdn: ScriptedRegistry, hub: MeasuredMetaHub
 ):
     blob = Blob(os.urandom(MiB))
     cdn.add_blob(blob)
     upstream.add_blob(Blob(blob.block, redirect_to=cdn.url))
     path = blob_path(blob, "blobs/redirected")
+    before = scrape(hub.url)
 
     received, ended = download(client, path)
 
@@ -169,6 +174,10 @@ def test_redirects_are_followed_without_the_upstream_credentials(
     (followed,) = cdn.requests("GET", path)
     assert "Authorization" not in followed.headers
     assert cdn.sent[path] == blob.size
+    after = scrape(hub.url)
+    for outcome in ("307", "200"):  # both requests count as upstream requests
+        labels = {"method": "GET", "outcome": outcome}
+        assert value(after, UPSTREAM, **labels) == value(before, UPSTREAM, **labels) + 1
 
 
 def test_a_range_reaches_the_redirect_target_too(

@@ -335,13 +335,16 @@ class RegistryUpstream:
                     method, location, headers=forwarded, allow_redirects=False
                 )
             except TimeoutError as exc:
+                metrics.UPSTREAM.labels(method, "timeout").inc()
                 raise errors.UpstreamTimeout(
                     f"{self.description}: redirect target timed out"
                 ) from exc
             except aiohttp.ClientError as exc:
+                metrics.UPSTREAM.labels(method, "unreachable").inc()
                 raise errors.UpstreamUnavailable(
                     f"{self.description}: redirect target {location} failed: {exc}"
                 ) from exc
+            metrics.UPSTREAM.labels(method, str(followed.status)).inc()
             if followed.status not in REDIRECTS or "Location" not in followed.headers:
                 return followed
             location = str(followed.url.join(URL(followed.headers["Location"])))
