@@ -21,4 +21,3 @@ def scrape(base_url: str) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sample `name` with exactly these labels; 0 when it was never counted."""
     return samples.get((name, frozenset(labels.items())), 0.0)
-
