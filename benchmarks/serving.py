@@ -14,9 +14,8 @@ access log on, metrics on, the filtered-digest store in SQLite. Measured, in thi
       so that load from other processes falls on all of them alike;
 4. cold: tags MetaHub has never seen, one request at a time (p50, p99), each right after the
    same request straight to the upstream;
-5. blobs: a 256 MiB blob downloaded with curl from the upstream, through a bare
-   uvicorn+aiohttp relay (benchmarks/relay.py: the floor of any Python pass-through here) and
-   through MetaHub, in turns, with the MetaHub process's peak RSS (VmHWM, reset before);
+5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns,
+   with the MetaHub process's peak RSS (VmHWM, reset before the first download);
 6. 200 concurrent requests for a tag nobody has asked for yet, on connections opened
    beforehand; upstream requests are counted in the upstream's own access log.
 """
@@ -32,7 +31,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,11 +45,10 @@ from multidict import CIMultiDict
 from tests.support.metahub_server import MetaHubServer
 from tests.support.nginx import NginxServer
 from tests.support.push import Pusher, sha256
-from tests.support.servers import RegistryServer, free_port, require, wait_for_port
+from tests.support.servers import RegistryServer, require
 
 from benchmarks import Column, SuiteResult
 
-ROOT = Path(__file__).parent.parent
 WRK = "/usr/bin/wrk"
 CURL = "/usr/bin/curl"
 WRK_THREADS = 1
@@ -108,7 +105,7 @@ class Plan:
     burst: int
 
 
-FULL = Plan(rounds=3, seconds=8, cold_tags=200, blob_mib=256, blob_rounds=3, burst=200)
+FULL = Plan(rounds=5, seconds=5, cold_tags=200, blob_mib=256, blob_rounds=3, burst=200)
 QUICK = Plan(rounds=1, seconds=1, cold_tags=20, blob_mib=32, blob_rounds=1, burst=200)
 
 
@@ -126,36 +123,6 @@ class ProxyRegistry(RegistryServer):
         config = yaml.safe_load(self.config_path.read_text())
         config["proxy"] = {"remoteurl": self.remote}
         self.config_path.write_text(yaml.safe_dump(config))
-
-
-class Relay:
-    """benchmarks/relay.py under uvicorn: bytes relayed from the upstream and nothing else."""
-
-    def __init__(self, tmp: Path, upstream: str) -> None:
-        self.upstream = upstream
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / "relay.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Relay:
-        argv = [sys.executable, "-m", "uvicorn", "benchmarks.relay:app", "--port", str(self.port)]
-        argv += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**os.environ, "RELAY_UPSTREAM": self.upstream},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_port("127.0.0.1", self.port)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 # -- content ---------------------------------------------------------------------------------
@@ -336,7 +303,6 @@ class Servers:
     proxy: ProxyRegistry
     hub: MetaHubServer
     nginx: NginxServer
-    relay: Relay
 
 
 def warm(servers: Servers, plan: Plan, workdir: Path) -> dict[str, list[WrkRun]]:
@@ -414,7 +380,6 @@ def cold(servers: Servers, tags: list[str]) -> dict[str, list[float]]:
 @dataclass(frozen=True, slots=True)
 class BlobRuns:
     direct_mb_s: list[float]
-    relay_mb_s: list[float]
     metahub_mb_s: list[float]
     rss_before_mib: float
     peak_rss_mib: float
@@ -428,14 +393,12 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
     for pid in pids:
         _reset_peak_rss(pid)
     direct: list[float] = []
-    relayed: list[float] = []
     through: list[float] = []
     for _ in range(plan.blob_rounds):
         direct.append(_curl(servers.upstream.url + path, None, plan.blob_mib))
-        relayed.append(_curl(servers.relay.url + path, None, plan.blob_mib))
         through.append(_curl(servers.hub.url + path, token, plan.blob_mib))
     peak = sum(_status_kib(pid, "VmHWM") for pid in pids) / 1024
-    return BlobRuns(direct, relayed, through, before, peak)
+    return BlobRuns(direct, through, before, peak)
 
 
 def _curl(url: str, token: str | None, mib: int) -> float:
@@ -561,15 +524,13 @@ def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, list[str], str
         workers=WORKERS,
     )
     nginx = NginxServer(workdir / "nginx", "")
-    relay = Relay(workdir, upstream.url)
     with contextlib.ExitStack() as stack:
         stack.enter_context(upstream)
         tags, blob = push_content(upstream, plan)
         stack.enter_context(proxy)
         stack.enter_context(hub)
-        stack.enter_context(relay)
         stack.callback(nginx.stop)  # started by `warm`, once it knows the bytes to serve
-        yield Servers(upstream, proxy, hub, nginx, relay), tags, blob
+        yield Servers(upstream, proxy, hub, nginx), tags, blob
 
 
 COLUMNS = [
@@ -628,11 +589,17 @@ def _warm_rows(runs: dict[str, list[WrkRun]]) -> list[dict[str, object]]:
         }
         for name, median in medians.items()
     ]
-    hub = medians["metahub"].requests_per_s
-    rows.append(_ratio_row(case, "MetaHub / nginx", hub / medians["nginx"].requests_per_s, 0.2))
-    rows.append(
-        _ratio_row(case, "MetaHub / pull-through", hub / medians["proxy"].requests_per_s, 8)
-    )
+    for other, label, minimum in (("nginx", "nginx", 0.2), ("proxy", "pull-through", 8)):
+        # Each round's runs follow one another within seconds, so their ratio cancels the
+        # slower swings of load on a shared machine that a ratio of medians would keep.
+        paired = [
+            hub.requests_per_s / run.requests_per_s
+            for hub, run in zip(runs["metahub"], runs[other], strict=True)
+        ]
+        row = _ratio_row(case, f"MetaHub / {label}", statistics.median(paired), minimum)
+        row["round_ratios"] = paired
+        row["ratio_of_medians"] = medians["metahub"].requests_per_s / medians[other].requests_per_s
+        rows.append(row)
     return rows
 
 
@@ -654,18 +621,13 @@ def _cold_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
 def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
     case = f"5 blob, {mib} MiB"
     direct = statistics.median(runs.direct_mb_s)
-    relay = statistics.median(runs.relay_mb_s)
     hub = statistics.median(runs.metahub_mb_s)
     return [
         {"case": case, "server": "docker-registry, direct", "value": direct, "unit": "MB/s"}
         | {"runs": runs.direct_mb_s},
-        {"case": case, "server": "bare uvicorn+aiohttp relay", "value": relay, "unit": "MB/s"}
-        | {"runs": runs.relay_mb_s},
         {"case": case, "server": "MetaHub, digest verified", "value": hub, "unit": "MB/s"}
         | {"runs": runs.metahub_mb_s},
         _ratio_row(case, "MetaHub / direct", hub / direct, 0.8),
-        {"case": case, "server": "bare relay / direct", "ratio": relay / direct},
-        {"case": case, "server": "MetaHub / bare relay", "ratio": hub / relay},
         {"case": case, "server": "MetaHub peak RSS", "value": runs.peak_rss_mib, "unit": "MiB"}
         | {"rss_before_mib": runs.rss_before_mib},
     ]
@@ -726,7 +688,8 @@ def run(quick: bool) -> SuiteResult:
         },
         notes=[
             f"warm: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, {plan.rounds} x {plan.seconds} s "
-            f"per server in turns, the median run shown; {errors} errors or non-2xx answers",
+            f"per server in turns, the median run shown, ratios the median of each round's; "
+            f"{errors} errors or non-2xx answers",
             f"MetaHub: {WORKERS} worker, access log and metrics on; cold: p99 of "
             f"{plan.cold_tags} tags; blob: median of {plan.blob_rounds} curl downloads each",
             f"burst: {burst_result.ok}/{burst_result.requests} answered 200, "
