@@ -17,12 +17,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from metahub import errors
 from metahub.auth.tokens import Principal
 from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
+from metahub.store.digests import FilteredDigestStore, StoredManifest
 from tests.support.postgres import PostgresServer
+from tests.support.servers import free_port
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -135,3 +139,35 @@ async def test_a_warm_pull_sends_nothing_to_the_store(
     for _ in range(3):
         await pull()
     assert statements == []
+
+
+@pytest.fixture
+async def unreachable_store() -> AsyncIterator[FilteredDigestStore]:
+    """A store whose PostgreSQL is down: nothing listens on its port."""
+    engine = create_async_engine(f"postgresql+asyncpg://metahub:secret@127.0.0.1:{free_port()}/db")
+    yield FilteredDigestStore(engine)
+    await engine.dispose()
+
+
+async def test_a_lookup_the_database_cannot_answer_is_a_503_naming_it(
+    unreachable_store: FilteredDigestStore,
+) -> None:
+    digest = sha256(b"never stored")
+    with pytest.raises(errors.DatabaseUnavailable) as raised:
+        await unreachable_store.get(REPOSITORY, digest)
+    assert raised.value.status == 503
+    assert "postgresql at 127.0.0.1:" in raised.value.message
+    assert digest in raised.value.message
+    assert "secret" not in raised.value.message
+
+
+async def test_a_filtered_index_is_served_by_digest_from_memory_when_it_cannot_be_stored(
+    unreachable_store: FilteredDigestStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    content = b'{"schemaVersion":2}'
+    manifest = StoredManifest(REPOSITORY, OCI_INDEX, content)
+    await unreachable_store.put(
+        sha256(content), manifest, machine_type="sky", upstream_digest=sha256(b"upstream")
+    )
+    assert "could not store filtered index" in caplog.text
+    assert await unreachable_store.get(REPOSITORY, sha256(content)) == manifest

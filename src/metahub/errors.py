@@ -131,3 +131,10 @@ class UpstreamUnavailable(RegistryError):
 class UpstreamTimeout(RegistryError):
     code = "UPSTREAM_TIMEOUT"
     status = 504
+
+
+class DatabaseUnavailable(RegistryError):
+    """MetaHub's own database could not be asked; the message names it (never its password)."""
+
+    code = "UNAVAILABLE"
+    status = 503

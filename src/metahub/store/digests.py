@@ -7,14 +7,21 @@ filtered indexes once read are kept in memory, and so are digests known to be th
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from metahub import errors
 from metahub.store.schema import filtered_manifests
+
+log = logging.getLogger("metahub.store")
+# What a database that cannot be reached raises: SQLAlchemy's errors, or the driver's socket
+# errors before SQLAlchemy wraps them.
+DATABASE_TROUBLE = (SQLAlchemyError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,7 @@ class FilteredDigestStore:
         self, engine: AsyncEngine, *, memory_entries: int = 1024, upstream_entries: int = 16384
     ) -> None:
         self._engine = engine
+        self.description = database_description(engine)
         self._memory: OrderedDict[tuple[str, str], StoredManifest] = OrderedDict()
         self._memory_entries = memory_entries
         # (repository, digest) the upstream itself serves: no filtered index can be stored under
@@ -64,6 +72,15 @@ class FilteredDigestStore:
                 )
         except IntegrityError:
             pass  # another worker or replica stored the same bytes first
+        except DATABASE_TROUBLE as exc:
+            # Still served, and by digest from this process's memory; other replicas and a
+            # restart will not know it until a later request stores it again.
+            log.warning(
+                "could not store filtered index %s of %s in the database (%s); serving it anyway",
+                digest,
+                manifest.repository,
+                _describe(exc),
+            )
         self._remember(key, manifest)
 
     def upstream_has(self, repository: str, digest: str) -> None:
@@ -83,19 +100,25 @@ class FilteredDigestStore:
         if key in self._upstream:
             self._upstream.move_to_end(key)
             return None
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(
-                        filtered_manifests.c.repository,
-                        filtered_manifests.c.media_type,
-                        filtered_manifests.c.content,
-                    ).where(
-                        filtered_manifests.c.digest == digest,
-                        filtered_manifests.c.repository == repository,
+        try:
+            async with self._engine.connect() as connection:
+                row = (
+                    await connection.execute(
+                        select(
+                            filtered_manifests.c.repository,
+                            filtered_manifests.c.media_type,
+                            filtered_manifests.c.content,
+                        ).where(
+                            filtered_manifests.c.digest == digest,
+                            filtered_manifests.c.repository == repository,
+                        )
                     )
-                )
-            ).first()
+                ).first()
+        except DATABASE_TROUBLE as exc:
+            raise errors.DatabaseUnavailable(
+                f"MetaHub's database ({self.description}) cannot be reached to look up {digest}",
+                detail={"digest": digest},
+            ) from exc
         if row is None:
             return None
         manifest = StoredManifest(row.repository, row.media_type, bytes(row.content))
@@ -106,3 +129,16 @@ class FilteredDigestStore:
         self._memory[key] = manifest
         while len(self._memory) > self._memory_entries:
             self._memory.popitem(last=False)
+
+
+def database_description(engine: AsyncEngine) -> str:
+    """The database as messages may name it: driver, host and database, never the password."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite {url.database}"
+    where = f"{url.host}:{url.port}" if url.port else str(url.host)
+    return f"{url.get_backend_name()} at {where}/{url.database}"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
