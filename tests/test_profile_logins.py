@@ -35,6 +35,7 @@ from tests.support.servers import Dockerd, RegistryServer
 REPOSITORY = "hpc/app"
 UPSTREAM_AUTH = ("upstream-user", "upstream-secret")
 PASSWORD = "hpc-secret"
+ADMIN_TOKEN = "profile-admin-token"
 ACCEPT = f"{MEDIA_TYPE_IMAGE_INDEX}, {MEDIA_TYPE_IMAGE_MANIFEST}"
 
 
@@ -275,6 +276,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "password": UPSTREAM_AUTH[1],
             },
             "features": {"matchers": {"ht": "exact"}},
+            "admin": {"tokens": [ADMIN_TOKEN]},
             "accounts": [
                 {"login": "hpc", "password": PASSWORD, "profile_logins": True},
                 {"login": "plain", "password": PASSWORD},
@@ -282,6 +284,37 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         }
         with MetaHubServer(work / "hub", config) as hub:
             yield Setup(hub, digests, configs)
+
+
+@pytest.mark.parametrize("login", sorted(EXPECTED))
+def test_explain_takes_a_profile_login_as_the_machine_type(setup: Setup, login: str) -> None:
+    explained = httpx.get(
+        f"{setup.hub.url}/api/v1/explain",
+        params={"image": f"{REPOSITORY}:latest", "machine_type": login},
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert explained.status_code == 200, explained.text
+    chosen = [e["digest"] for e in explained.json()["entries"] if e["chosen"]]
+    assert chosen == [setup.digests[EXPECTED[login]]]
+
+
+@pytest.mark.parametrize(
+    ("login", "says"),
+    [
+        ("hpc/gpu=a100", "unknown feature key gpu"),
+        ("plain/cpu=zen3", "does not take profile logins"),
+    ],
+)
+def test_explain_names_what_is_wrong_with_a_profile_login(
+    setup: Setup, login: str, says: str
+) -> None:
+    explained = httpx.get(
+        f"{setup.hub.url}/api/v1/explain",
+        params={"image": f"{REPOSITORY}:latest", "machine_type": login},
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert explained.status_code == 404
+    assert says in explained.json()["errors"][0]["message"]
 
 
 def token_for(hub: MetaHubServer, login: str, password: str = PASSWORD) -> httpx.Response:

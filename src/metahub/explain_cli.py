@@ -40,10 +40,7 @@ async def _explain(settings: Settings, machine_type: str, image: str) -> dict[st
     name, reference = parse_image(image)
     hub = await Hub.start(settings)
     try:
-        profile = hub.manifests.profiles.get(machine_type)
-        if profile is None:
-            known = ", ".join(sorted(hub.manifests.profiles)) or "none configured"
-            raise errors.NotFound(f"machine type {machine_type!r} does not exist (known: {known})")
+        profile = hub.manifests.named_profile(machine_type)
         filtering = await hub.manifests.explain(name, reference, profile)
         return explanation_json(image, profile, filtering)
     finally:

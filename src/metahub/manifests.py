@@ -85,16 +85,35 @@ class ManifestService:
     def profile(self, principal: Principal) -> MachineProfile | None:
         if principal.machine_type is None:
             return None
-        profile = self.profiles.get(principal.machine_type)
-        if profile is None and self.profile_logins and is_profile_login(principal.machine_type):
-            try:  # a profile login's machine type is rebuilt from its name (cached)
-                return self.profile_logins.profile(principal.machine_type)
-            except ProfileLoginError as exc:
-                raise errors.Unauthorized(f"{exc}; log in again") from exc
+        try:
+            profile = self._lookup(principal.machine_type)
+        except ProfileLoginError as exc:
+            raise errors.Unauthorized(f"{exc}; log in again") from exc
         if profile is None:
             raise errors.Unauthorized(
                 f"machine type {principal.machine_type!r} no longer exists; log in again"
             )
+        return profile
+
+    def named_profile(self, name: str) -> MachineProfile:
+        """A machine type, or a profile login's (`hpc/cpu=zen3`), by name: for explaining."""
+        try:
+            profile = self._lookup(name)
+        except ProfileLoginError as exc:
+            raise errors.NotFound(str(exc), detail=exc.detail or {"machine_type": name}) from exc
+        if profile is None:
+            known = ", ".join(sorted(self.profiles)) or "none configured"
+            raise errors.NotFound(
+                f"machine type {name!r} does not exist (known: {known})",
+                detail={"machine_type": name},
+            )
+        return profile
+
+    def _lookup(self, name: str) -> MachineProfile | None:
+        profile = self.profiles.get(name)
+        if profile is None and self.profile_logins is not None and is_profile_login(name):
+            # A profile login's machine type is rebuilt from its name (cached).
+            return self.profile_logins.profile(name)
         return profile
 
     async def get(
