@@ -343,7 +343,7 @@ def create_credential_page(ui: UI, name: str, **data: str) -> tuple[str, str, ht
 
 def test_session_cookie_round_trip_and_refusals() -> None:
     codec = SessionCodec(derive_key(b"k" * 32))
-    session = Session.signed_in("ops", "mha_token", "tid", int(time.time()) + 60).with_flash("hi")
+    session = Session.signed_in("ops", "tid", int(time.time()) + 60).with_flash("hi")
     value = codec.dumps(session)
     assert codec.loads(value) == session
     # Expired, forged, damaged or signed with another key: no session.
@@ -365,7 +365,7 @@ def test_sessions_expire_and_csrf_tokens_are_fresh() -> None:
     now = time.time()
     anonymous = Session.anonymous(now)
     assert anonymous.admin is None and anonymous.expires == int(now) + ANONYMOUS_TTL
-    signed_in = Session.signed_in("ops", "t", "i", int(now) + SESSION_TTL)
+    signed_in = Session.signed_in("ops", "i", int(now) + SESSION_TTL)
     assert signed_in.csrf != anonymous.csrf
     assert signed_in.csrf_ok(signed_in.csrf)
     assert not signed_in.csrf_ok(anonymous.csrf)
@@ -416,7 +416,7 @@ def test_sign_in_page_and_cookie(visitor: UI) -> None:
     response = visitor.post("/ui/sign-in", {"login": ADMIN, "password": ADMIN_PASSWORD})
     assert redirected_to(response, "/ui/")
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith("metahub_ui=v1.") and cookie != anonymous
+    assert cookie.startswith("metahub_ui=v2.") and cookie != anonymous
     attributes = {part.strip().split("=")[0].lower(): part for part in cookie.split(";")}
     assert "httponly" in attributes
     assert attributes["samesite"].strip().lower() == "samesite=strict"
@@ -517,6 +517,18 @@ def test_a_session_is_an_audited_admin_token(ui: UI, api: httpx.Client) -> None:
     assert flash.text == "Your session has ended; sign in again."
     audit = api.get("/audit", params={"limit": 1000}).json()
     assert any(e["action"] == "admin_token.create" and e["actor"] == ADMIN for e in audit)
+
+
+def test_a_session_cookie_is_no_api_credential(ui: UI, server: MetaHubServer) -> None:
+    cookie = ui.http.cookies["metahub_ui"]
+    body = cookie.split(".")[1]
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    assert not any(str(value).startswith("mha_") for value in payload.values())
+    for offered in (cookie, *map(str, payload.values())):
+        refused = httpx.get(
+            f"{server.url}/api/v1/machine-types", headers={"authorization": f"Bearer {offered}"}
+        )
+        assert refused.status_code == 401
 
 
 # -- machine types ------------------------------------------------------------------------------

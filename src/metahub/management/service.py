@@ -449,12 +449,18 @@ class ManagementService:
 
     async def admin_for_token(self, token: str) -> str | None:
         """The admin a token speaks for, if it is live."""
+        return await self._live_token_admin(admin_tokens.c.token_sha256 == token_hash(token))
+
+    async def admin_for_token_id(self, token_id: str) -> str | None:
+        """The admin whose token `token_id` is, if it is live (the web UI's session check)."""
+        return await self._live_token_admin(admin_tokens.c.id == token_id)
+
+    async def _live_token_admin(self, which: Any) -> str | None:
         async with self.engine.connect() as connection:
             row = (
                 await connection.execute(
                     select(admin_tokens.c.admin, admin_tokens.c.expires).where(
-                        admin_tokens.c.token_sha256 == token_hash(token),
-                        admin_tokens.c.revoked.is_(None),
+                        which, admin_tokens.c.revoked.is_(None)
                     )
                 )
             ).first()

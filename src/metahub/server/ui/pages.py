@@ -199,9 +199,9 @@ class Pages:
     async def signed_in(self, page: Page) -> bool:
         """The session's admin token is live (not revoked or expired, its admin not deleted)."""
         session = page.session
-        if session.admin is None or session.token is None:
+        if session.admin is None or session.token_id is None:
             return False
-        return await page.hub.management.admin_for_token(session.token) == session.admin
+        return await page.hub.management.admin_for_token_id(session.token_id) == session.admin
 
     def finish(self, page: Page, response: Response) -> Response:
         for name, value in SECURITY_HEADERS.items():

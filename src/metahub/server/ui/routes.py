@@ -101,7 +101,8 @@ def sign_in(pages: Pages) -> Any:
         issued = await page.hub.management.create_admin_token(
             login, login, SESSION_TOKEN_NAME, expires=datetime.fromtimestamp(expires, UTC)
         )
-        page.start(Session.signed_in(login, issued.secret, issued.id, expires))
+        # Only the token's id goes into the cookie: a stolen cookie is no API credential.
+        page.start(Session.signed_in(login, issued.id, expires))
         return page.redirect(target.removeprefix(page.base))
 
     return handle

@@ -1,7 +1,8 @@
 """Sign-in sessions for the web UI: a signed cookie, no server-side state.
 
-The cookie holds the admin's login, an expiry, a CSRF token, the admin token that backs the
-session and at most one flash message, as JSON signed with HMAC-SHA256. The key is derived from
+The cookie holds the admin's login, an expiry, a CSRF token, the id of the admin token that backs
+the session (never the token itself, so a cookie is no API credential) and at most one flash
+message, as JSON signed with HMAC-SHA256. The key is derived from
 the token signing key, which every replica reads from the database, so a session opened on one
 replica is good on all of them. Signing in issues an admin token (audited, listed with the
 admin's other tokens) and signing out revokes it, so a session can be ended server-side, on every
@@ -23,7 +24,7 @@ import orjson
 COOKIE = "metahub_ui"
 SESSION_TTL = 8 * 3600  # seconds a sign-in lasts
 ANONYMOUS_TTL = 3600  # seconds the sign-in form's CSRF token lasts
-_VERSION = "v1"
+_VERSION = "v2"
 _KEY_CONTEXT = b"metahub web ui session v1"
 
 
@@ -41,8 +42,7 @@ class Session:
     csrf: str
     expires: int  # unix time
     admin: str | None = None
-    token: str | None = None  # the admin token behind a signed-in session
-    token_id: str | None = None
+    token_id: str | None = None  # the id of the admin token behind a signed-in session
     flash: str | None = None
 
     @classmethod
@@ -50,9 +50,9 @@ class Session:
         return cls(new_csrf(), int(now if now is not None else time.time()) + ANONYMOUS_TTL)
 
     @classmethod
-    def signed_in(cls, admin: str, token: str, token_id: str, expires: int) -> Session:
+    def signed_in(cls, admin: str, token_id: str, expires: int) -> Session:
         """A fresh CSRF token with every sign-in: nothing from before it stays valid."""
-        return cls(new_csrf(), expires, admin, token, token_id)
+        return cls(new_csrf(), expires, admin, token_id)
 
     def with_flash(self, message: str | None) -> Session:
         return replace(self, flash=message)
@@ -70,7 +70,6 @@ class SessionCodec:
             "c": session.csrf,
             "e": session.expires,
             "a": session.admin,
-            "t": session.token,
             "i": session.token_id,
         }
         if session.flash:
@@ -92,7 +91,6 @@ class SessionCodec:
                 csrf=str(payload["c"]),
                 expires=int(payload["e"]),
                 admin=_optional(payload, "a"),
-                token=_optional(payload, "t"),
                 token_id=_optional(payload, "i"),
                 flash=_optional(payload, "f"),
             )
