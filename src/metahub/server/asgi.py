@@ -20,8 +20,8 @@ def create_app() -> Observe:
         level=settings.log.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # The format above shows no thread or process, and every request logs a line: making a
-    # record without looking them up is a tenth of a warm request's cost (docs/decisions.md).
+    # The format above shows no thread or process: records are made without looking them up
+    # (the access log has a buffered writer of its own, server/accesslog.py).
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

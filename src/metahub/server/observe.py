@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 
 from metahub import metrics
+from metahub.server.accesslog import LOGGER_NAME, AccessLog
 
-access_log = logging.getLogger("metahub.access")
+access_log = logging.getLogger(LOGGER_NAME)  # its level says whether access lines are written
 
 ASGIApp = Any
 
@@ -51,31 +52,20 @@ class _Series:
         self.bytes = metrics.BYTES_SERVED.labels(route)
 
 
-_BARE_HANDLER = "metahub-access-bare"
-
-
-def _write_bare_lines(bare: bool) -> None:
-    """JSON access lines go out as they are, one object a line, so any JSON-lines reader takes
-    them; the application log's prefix (time, level, logger) would make them unreadable."""
-    for handler in [h for h in access_log.handlers if h.get_name() == _BARE_HANDLER]:
-        access_log.removeHandler(handler)
-    access_log.propagate = not bare
-    if bare:
-        handler = logging.StreamHandler()  # stderr, where the application log goes
-        handler.set_name(_BARE_HANDLER)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-
-
 class Observe:
     def __init__(self, app: ASGIApp, *, log_format: str = "plain") -> None:
         self.app = app
         self.log_format = log_format
-        _write_bare_lines(log_format == "json")
+        # JSON lines go out bare, so any JSON-lines reader takes them; plain ones carry the
+        # application log's prefix.
+        self.access = AccessLog(prefixed=log_format != "json")
         # Bounded: route labels are a fixed set, methods and statuses few in practice.
         self._series: dict[tuple[str, str, int], _Series] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._flushing_at_shutdown(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -110,6 +100,16 @@ class Observe:
             if self.log_format != "off" and access_log.isEnabledFor(logging.INFO):
                 self._log(scope, method, status, sent, elapsed)
 
+    def _flushing_at_shutdown(self, send: Any) -> Any:
+        """Workers of `--workers N` end without running atexit: flush when the app stops."""
+
+        async def flushing_send(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                self.access.flush()
+            await send(message)
+
+        return flushing_send
+
     def _log(
         self, scope: dict[str, Any], method: str, status: int, sent: int, elapsed: float
     ) -> None:
@@ -117,7 +117,7 @@ class Observe:
         address = client[0] if client else "-"
         path = scope["path"]
         if self.log_format == "json":
-            _emit(
+            self.access.write(
                 orjson.dumps(
                     {
                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -131,13 +131,4 @@ class Observe:
                 ).decode()
             )
         else:
-            _emit(f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms')
-
-
-def _emit(line: str) -> None:
-    """Hand one access-log line to the logging handlers.
-
-    A record made and handled directly: Logger.info would also look up its caller's file and
-    line on every request, which nothing in an access line shows.
-    """
-    access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, "", 0, line, (), None))
+            self.access.write(f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms')

@@ -1,0 +1,98 @@
+"""The access log's buffered writer: nothing lost, nothing late, and the shapes readers expect."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from metahub.server.accesslog import AccessLog
+from metahub.server.observe import Observe
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    yield read, write
+    os.close(read)
+    os.close(write)
+
+
+def drained(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+async def test_lines_wait_for_the_interval_then_go_out_together(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    log = AccessLog(prefixed=False, fd=write, interval=0.05)
+    log.write("one")
+    log.write("two")
+    assert drained(read) == ""
+    await asyncio.sleep(0.2)
+    assert drained(read) == "one\ntwo\n"
+
+
+async def test_a_full_buffer_goes_out_at_once(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    log = AccessLog(prefixed=False, fd=write, max_bytes=10, interval=60)
+    log.write("12345")
+    assert drained(read) == ""
+    log.write("67890")
+    assert drained(read) == "12345\n67890\n"
+
+
+def test_without_an_event_loop_a_line_is_written_at_once(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    AccessLog(prefixed=False, fd=write).write("now")
+    assert drained(read) == "now\n"
+
+
+def test_plain_lines_carry_the_application_log_prefix(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    AccessLog(prefixed=True, fd=write).write('127.0.0.1 "GET /v2/" 200 2 0.1ms')
+    line = drained(read)
+    assert re.fullmatch(
+        r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO metahub\.access: 127\.0\.0\.1 "GET /v2/" '
+        r"200 2 0\.1ms\n",
+        line,
+    ), line
+
+
+def test_a_closed_log_does_not_stop_serving() -> None:
+    read, write = os.pipe()
+    os.close(read)
+    os.close(write)
+    AccessLog(prefixed=False, fd=write).write("lost")  # no exception
+
+
+async def test_app_shutdown_flushes_what_is_buffered(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        assert callable(send)
+        await send({"type": "lifespan.shutdown.complete"})
+
+    observe = Observe(app)
+    observe.access = AccessLog(prefixed=False, fd=write, interval=60)
+    observe.access.write("last words")
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await observe({"type": "lifespan"}, None, send)
+    assert drained(read) == "last words\n"
+    assert sent == [{"type": "lifespan.shutdown.complete"}]
