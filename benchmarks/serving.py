@@ -14,8 +14,10 @@ access log on, metrics on, the filtered-digest store in SQLite. Measured, in thi
       so that load from other processes falls on all of them alike;
 4. cold: tags MetaHub has never seen, one request at a time (p50, p99), each right after the
    same request straight to the upstream;
-5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns,
-   with the MetaHub process's peak RSS (VmHWM, reset before the first download);
+5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns:
+   relayed (streamed from the upstream and verified on the way), and from a second MetaHub
+   with a local blob cache (the first download fills it, the others are cache hits), with each
+   MetaHub process's peak RSS (VmHWM, reset before the first download);
 6. 200 concurrent requests for a tag nobody has asked for yet, on connections opened
    beforehand; upstream requests are counted in the upstream's own access log.
 """
@@ -303,6 +305,7 @@ class Servers:
     proxy: ProxyRegistry
     hub: MetaHubServer
     nginx: NginxServer
+    caching_hub: MetaHubServer  # the same, with a local blob cache
 
 
 def warm(servers: Servers, plan: Plan, workdir: Path) -> dict[str, list[WrkRun]]:
@@ -380,25 +383,45 @@ def cold(servers: Servers, tags: list[str]) -> dict[str, list[float]]:
 @dataclass(frozen=True, slots=True)
 class BlobRuns:
     direct_mb_s: list[float]
-    metahub_mb_s: list[float]
+    metahub_mb_s: list[float]  # relayed from the upstream, verified on the way
+    cache_fill_mb_s: float  # the first download through the caching MetaHub
+    cache_hit_mb_s: list[float]
     rss_before_mib: float
     peak_rss_mib: float
+    cache_rss_before_mib: float
+    cache_peak_rss_mib: float
 
 
 def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
-    token = fetch_token(servers.hub)
     path = f"/v2/{REPOSITORY}/blobs/{digest}"
-    pids = _pids(servers.hub)
-    before = sum(_status_kib(pid, "VmRSS") for pid in pids) / 1024
-    for pid in pids:
-        _reset_peak_rss(pid)
+    relay, caching = servers.hub, servers.caching_hub
+    tokens = {relay: fetch_token(relay), caching: fetch_token(caching)}
+    before = {hub: _rss_mib(hub, "VmRSS") for hub in tokens}
+    for hub in tokens:
+        for pid in _pids(hub):
+            _reset_peak_rss(pid)
     direct: list[float] = []
     through: list[float] = []
+    hits: list[float] = []
+    fill = _curl(caching.url + path, tokens[caching], plan.blob_mib)
     for _ in range(plan.blob_rounds):
         direct.append(_curl(servers.upstream.url + path, None, plan.blob_mib))
-        through.append(_curl(servers.hub.url + path, token, plan.blob_mib))
-    peak = sum(_status_kib(pid, "VmHWM") for pid in pids) / 1024
-    return BlobRuns(direct, through, before, peak)
+        through.append(_curl(relay.url + path, tokens[relay], plan.blob_mib))
+        hits.append(_curl(caching.url + path, tokens[caching], plan.blob_mib))
+    return BlobRuns(
+        direct,
+        through,
+        fill,
+        hits,
+        before[relay],
+        _rss_mib(relay, "VmHWM"),
+        before[caching],
+        _rss_mib(caching, "VmHWM"),
+    )
+
+
+def _rss_mib(hub: MetaHubServer, field: str) -> float:
+    return sum(_status_kib(pid, field) for pid in _pids(hub)) / 1024
 
 
 def _curl(url: str, token: str | None, mib: int) -> float:
@@ -507,20 +530,23 @@ async def _burst(
 def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, list[str], str]]:
     upstream = RegistryServer(workdir / "upstream")
     proxy = ProxyRegistry(workdir / "proxy", upstream.url)
+    config: dict[str, object] = {
+        "upstream": {"url": upstream.url},
+        "machine_types": [
+            {
+                "name": "skylake-a100",
+                "login": LOGIN,
+                "password": PASSWORD,
+                "features": MACHINE_FEATURES,
+            }
+        ],
+    }
     (workdir / "hub").mkdir()
-    hub = MetaHubServer(
-        workdir / "hub",
-        {
-            "upstream": {"url": upstream.url},
-            "machine_types": [
-                {
-                    "name": "skylake-a100",
-                    "login": LOGIN,
-                    "password": PASSWORD,
-                    "features": MACHINE_FEATURES,
-                }
-            ],
-        },
+    hub = MetaHubServer(workdir / "hub", config, workers=WORKERS)
+    (workdir / "caching-hub").mkdir()
+    caching_hub = MetaHubServer(
+        workdir / "caching-hub",
+        {**config, "cache": {"blobs": {"path": str(workdir / "caching-hub" / "blobs")}}},
         workers=WORKERS,
     )
     nginx = NginxServer(workdir / "nginx", "")
@@ -529,8 +555,9 @@ def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, list[str], str
         tags, blob = push_content(upstream, plan)
         stack.enter_context(proxy)
         stack.enter_context(hub)
+        stack.enter_context(caching_hub)
         stack.callback(nginx.stop)  # started by `warm`, once it knows the bytes to serve
-        yield Servers(upstream, proxy, hub, nginx), tags, blob
+        yield Servers(upstream, proxy, hub, nginx, caching_hub), tags, blob
 
 
 COLUMNS = [
@@ -621,15 +648,24 @@ def _cold_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
 def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
     case = f"5 blob, {mib} MiB"
     direct = statistics.median(runs.direct_mb_s)
-    hub = statistics.median(runs.metahub_mb_s)
+    relayed = statistics.median(runs.metahub_mb_s)
+    hit = statistics.median(runs.cache_hit_mb_s)
+    relay_ratio = {"case": case, "server": "MetaHub relayed / direct", "ratio": relayed / direct}
     return [
         {"case": case, "server": "docker-registry, direct", "value": direct, "unit": "MB/s"}
         | {"runs": runs.direct_mb_s},
-        {"case": case, "server": "MetaHub, digest verified", "value": hub, "unit": "MB/s"}
+        {"case": case, "server": "MetaHub, relayed and verified", "value": relayed, "unit": "MB/s"}
         | {"runs": runs.metahub_mb_s},
-        _ratio_row(case, "MetaHub / direct", hub / direct, 0.8),
-        {"case": case, "server": "MetaHub peak RSS", "value": runs.peak_rss_mib, "unit": "MiB"}
-        | {"rss_before_mib": runs.rss_before_mib},
+        relay_ratio,
+        {"case": case, "server": "MetaHub, filling its blob cache", "unit": "MB/s"}
+        | {"value": runs.cache_fill_mb_s},
+        {"case": case, "server": "MetaHub, blob cache hit", "value": hit, "unit": "MB/s"}
+        | {"runs": runs.cache_hit_mb_s},
+        _ratio_row(case, "MetaHub cache hit / direct", hit / direct, 0.8),
+        {"case": case, "server": "MetaHub peak RSS, relay", "unit": "MiB"}
+        | {"value": runs.peak_rss_mib, "rss_before_mib": runs.rss_before_mib},
+        {"case": case, "server": "MetaHub peak RSS, blob cache", "unit": "MiB"}
+        | {"value": runs.cache_peak_rss_mib, "rss_before_mib": runs.cache_rss_before_mib},
     ]
 
 
@@ -691,7 +727,8 @@ def run(quick: bool) -> SuiteResult:
             f"per server in turns, the median run shown, ratios the median of each round's; "
             f"{errors} errors or non-2xx answers",
             f"MetaHub: {WORKERS} worker, access log and metrics on; cold: p99 of "
-            f"{plan.cold_tags} tags; blob: median of {plan.blob_rounds} curl downloads each",
+            f"{plan.cold_tags} tags; blob: median of {plan.blob_rounds} curl downloads each, "
+            "the cache's target on hits (every pull after a blob's first)",
             f"burst: {burst_result.ok}/{burst_result.requests} answered 200, "
             f"{burst_result.digests} digest(s), {burst_result.seconds * 1000:.0f} ms; "
             f"the upstream saw {burst_result.upstream_requests} request(s) in all",
