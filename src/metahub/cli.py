@@ -57,6 +57,7 @@ def serve(config_path: Path, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from metahub.server.asgi import CONFIG_ENV
+    from metahub.server.protocol import MetaHubHttpProtocol
 
     settings = _load(config_path)  # fail here, with a clear message, not in every worker
     os.environ[CONFIG_ENV] = str(config_path.resolve())
@@ -73,7 +74,7 @@ def serve(config_path: Path, host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=MetaHubHttpProtocol,
         access_log=False,
         log_level="warning",
     )
@@ -137,13 +138,14 @@ async def _serve_until_stopped(
     import uvicorn
 
     from metahub.server.app import build_app
+    from metahub.server.protocol import MetaHubHttpProtocol
 
     config = uvicorn.Config(
         build_app(settings),
         host=host,
         port=port,
         loop="none",
-        http="httptools",
+        http=MetaHubHttpProtocol,
         access_log=False,
         # docker probes HTTPS before plain HTTP; uvicorn would warn about every probe.
         log_level="error",
