@@ -616,6 +616,8 @@ def test_rotated_credential_takes_only_the_new_password(
     name = new_type(api)
     issued = new_credential(api, name)
     assert pull(anon, issued["login"], issued["password"]).status_code == 200
+    token = registry_token(anon, issued["login"], issued["password"]).json()["token"]
+    assert get_manifest(anon, f"Bearer {token}").status_code == 200
 
     rotated = api.post(f"/credentials/{issued['id']}/rotate")
     assert rotated.status_code == 200, rotated.text
@@ -625,6 +627,8 @@ def test_rotated_credential_takes_only_the_new_password(
 
     check_error(registry_token(anon, issued["login"], issued["password"]), 401, "UNAUTHORIZED")
     check_error(get_manifest(anon, basic(issued["login"], issued["password"])), 401, "UNAUTHORIZED")
+    # A token issued for the old password ends with it.
+    check_error(get_manifest(anon, f"Bearer {token}"), 401, "UNAUTHORIZED")
     assert pull(anon, fresh["login"], fresh["password"]).status_code == 200
     assert api.get(f"/credentials/{issued['id']}").json()["active"] is True
     assert audit_actions(api, issued["login"]) == ["credential.create", "credential.rotate"]

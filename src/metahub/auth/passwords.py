@@ -35,6 +35,13 @@ class Account:
     def active(self) -> bool:
         return self.expires is None or self.expires > datetime.now(UTC)
 
+    @property
+    def secret_tag(self) -> str:
+        """Names the current secret without revealing it: tokens carry it, so rotating the
+        password ends the tokens issued for the old one."""
+        secret = self.password_hash or self.password or ""
+        return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
 
 @runtime_checkable
 class AccountSource(Protocol):

@@ -30,6 +30,7 @@ class Principal:
     machine_type: str | None
     repositories: frozenset[str] | None = None  # None: any (a Basic-authenticated request)
     credential_id: str | None = None  # checked on every use, so revocation reaches tokens
+    credential_tag: str | None = None  # the secret it was issued for: rotation reaches tokens
 
     @property
     def unfiltered(self) -> bool:
@@ -99,6 +100,7 @@ class TokenService:
             ],
             "mt": principal.machine_type,
             "cid": principal.credential_id,
+            "cv": principal.credential_tag,
         }
         token = jwt.encode(claims, self._key, algorithm=_ALGORITHM)
         issued_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
@@ -138,10 +140,12 @@ class TokenService:
         )
         machine_type = claims.get("mt")
         credential_id = claims.get("cid")
+        credential_tag = claims.get("cv")
         principal = Principal(
             str(claims["sub"]),
             machine_type if isinstance(machine_type, str) else None,
             repositories,
             credential_id if isinstance(credential_id, str) else None,
+            credential_tag if isinstance(credential_tag, str) else None,
         )
         return principal, float(claims["exp"])

@@ -37,13 +37,17 @@ class Directory:
         self.profiles: dict[str, MachineProfile] = {}
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
+        self._tags: dict[str, str] = {}
 
     def account(self, login: str) -> Account | None:
         return self._accounts.get(login)
 
-    def credential_active(self, credential_id: str) -> bool:
+    def credential_active(self, credential_id: str, secret_tag: str | None = None) -> bool:
+        """The credential exists here, is live, and (given a tag) still has that secret."""
         account = self._by_id.get(credential_id)
-        return account is not None and account.active
+        if account is None or not account.active:
+            return False
+        return secret_tag is None or self._tags.get(credential_id) == secret_tag
 
     async def load(self) -> None:
         async with self._engine.connect() as connection:
@@ -81,6 +85,7 @@ class Directory:
         self.profiles.update(profiles)
         self._accounts = accounts
         self._by_id = {a.credential_id: a for a in accounts.values() if a.credential_id}
+        self._tags = {cid: account.secret_tag for cid, account in self._by_id.items()}
 
     async def refresh_forever(self, interval: float) -> None:
         while True:

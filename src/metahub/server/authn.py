@@ -63,7 +63,12 @@ async def checked_basic(request: Request, hub: Hub, header: str) -> Principal | 
 async def principal_from_password(hub: Hub, login: str, password: str) -> Principal | None:
     account = await hub.credentials.check_account(login, password)
     if account is not None:
-        return Principal(login, account.machine_type, credential_id=account.credential_id)
+        return Principal(
+            login,
+            account.machine_type,
+            credential_id=account.credential_id,
+            credential_tag=account.secret_tag,
+        )
     if not is_profile_login(login):
         return None
     try:
@@ -91,12 +96,13 @@ async def authenticate(request: Request, hub: Hub, name: str | None) -> Principa
         if principal is None:
             raise unauthorized(request, hub, name, "invalid or expired token", "invalid_token")
         cid = principal.credential_id
-        if cid is not None and not hub.directory.credential_active(cid):
+        if cid is not None and not hub.directory.credential_active(cid, principal.credential_tag):
             raise unauthorized(
                 request,
                 hub,
                 name,
-                "the credential behind this token was revoked or expired",
+                "the credential behind this token is not active: revoked, expired, given a new "
+                "password, or not known to this server yet",
                 "invalid_token",
             )
         if name is not None and not principal.may_pull(name):
