@@ -38,9 +38,10 @@ class Account:
     @property
     def secret_tag(self) -> str:
         """Names the current secret without revealing it: tokens carry it, so rotating the
-        password ends the tokens issued for the old one."""
-        secret = self.password_hash or self.password or ""
-        return hashlib.sha256(secret.encode()).hexdigest()[:16]
+        password ends the tokens issued for the old one. Made from the salted argon2 hash only:
+        a plain password from the config (which changes only with the config) is never hashed
+        into a token, where a short unsalted hash of it could be guessed offline."""
+        return hashlib.sha256((self.password_hash or "").encode()).hexdigest()[:16]
 
 
 @runtime_checkable
