@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 
-from metahub.demo.images import build_demo_layout
 from metahub.server.ui.sessions import (
     ANONYMOUS_TTL,
     SESSION_TTL,
@@ -31,6 +30,7 @@ from metahub.server.ui.sessions import (
     SessionCodec,
     derive_key,
 )
+from tests.support.demo import demo_entries
 from tests.support.metahub_server import MetaHubServer
 
 ADMIN = "ops"
@@ -209,28 +209,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def layout(workdir: Path) -> Path:
-    path = workdir / "layout"
-    build_demo_layout(path)
-    return path
+def layout(demo_layout: Path) -> Path:
+    return demo_layout
 
 
 @pytest.fixture(scope="module")
 def entries(layout: Path) -> dict[str, str]:
-    """Digest of each entry of qnib/bench:latest, by its features ('' for generic, 'arm64')."""
-    refs = {
-        d["annotations"]["org.opencontainers.image.ref.name"]: d
-        for d in json.loads((layout / "index.json").read_bytes())["manifests"]
-    }
-    digest = refs["qnib/bench:latest"]["digest"].removeprefix("sha256:")
-    index = json.loads((layout / "blobs" / "sha256" / digest).read_bytes())
-    found = {}
-    for entry in index["manifests"]:
-        platform = entry["platform"]
-        key = ",".join(platform.get("features", []))
-        found["arm64" if platform["architecture"] == "arm64" else key] = entry["digest"]
-    assert set(found) == {"cpu:broadwell", "cpu:skylake", "", "cpu:broadwell,nvcap:5.2", "arm64"}
-    return found
+    return demo_entries(layout)
 
 
 def config(layout: Path, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from metahub.demo.images import build_demo_layout
 from tests.support.postgres import PostgresServer
 from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer
 
@@ -71,3 +72,11 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     its own database (and URL), `postgres.url` is a shared one."""
     with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def demo_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's OCI layout (qnib/bench), built once: tests serve it read-only."""
+    path = tmp_path_factory.mktemp("demo") / "layout"
+    build_demo_layout(path)
+    return path
