@@ -9,10 +9,10 @@ import pytest
 from metahub import errors
 from metahub.upstream.registry import (
     RegistryUpstream,
-    _media_type,
-    _next_link,
     _parse_content_range,
     base_url,
+    media_type_of,
+    next_link,
 )
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -144,7 +144,7 @@ def test_description_names_the_upstream() -> None:
     assert RegistryUpstream("docker.io").description == f"upstream {DOCKER_HUB}"
 
 
-# -- _next_link -----------------------------------------------------------------------------------
+# -- next_link ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_description_names_the_upstream() -> None:
     ],
 )
 def test_next_link(header: str | None, expected: str | None) -> None:
-    assert _next_link(header) == expected
+    assert next_link(header) == expected
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_next_link(header: str | None, expected: str | None) -> None:
 def test_next_link_accepts_every_spelling_rfc_8288_allows(header: str) -> None:
     # RFC 8288 section 3: a parameter value is a token or a quoted string, and relation types
     # compare case-insensitively.
-    assert _next_link(header) == "/v2/a/tags/list?last=b"
+    assert next_link(header) == "/v2/a/tags/list?last=b"
 
 
 # -- _parse_content_range -----------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_a_bad_content_range_is_an_upstream_error(header: str | None) -> None:
     assert repr(header) in caught.value.message
 
 
-# -- _media_type ----------------------------------------------------------------------------------
+# -- media_type_of --------------------------------------------------------------------------------
 
 
 def document(**fields: object) -> bytes:
@@ -241,4 +241,4 @@ def document(**fields: object) -> bytes:
     ],
 )
 def test_media_type(header: str | None, data: bytes, expected: str) -> None:
-    assert _media_type(header, data) == expected
+    assert media_type_of(header, data) == expected

@@ -27,7 +27,7 @@ from metahub.oci.digest import Digest
 from metahub.publish.credentials import Credentials
 from metahub.publish.members import Fetched
 from metahub.upstream.challenge import parse_challenge
-from metahub.upstream.registry import base_url
+from metahub.upstream.registry import base_url, media_type_of, next_link
 from metahub.upstream.retry import RetryPolicy
 
 CHUNK_SIZE = 1024 * 1024
@@ -130,7 +130,7 @@ class RegistryClient:
                 )
             await self._expect(response, (200,), f"GET {path}")
             data = await _read_limited(response, MAX_MANIFEST_BYTES, self.description)
-            media_type = _media_type(response.headers.get("Content-Type"), data)
+            media_type = media_type_of(response.headers.get("Content-Type"), data)
         digest = Digest.of(data)
         if ":" in reference:
             wanted = Digest.parse(reference)
@@ -202,7 +202,7 @@ class RegistryClient:
                 await self._expect(response, (200,), f"GET {path}")
                 body = orjson.loads(await _read_limited(response, 64 << 20, self.description))
                 found.extend(body.get("tags") or [])
-                path = _next_link(response.headers.get("Link"))
+                path = next_link(response.headers.get("Link"))
         return found
 
     # -- writing -------------------------------------------------------------------------
@@ -471,30 +471,5 @@ async def _stream(response: aiohttp.ClientResponse, who: str) -> AsyncIterator[b
         response.release()
 
 
-def _media_type(header: str | None, data: bytes) -> str:
-    media_type = (header or "").split(";", 1)[0].strip()
-    if media_type in mediatypes.MANIFEST_TYPES:
-        return media_type
-    try:
-        declared = orjson.loads(data).get("mediaType")
-    except (orjson.JSONDecodeError, AttributeError):
-        declared = None
-    if isinstance(declared, str) and declared:
-        return declared
-    return media_type or mediatypes.OCI_MANIFEST
-
-
 def _path(url: str) -> str:
     return URL(url).path
-
-
-def _next_link(header: str | None) -> str | None:
-    if not header:
-        return None
-    for part in header.split(","):
-        url, *params = part.split(";")
-        for param in params:
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "rel" and value.strip().strip('"').lower() == "next":
-                return url.strip().strip("<>")
-    return None

@@ -129,7 +129,7 @@ class RegistryUpstream:
             if response.status != 200:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
-            media_type = _media_type(response.headers.get("Content-Type"), data)
+            media_type = media_type_of(response.headers.get("Content-Type"), data)
         digest = Digest.of(data)
         if ":" in reference:
             wanted = Digest.parse(reference)
@@ -225,7 +225,7 @@ class RegistryUpstream:
                     raise self._unexpected(response, path)
                 body = orjson.loads(await self._read_limited(response, 64 * 1024 * 1024))
                 found.extend(body.get("tags") or [])
-                path = _next_link(response.headers.get("Link"))
+                path = next_link(response.headers.get("Link"))
         return found
 
     async def referrers(self, name: str, digest: str, artifact_type: str | None) -> Referrers:
@@ -467,7 +467,8 @@ def _scope_key(scope: str | None) -> str:
     return scope or ""
 
 
-def _media_type(header: str | None, data: bytes) -> str:
+def media_type_of(header: str | None, data: bytes) -> str:
+    """A manifest's media type from its Content-Type, or from the document when that is vague."""
     media_type = (header or "").split(";", 1)[0].strip()
     if media_type in mediatypes.MANIFEST_TYPES:
         return media_type
@@ -503,7 +504,7 @@ def _total_from_content_range(header: str | None) -> int | None:
     return None
 
 
-def _next_link(header: str | None) -> str | None:
+def next_link(header: str | None) -> str | None:
     if not header:
         return None
     for part in header.split(","):
