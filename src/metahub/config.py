@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -65,12 +65,11 @@ class UpstreamConfig(_Strict):
         return "registry" if self.url is not None else "oci-layout"
 
 
-class MachineTypeConfig(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    login: str = Field(min_length=1)
+class _Login(_Strict):
+    """What machine types and profile-login accounts share: a secret and how to select."""
+
     password: str | None = None
     password_hash: str | None = None
-    features: tuple[str, ...] = ()
     mode: Literal["best", "exact"] = "best"
     platforms: tuple[str, ...] = ()
     description: str = ""
@@ -81,6 +80,20 @@ class MachineTypeConfig(_Strict):
         for text in platforms:
             parse_platform(text)
         return platforms
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("set exactly one of 'password' or 'password_hash'")
+        if self.password_hash is not None and not self.password_hash.startswith("$argon2"):
+            raise ValueError("'password_hash' must be an argon2 hash (metahub hash-password)")
+        return self
+
+
+class MachineTypeConfig(_Login):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    login: str = Field(min_length=1)
+    features: tuple[str, ...] = ()
 
     @field_validator("features")
     @classmethod
@@ -96,40 +109,12 @@ class MachineTypeConfig(_Strict):
             raise ValueError("a login cannot contain ':' or whitespace")
         return login
 
-    @model_validator(mode="after")
-    def _one_secret(self) -> MachineTypeConfig:
-        if (self.password is None) == (self.password_hash is None):
-            raise ValueError("set exactly one of 'password' or 'password_hash'")
-        if self.password_hash is not None and not self.password_hash.startswith("$argon2"):
-            raise ValueError("'password_hash' must be an argon2 hash (metahub hash-password)")
-        return self
 
-
-class AccountConfig(_Strict):
+class AccountConfig(_Login):
     """An account whose logins carry their own features: `<login>/<key>=<value>,...`."""
 
     login: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    password: str | None = None
-    password_hash: str | None = None
     profile_logins: bool = False
-    mode: Literal["best", "exact"] = "best"
-    platforms: tuple[str, ...] = ()
-    description: str = ""
-
-    @field_validator("platforms")
-    @classmethod
-    def _platforms(cls, platforms: tuple[str, ...]) -> tuple[str, ...]:
-        for text in platforms:
-            parse_platform(text)
-        return platforms
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> AccountConfig:
-        if (self.password is None) == (self.password_hash is None):
-            raise ValueError("set exactly one of 'password' or 'password_hash'")
-        if self.password_hash is not None and not self.password_hash.startswith("$argon2"):
-            raise ValueError("'password_hash' must be an argon2 hash (metahub hash-password)")
-        return self
 
 
 class AnonymousConfig(_Strict):
