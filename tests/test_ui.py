@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -227,37 +225,12 @@ def config(layout: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
-def create_admin(server: MetaHubServer, login: str, password: str) -> None:
-    """`metahub admin create` on the server's own config and database."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "metahub",
-            "admin",
-            "create",
-            "--config",
-            str(server.tmp / "metahub.yaml"),
-            "--login",
-            login,
-            "--password-stdin",
-        ],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"admin {login} created" in done.stdout
-
-
 @pytest.fixture(scope="module")
 def server(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
     (workdir / "main").mkdir()
     # Failed sign-ins are tested on a server of their own; here they must not add up to a 429.
     with MetaHubServer(workdir / "main", config(layout, login_limit={"failures": 100000})) as hub:
-        create_admin(hub, ADMIN, ADMIN_PASSWORD)
+        hub.create_admin(ADMIN, ADMIN_PASSWORD)
         yield hub
 
 
@@ -977,7 +950,7 @@ def limited(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
     (workdir / "limited").mkdir()
     settings = config(layout, login_limit={"failures": 3, "window": 600})
     with MetaHubServer(workdir / "limited", settings) as hub:
-        create_admin(hub, ADMIN, ADMIN_PASSWORD)
+        hub.create_admin(ADMIN, ADMIN_PASSWORD)
         yield hub
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,26 +78,7 @@ def server(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
         ],
     }
     with MetaHubServer(workdir / "server", settings) as running:
-        made = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "metahub",
-                "admin",
-                "create",
-                "--config",
-                str(running.tmp / "metahub.yaml"),
-                "--login",
-                ADMIN,
-                "--password-stdin",
-            ],
-            input=ADMIN_PASSWORD + "\n",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert made.returncode == 0, made.stderr
+        running.create_admin(ADMIN, ADMIN_PASSWORD)
         yield running
 
 

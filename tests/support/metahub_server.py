@@ -20,6 +20,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN_CREATE = [sys.executable, "-m", "metahub", "admin", "create"]
+
+
 class MetaHubServer:
     """`metahub serve` in a subprocess with a config written from a dict."""
 
@@ -76,6 +79,20 @@ class MetaHubServer:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+    def create_admin(self, login: str, password: str) -> None:
+        """`metahub admin create` on this server's own config and database."""
+        config = str(self.tmp / "metahub.yaml")
+        done = subprocess.run(
+            [*ADMIN_CREATE, "--config", config, "--login", login, "--password-stdin"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0 or f"admin {login} created" not in done.stdout:
+            raise RuntimeError(f"metahub admin create failed:\n{done.stdout}{done.stderr}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
