@@ -24,7 +24,8 @@ from metahub.features.selection import (
     judge,
     select,
 )
-from metahub.oci.index import Index, PlatformKey
+from metahub.oci.index import Index
+from metahub.oci.platform import PlatformKey
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

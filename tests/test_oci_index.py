@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from metahub.oci.index import Index, InvalidIndex, PlatformKey, digest_of
+from metahub.oci.index import Index, InvalidIndex, digest_of
+from metahub.oci.platform import PlatformKey
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -26,8 +26,9 @@ from metahub.auth.profile_logins import (
 )
 from metahub.config import AccountConfig, FeaturesConfig
 from metahub.demo.images import FeatureImage, build_feature_images
-from metahub.features.selection import MachineProfile, parse_platform
+from metahub.features.selection import MachineProfile
 from metahub.oci.layout_writer import MEDIA_TYPE_IMAGE_INDEX, MEDIA_TYPE_IMAGE_MANIFEST
+from metahub.oci.platform import parse_platform
 from tests.support.metahub_server import MetaHubServer
 from tests.support.push import Pusher
 from tests.support.servers import Dockerd, RegistryServer

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from metahub.config import ConfigError, parse_config
-from metahub.publish.index import IndexBuildError, build_index
-from metahub.publish.members import Fetched, MemberError, Resolved, Source, resolve_members
-from metahub.publish.spec import (
+from metahub.images.index import IndexBuildError, build_index
+from metahub.images.members import Fetched, MemberError, Resolved, Source, resolve_members
+from metahub.images.spec import (
     ImageRef,
     ImageSpec,
     InvalidReference,

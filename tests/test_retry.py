@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from metahub.upstream.retry import RetryPolicy
+from metahub.client.retry import RetryPolicy
 from tests.support.metahub_server import MetaHubServer
 from tests.support.scripted_registry import DROP, Answer, Blob, ScriptedRegistry
 

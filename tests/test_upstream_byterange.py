@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metahub.client.challenge import parse_challenge
 from metahub.errors import RangeNotSatisfiable
 from metahub.upstream.base import ByteRange
-from metahub.upstream.challenge import parse_challenge
 
 # --- ByteRange.parse ---------------------------------------------------------------------------
 

@@ -28,8 +28,8 @@ from pydantic_settings import (
 
 from metahub.features.matchers import BUILTIN_MATCHERS
 from metahub.features.model import Feature
-from metahub.features.selection import parse_platform
-from metahub.publish.spec import ImageSpec, check_virtual_images
+from metahub.images.spec import ImageSpec, check_virtual_images
+from metahub.oci.platform import parse_platform
 
 
 class ConfigError(ValueError):

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from metahub import errors
 from metahub.config import Settings
-from metahub.explain import explanation_json
 from metahub.hub import Hub
-from metahub.server.api import parse_image
+from metahub.oci.reference import parse_image
+from metahub.serving.explain import explanation_json
 
 
 def run_explain(settings: Settings, machine_type: str, image: str, *, as_json: bool) -> None:

@@ -12,13 +12,14 @@ from metahub.auth.passwords import CredentialChecker
 from metahub.auth.profile_logins import ProfileLogins
 from metahub.auth.ratelimit import FailureLimiter
 from metahub.auth.tokens import TokenService
-from metahub.blobs import BlobService
-from metahub.cache.blobs import BlobCache
+from metahub.client.retry import RetryPolicy
 from metahub.config import Settings
 from metahub.features.selection import Matchers
 from metahub.management.directory import Directory
 from metahub.management.service import ManagementService
-from metahub.manifests import ManifestService
+from metahub.serving.blobcache import BlobCache
+from metahub.serving.blobs import BlobService
+from metahub.serving.manifests import ManifestService
 from metahub.store.database import default_url, open_database
 from metahub.store.digests import FilteredDigestStore
 from metahub.store.keys import signing_key
@@ -26,7 +27,6 @@ from metahub.upstream.base import Upstream
 from metahub.upstream.caching import CachingUpstream
 from metahub.upstream.layout import OciLayoutUpstream
 from metahub.upstream.registry import RegistryUpstream
-from metahub.upstream.retry import RetryPolicy
 from metahub.upstream.virtual import with_virtual_images
 
 

@@ -24,13 +24,8 @@ from metahub.auth.passwords import Account, CredentialChecker
 from metahub.config import AccountConfig, FeaturesConfig
 from metahub.features.matchers import DEFAULT_CPU_ALIASES, DEFAULT_KEY_MATCHERS, PTX_KEY
 from metahub.features.model import Feature, InvalidFeature
-from metahub.features.selection import (
-    InvalidPlatform,
-    MachineProfile,
-    normalize_platform,
-    parse_platform,
-)
-from metahub.oci.index import PlatformKey
+from metahub.features.selection import MachineProfile
+from metahub.oci.platform import InvalidPlatform, PlatformKey, normalize_platform, parse_platform
 
 PLATFORM_KEY = "platform"
 MAX_NAME_LENGTH = 255  # the filtered-digest store records the machine type's name

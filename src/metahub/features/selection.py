@@ -28,35 +28,14 @@ from metahub.features.matchers import (
     MicroarchMatcher,
 )
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
-from metahub.oci.index import Entry, Index, PlatformKey
+from metahub.oci.index import Entry, Index
+from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey, normalize_platform, parse_platform
 
 ATTESTATION_TYPE = "attestation-manifest"
 REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
-DEFAULT_PLATFORM = PlatformKey("linux", "amd64")
 
 Mode = Literal["best", "exact"]
-
-
-class InvalidPlatform(ValueError):
-    pass
-
-
-def parse_platform(text: str) -> PlatformKey:
-    """`os/architecture[/variant]`, as docker's `--platform` takes it."""
-    parts = text.strip().split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise InvalidPlatform(
-            f"invalid platform {text!r}: expected os/architecture[/variant], e.g. linux/amd64/v3"
-        )
-    return normalize_platform(PlatformKey(*parts))
-
-
-def normalize_platform(platform: PlatformKey) -> PlatformKey:
-    """arm64 without a variant means v8, as containerd reads it."""
-    if platform.architecture == "arm64" and platform.variant == "v8":
-        return PlatformKey(platform.os, platform.architecture, "", platform.os_version)
-    return platform
 
 
 @dataclass(frozen=True, slots=True)

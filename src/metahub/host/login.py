@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metahub.upstream.challenge import parse_challenge
+from metahub.client.challenge import parse_challenge
 
 DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "metahub-login"

@@ -23,7 +23,6 @@ from metahub import errors
 from metahub.auth.passwords import hash_password
 from metahub.config import ConfigError, MachineTypeConfig
 from metahub.features.model import Feature, InvalidFeature
-from metahub.features.selection import InvalidPlatform, parse_platform
 from metahub.management.ids import config_credential_id
 from metahub.management.records import (
     AdminToken,
@@ -34,6 +33,7 @@ from metahub.management.records import (
     aware,
     utc,
 )
+from metahub.oci.platform import InvalidPlatform, parse_platform
 from metahub.store.locks import hold_startup_lock
 from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
 

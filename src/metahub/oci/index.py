@@ -14,28 +14,11 @@ from typing import Any
 import orjson
 
 from metahub.oci.digest import Digest
+from metahub.oci.platform import PlatformKey
 
 
 class InvalidIndex(ValueError):
     """Upstream bytes announced as an index that are not one."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlatformKey:
-    """What runtimes match an index entry on; one filtered entry is kept per key."""
-
-    os: str
-    architecture: str
-    variant: str = ""
-    os_version: str = ""
-
-    def __str__(self) -> str:
-        text = f"{self.os}/{self.architecture}"
-        if self.variant:
-            text += f"/{self.variant}"
-        if self.os_version:
-            text += f" ({self.os_version})"
-        return text
 
 
 @dataclass(frozen=True, slots=True)

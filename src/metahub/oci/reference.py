@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+from metahub import errors
+from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
+
 # distribution-spec v1.1, "Pulling manifests": the name and tag grammars.
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*\Z")
@@ -51,3 +54,22 @@ def split_image(image: str) -> tuple[str, str]:
     if colon > slash:
         return image[:colon], image[colon + 1 :]
     return image, "latest"
+
+
+def parse_image(image: str) -> tuple[str, str]:
+    """`name:tag` or `name@digest`, each part checked: a RegistryError (400) names what is wrong."""
+    name, reference = split_image(image)
+    try:
+        validate_name(name)
+    except InvalidName as exc:
+        raise errors.NameInvalid(str(exc), detail={"image": image}) from exc
+    try:
+        if looks_like_digest(reference):
+            Digest.parse(reference)
+        else:
+            validate_tag(reference)
+    except InvalidDigest as exc:
+        raise errors.DigestInvalid(str(exc), detail={"image": image}) from exc
+    except InvalidTag as exc:
+        raise errors.TagInvalid(str(exc), detail={"image": image}) from exc
+    return name, reference

@@ -22,13 +22,13 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from metahub.client.challenge import parse_challenge
+from metahub.client.retry import RetryPolicy
+from metahub.images.members import Fetched
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 from metahub.publish.credentials import Credentials
-from metahub.publish.members import Fetched
-from metahub.upstream.challenge import parse_challenge
 from metahub.upstream.registry import base_url, media_type_of, next_link
-from metahub.upstream.retry import RetryPolicy
 
 CHUNK_SIZE = 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024

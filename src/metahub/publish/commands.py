@@ -10,11 +10,11 @@ from typing import cast
 import click
 from rich.console import Console
 
+from metahub.images.index import IndexBuildError, IndexType
+from metahub.images.members import MemberError
+from metahub.images.spec import ImageRef, InvalidReference, SpecError, load_spec
 from metahub.publish.client import RegistryClient, RegistryClientError
 from metahub.publish.credentials import Credentials, CredentialsError, docker_credentials
-from metahub.publish.index import IndexBuildError, IndexType
-from metahub.publish.members import MemberError
-from metahub.publish.spec import ImageRef, InvalidReference, SpecError, load_spec
 
 PUBLISH_ERRORS = (
     SpecError,

@@ -13,10 +13,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from metahub.images.members import MAX_CONFIG_BYTES, Fetched, is_attestation
+from metahub.images.spec import ImageRef
 from metahub.oci import mediatypes
 from metahub.publish.client import RegistryClient
-from metahub.publish.members import MAX_CONFIG_BYTES, Fetched, is_attestation
-from metahub.publish.spec import ImageRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from metahub.images.index import BuiltIndex, IndexType, build_index
+from metahub.images.members import Resolved, Source, resolve_members
+from metahub.images.spec import ImageRef, ImageSpec
 from metahub.oci.digest import Digest
 from metahub.publish.client import RegistryClient, RegistryClientError
 from metahub.publish.credentials import Credentials, docker_credentials
-from metahub.publish.index import BuiltIndex, IndexType, build_index
-from metahub.publish.members import Resolved, Source, resolve_members
-from metahub.publish.spec import ImageRef, ImageSpec
 
 BlobOutcome = Literal["present", "mounted", "copied"]
 # Blobs copied at once: enough to overlap round trips, few enough not to swamp a registry.

@@ -16,11 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from metahub import __version__, errors
-from metahub.explain import explanation_json
 from metahub.hub import Hub
-from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
-from metahub.oci.reference import InvalidName, InvalidTag, split_image, validate_name, validate_tag
+from metahub.oci.reference import parse_image
 from metahub.server.admin_api import COMMON_ERRORS, ErrorBody, current_hub, require_admin, router
+from metahub.serving.explain import explanation_json
 
 HubGetter = Callable[[], Hub]
 
@@ -136,24 +135,6 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         return explanation_json(image, profile, filtering)
 
     return api
-
-
-def parse_image(image: str) -> tuple[str, str]:
-    name, reference = split_image(image)
-    try:
-        validate_name(name)
-    except InvalidName as exc:
-        raise errors.NameInvalid(str(exc), detail={"image": image}) from exc
-    try:
-        if looks_like_digest(reference):
-            Digest.parse(reference)
-        else:
-            validate_tag(reference)
-    except InvalidDigest as exc:
-        raise errors.DigestInvalid(str(exc), detail={"image": image}) from exc
-    except InvalidTag as exc:
-        raise errors.TagInvalid(str(exc), detail={"image": image}) from exc
-    return name, reference
 
 
 def _field(location: Sequence[Any]) -> str:

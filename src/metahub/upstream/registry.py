@@ -20,11 +20,11 @@ import orjson
 from yarl import URL
 
 from metahub import errors, metrics
+from metahub.client.challenge import parse_challenge
+from metahub.client.retry import RetryPolicy
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
-from metahub.upstream.challenge import parse_challenge
-from metahub.upstream.retry import RetryPolicy
 
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_API = "https://registry-1.docker.io"

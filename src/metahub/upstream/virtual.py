@@ -25,17 +25,17 @@ import orjson
 
 from metahub import errors
 from metahub.cache.lru import SizedLRU
-from metahub.oci import mediatypes
-from metahub.oci.digest import Digest, looks_like_digest
-from metahub.publish.index import BuiltIndex, IndexBuildError, build_index
-from metahub.publish.members import (
+from metahub.images.index import BuiltIndex, IndexBuildError, build_index
+from metahub.images.members import (
     Fetched,
     MemberError,
     Resolved,
     Source,
     resolve_members,
 )
-from metahub.publish.spec import ImageRef, ImageSpec
+from metahub.images.spec import ImageRef, ImageSpec
+from metahub.oci import mediatypes
+from metahub.oci.digest import Digest, looks_like_digest
 from metahub.upstream.base import (
     BlobStream,
     ByteRange,

@@ -25,12 +25,12 @@ from starlette.staticfiles import StaticFiles
 from metahub import errors
 from metahub.auth.passwords import hash_password
 from metahub.errors import RegistryError
-from metahub.explain import explanation_json
 from metahub.management.records import Credential, MachineType
-from metahub.server.api import parse_image
+from metahub.oci.reference import parse_image
 from metahub.server.ui.pages import STATIC, HubGetter, Page, Pages, field_errors, safe_next
 from metahub.server.ui.sessions import SESSION_TTL, Session
 from metahub.server.ui.suggestions import feature_suggestions
+from metahub.serving.explain import explanation_json
 
 AUDIT_PAGE = 50
 SESSION_TOKEN_NAME = "web UI session"

@@ -14,10 +14,10 @@ from typing import Literal
 
 import orjson
 
+from metahub.images.members import Resolved, member_label
+from metahub.images.spec import ImageSpec
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
-from metahub.publish.members import Resolved, member_label
-from metahub.publish.spec import ImageSpec
 
 IndexType = Literal["oci", "docker"]
 INDEX_MEDIA_TYPES: dict[IndexType, str] = {

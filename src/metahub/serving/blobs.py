@@ -12,11 +12,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from metahub import errors, metrics
-from metahub.cache.blobs import BlobCache
 from metahub.oci.digest import Digest
+from metahub.serving.blobcache import BlobCache
 from metahub.upstream.base import BlobStream, ByteRange, Upstream
 
-log = logging.getLogger("metahub.blobs")
+log = logging.getLogger("metahub.serving.blobs")
 
 
 class BlobService:

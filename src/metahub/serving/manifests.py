@@ -18,7 +18,6 @@ from metahub.auth.tokens import Principal
 from metahub.cache.lru import SizedLRU
 from metahub.cache.singleflight import SingleFlight
 from metahub.features.selection import (
-    DEFAULT_PLATFORM,
     MachineProfile,
     Matchers,
     NoMatchingEntry,
@@ -28,11 +27,12 @@ from metahub.features.selection import (
 )
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, looks_like_digest
-from metahub.oci.index import Entry, Index, InvalidIndex, PlatformKey
+from metahub.oci.index import Entry, Index, InvalidIndex
+from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey
 from metahub.store.digests import FilteredDigestStore, StoredManifest
 from metahub.upstream.base import Manifest, Upstream
 
-log = logging.getLogger("metahub.manifests")
+log = logging.getLogger("metahub.serving.manifests")
 
 # Indexes of indexes are resolved this deep; deeper ones are served as the upstream has them.
 MAX_NESTING = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from metahub.features.selection import MachineProfile, Verdict
-from metahub.manifests import Filtering
+from metahub.serving.manifests import Filtering
 
 
 def profile_json(profile: MachineProfile) -> dict[str, Any]:

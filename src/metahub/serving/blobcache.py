@@ -22,7 +22,7 @@ from metahub.fileio import CHUNK_SIZE, read_chunks
 from metahub.oci.digest import Digest
 from metahub.upstream.base import BlobStream, ByteRange
 
-log = logging.getLogger("metahub.blobs")
+log = logging.getLogger("metahub.serving.blobs")
 
 Opener = Callable[[], Awaitable[BlobStream]]
 

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from metahub.images.spec import ImageRef, ImageSpec, MemberSpec, PlatformSpec
 from metahub.oci import mediatypes
 from metahub.oci.index import Index, InvalidIndex
-from metahub.publish.spec import ImageRef, ImageSpec, MemberSpec, PlatformSpec
 
 ATTESTATION_TYPE = "vnd.docker.reference.type"
 ATTESTATION_DIGEST = "vnd.docker.reference.digest"

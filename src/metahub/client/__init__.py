@@ -1,0 +1,1 @@
+"""The registry protocol as a client speaks it: challenges, tokens, retries, redirects, pages."""

@@ -1,0 +1,1 @@
+"""Image specs and the index bytes built from them: shared by the publisher and virtual images."""

@@ -1,0 +1,1 @@
+"""The pull path: manifests (selection and the filtered-digest store), blobs, explanations."""
