@@ -297,9 +297,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return env_settings, init_settings
 
-    def machine_type(self, name: str) -> MachineTypeConfig | None:
-        return next((m for m in self.machine_types if m.name == name), None)
-
 
 def load_config(path: Path) -> Settings:
     try:

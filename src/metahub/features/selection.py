@@ -106,9 +106,6 @@ class Matchers:
     def for_key(self, key: str) -> Matcher:
         return self._by_key.get(key, self._default)
 
-    def name_for(self, key: str) -> str:
-        return self.for_key(key).name
-
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
         aliases = self._aliases.get(feature.key)
         if aliases:
