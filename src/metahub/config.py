@@ -23,7 +23,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from metahub.features.matchers import BUILTIN_MATCHERS
+from metahub.features.matchers import MatcherRegistry
 from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
 from metahub.images.spec import ImageSpec, check_virtual_images
 from metahub.oci.platform import parse_platform
@@ -114,10 +114,7 @@ class FeaturesConfig(StrictModel):
     @field_validator("matchers")
     @classmethod
     def _known(cls, matchers: dict[str, str]) -> dict[str, str]:
-        for key, name in matchers.items():
-            if name not in BUILTIN_MATCHERS:
-                known = ", ".join(sorted(BUILTIN_MATCHERS))
-                raise ValueError(f"unknown matcher {name!r} for key {key!r}: use one of {known}")
+        MatcherRegistry(matchers)  # raises UnknownMatcher, naming the matchers there are
         return matchers
 
 
