@@ -189,10 +189,28 @@ BAD_CONFIGS = [
         id="empty-login",
     ),
     pytest.param(
+        config(machine_types=[machine_type(login="a#b")]),
+        "machine_types.0.login",
+        "use letters, digits and . _ @ + / = -",
+        id="login-with-other-punctuation",
+    ),
+    pytest.param(
         config(machine_types=[machine_type("-gpu")]),
         "machine_types.0.name",
-        "",
+        "use letters, digits, '.', '_' and '-'",
         id="name-leading-dash",
+    ),
+    pytest.param(
+        config(machine_types=[machine_type("g" * 256, login="gpu")]),
+        "machine_types.0.name",
+        "use letters, digits",
+        id="name-longer-than-the-database-holds",
+    ),
+    pytest.param(
+        config(accounts=[{"login": "hpc/cpu=zen3", "password": "pw"}]),
+        "accounts.0.login",
+        "use letters, digits, '.', '_' and '-'",
+        id="account-name-with-slash",
     ),
     pytest.param(
         config(machine_types=[machine_type("gpu box")]),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     ValidationError,
@@ -24,6 +25,8 @@ from pydantic_settings import (
 )
 
 from metahub.features.matchers import MatcherRegistry
+from metahub.features.names import check_login, check_name
+from metahub.features.selection import Mode
 from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
 from metahub.images.spec import ImageSpec, check_virtual_images
 from metahub.oci.platform import parse_platform
@@ -63,7 +66,7 @@ class _Login(StrictModel):
 
     password: str | None = None
     password_hash: str | None = None
-    mode: Literal["best", "exact"] = "best"
+    mode: Mode = "best"
     platforms: Annotated[tuple[str, ...], each(parse_platform)] = ()
     description: str = ""
 
@@ -77,22 +80,15 @@ class _Login(StrictModel):
 
 
 class MachineTypeConfig(_Login):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    login: str = Field(min_length=1)
+    name: Annotated[str, AfterValidator(check_name)]
+    login: Annotated[str, AfterValidator(check_login)]
     features: FeatureTexts = ()
-
-    @field_validator("login")
-    @classmethod
-    def _login(cls, login: str) -> str:
-        if ":" in login or any(c.isspace() for c in login):
-            raise ValueError("a login cannot contain ':' or whitespace")
-        return login
 
 
 class AccountConfig(_Login):
     """An account whose logins carry their own features: `<login>/<key>=<value>,...`."""
 
-    login: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    login: Annotated[str, AfterValidator(check_name)]  # the part of its logins before the '/'
     profile_logins: bool = False
 
 

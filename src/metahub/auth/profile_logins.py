@@ -22,11 +22,11 @@ from metahub.auth.passwords import Account, CredentialChecker
 from metahub.config import AccountConfig, FeaturesConfig
 from metahub.features.matchers import MatcherRegistry
 from metahub.features.model import Feature, InvalidFeature
+from metahub.features.names import MAX_LENGTH
 from metahub.features.selection import MachineProfile
 from metahub.oci.platform import InvalidPlatform, PlatformKey, normalize_platform, parse_platform
 
 PLATFORM_KEY = "platform"
-MAX_NAME_LENGTH = 255  # the filtered-digest store records the machine type's name
 _EXAMPLE = "e.g. hpc/cpu=zen3,nvcap=8.6"
 
 
@@ -186,9 +186,9 @@ class ProfileLogins:
             raise ProfileLoginError(f"account {spec.account!r} does not take profile logins")
         self._validate(login, spec)
         name = spec.name
-        if len(name) > MAX_NAME_LENGTH:
+        if len(name) > MAX_LENGTH:  # the filtered-digest store records the name
             raise ProfileLoginError(
-                f"profile login is {len(name)} characters long; at most {MAX_NAME_LENGTH}"
+                f"profile login is {len(name)} characters long; at most {MAX_LENGTH}"
             )
         platforms = self._platforms(account, spec)
         return MachineProfile.of(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
@@ -28,6 +28,7 @@ REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 Mode = Literal["best", "exact"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True, slots=True)
