@@ -15,14 +15,14 @@ import pytest
 from aiohttp import web
 
 from metahub.client import http
-from metahub.client.auth import fetch_token_body, pull_scope, push_scope
+from metahub.client.auth import BasicCredentials, fetch_token_body, pull_scope, push_scope
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.retry import RetryPolicy
 from metahub.host.login import LoginRefused, Server, verify
 from tests.support.routed_server import Route, RoutedServer
 
-BASIC = aiohttp.BasicAuth("bot", "secret")
+BASIC = BasicCredentials("bot", "secret")
 TAGS = "/v2/a/tags/list"
 
 
@@ -71,7 +71,7 @@ def page(tags: list[str], link: str | None = None) -> Route:
 
 def basic_only(route: Route) -> Route:
     async def answer(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != BASIC.encode():
+        if request.headers.get("Authorization") != BASIC.header():
             return web.json_response(
                 {"errors": [{"code": "UNAUTHORIZED", "message": "who are you"}]},
                 status=401,
@@ -92,7 +92,7 @@ async def test_a_link_to_another_origin_gets_no_authorization(
     other.route(f"{TAGS}?last=b", page(["c"]))
     async with connect(registry) as connection:
         assert await connection.tags(TAGS) == ["a", "b", "c"]
-    assert BASIC.encode() in registry.authorizations(TAGS)
+    assert BASIC.header() in registry.authorizations(TAGS)
     assert other.authorizations() == [None]
 
 
@@ -103,7 +103,7 @@ async def test_a_link_on_the_registry_itself_carries_the_credentials(
     registry.route(f"{TAGS}?last=a", basic_only(page(["b"])))
     async with connect(registry) as connection:
         assert await connection.tags(TAGS) == ["a", "b"]
-    assert registry.authorizations(f"{TAGS}?last=a") == [BASIC.encode()]
+    assert registry.authorizations(f"{TAGS}?last=a") == [BASIC.header()]
 
 
 async def test_a_self_referencing_link_ends_with_an_error(registry: RoutedServer) -> None:
@@ -199,10 +199,12 @@ async def test_a_redirect_within_the_registry_keeps_the_credentials(
 
     registry.route("/v2/a/blobs/x", basic_only(redirect))
     registry.route("/storage/x", basic_only(blob))
-    async with connect(registry) as connection:
-        async with await connection.request("GET", "/v2/a/blobs/x") as response:
-            assert response.status == 200
-    assert registry.authorizations("/storage/x") == [BASIC.encode()]
+    async with (
+        connect(registry) as connection,
+        await connection.request("GET", "/v2/a/blobs/x") as response,
+    ):
+        assert response.status == 200
+    assert registry.authorizations("/storage/x") == [BASIC.header()]
 
 
 async def test_redirects_end(registry: RoutedServer) -> None:
@@ -245,7 +247,7 @@ def bearer_registry(registry: RoutedServer, other: RoutedServer) -> None:
         return web.Response(body=b"{}")
 
     async def token(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != BASIC.encode():
+        if request.headers.get("Authorization") != BASIC.header():
             return web.Response(status=401)
         return web.json_response({"token": "tok", "expires_in": 300})
 
@@ -259,13 +261,11 @@ async def test_the_token_realm_gets_the_credentials_and_only_the_registry_the_to
 ) -> None:
     bearer_registry(registry, other)
     async with connect(registry) as connection:
-        response = await connection.request(
-            "GET", "/v2/a/manifests/t", scopes=(pull_scope("a"),)
-        )
+        response = await connection.request("GET", "/v2/a/manifests/t", scopes=(pull_scope("a"),))
         async with response:
             assert response.status == 200
     assert registry.authorizations("/v2/a/manifests/t") == [None, "Bearer tok"]
-    assert other.authorizations() == [BASIC.encode()]
+    assert other.authorizations() == [BASIC.header()]
     assert "scope=repository:a:pull" in other.seen[0].path_qs
 
 
@@ -332,18 +332,22 @@ async def test_reads_are_retried_and_the_observer_sees_each_answer(
 ) -> None:
     registry.route("/v2/a/manifests/t", flaky(2))
     recorder = Recorder()
-    async with connect(registry, observer=recorder) as connection:
-        async with await connection.request("GET", "/v2/a/manifests/t") as response:
-            assert response.status == 200
+    async with (
+        connect(registry, observer=recorder) as connection,
+        await connection.request("GET", "/v2/a/manifests/t") as response,
+    ):
+        assert response.status == 200
     assert recorder.outcomes == [("GET", "503"), ("GET", "503"), ("GET", "200")]
     assert recorder.retries == 2
 
 
 async def test_writes_are_never_retried(registry: RoutedServer) -> None:
     registry.route("/v2/a/blobs/uploads/", flaky(1))
-    async with connect(registry) as connection:
-        async with await connection.request("POST", "/v2/a/blobs/uploads/") as response:
-            assert response.status == 503
+    async with (
+        connect(registry) as connection,
+        await connection.request("POST", "/v2/a/blobs/uploads/") as response,
+    ):
+        assert response.status == 503
     assert registry.count("/v2/a/blobs/uploads/") == 1
 
 
@@ -381,5 +385,5 @@ async def test_login_follows_a_redirect_to_another_origin_without_the_credential
     server = Server(f"127.0.0.1:{registry.port}", (registry.url,))
     with pytest.raises(LoginRefused, match="not here"):
         await asyncio.to_thread(verify, server, BASIC.login, BASIC.password)
-    assert BASIC.encode() in registry.authorizations("/v2/")
+    assert BASIC.header() in registry.authorizations("/v2/")
     assert other.authorizations() == [None]

@@ -1,8 +1,9 @@
 """An HTTP server on loopback whose every answer the test writes, in the test's own event loop.
 
 Routes are keyed by path and query (`/v2/a/tags/list?last=b`), or by the path alone for any
-query; each is a function of the request. Every request is recorded with its headers, so a test can check what reached whom
-(which server got an `Authorization`, how often a token was fetched).
+query; each is a function of the request. Every request is recorded with its headers, so a
+test can check what reached whom (which server got an `Authorization`, how often a token was
+fetched).
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ mount's token holds).
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -25,6 +27,18 @@ TOKEN_EXPIRY_MARGIN = 10.0
 DEFAULT_TOKEN_LIFETIME = 60.0
 
 ScopeKey = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BasicCredentials:
+    """A login and its password, sent as HTTP Basic (UTF-8, as docker sends them)."""
+
+    login: str
+    password: str
+
+    def header(self) -> str:
+        pair = f"{self.login}:{self.password}".encode()
+        return f"Basic {base64.b64encode(pair).decode()}"
 
 
 def scope_key(scopes: Iterable[str]) -> ScopeKey:
@@ -69,7 +83,7 @@ class Authenticator:
         self,
         registry: str,
         description: str,
-        credentials: aiohttp.BasicAuth | None = None,
+        credentials: BasicCredentials | None = None,
         *,
         account: str | None = None,
     ) -> None:
@@ -82,7 +96,7 @@ class Authenticator:
 
     def authorization(self, key: ScopeKey) -> str | None:
         if self._scheme == "basic" and self.credentials is not None:
-            return self.credentials.encode()
+            return self.credentials.header()
         if self._scheme == "bearer":
             token = self.tokens.get(key)
             if token is not None:
@@ -140,7 +154,7 @@ async def fetch_token_body(
     session: aiohttp.ClientSession,
     realm: str,
     query: list[tuple[str, str]],
-    credentials: aiohttp.BasicAuth | None,
+    credentials: BasicCredentials | None,
     *,
     registry: str,
     description: str,
@@ -153,7 +167,9 @@ async def fetch_token_body(
     if URL(registry).scheme == "https" and URL(realm).scheme != "https":
         credentials = None
     try:
-        async with session.get(realm, params=query, auth=credentials) as response:
+        headers = {"Authorization": credentials.header()} if credentials else None
+        # aiohttp drops the Authorization if the realm redirects to another origin.
+        async with session.get(realm, params=query, headers=headers) as response:
             if response.status != 200:
                 refused = response.status in (401, 403)
                 who = "the credentials" if credentials else "an anonymous login"

@@ -19,7 +19,7 @@ import orjson
 from yarl import URL
 
 from metahub.client import bodies
-from metahub.client.auth import Authenticator, scope_key
+from metahub.client.auth import Authenticator, BasicCredentials, scope_key
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.links import next_link
 from metahub.client.retry import RetryPolicy
@@ -61,7 +61,7 @@ class RegistryConnection:
         url: str,
         *,
         description: str,
-        credentials: aiohttp.BasicAuth | None = None,
+        credentials: BasicCredentials | None = None,
         account: str | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
         retry: RetryPolicy | None = None,

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from metahub.client.auth import fetch_token_body
+from metahub.client.auth import BasicCredentials, fetch_token_body
 from metahub.client.bodies import read_prefix
 from metahub.client.challenge import parse_challenge
 from metahub.client.errors import RegistryHttpError, Trouble
@@ -142,9 +142,9 @@ async def _verify_at(base: str, login: str, password: str, timeout: float) -> Ve
     ) as connection:
         status, headers, _ = await _get(connection, f"{base}/v2/", None)
         scheme, params = parse_challenge(headers.get("WWW-Authenticate", ""))
-        credentials = aiohttp.BasicAuth(login, password)
+        credentials = BasicCredentials(login, password)
         if status == 401 and scheme == "basic":
-            status, _, body = await _get(connection, f"{base}/v2/", credentials.encode())
+            status, _, body = await _get(connection, f"{base}/v2/", credentials.header())
             _refused_unless_ok(status, body, base)
             return Verified(base, login, None)
         if status not in (200, 401):
@@ -175,7 +175,7 @@ async def _token(
     connection: RegistryConnection,
     realm: str,
     query: list[tuple[str, str]],
-    credentials: aiohttp.BasicAuth,
+    credentials: BasicCredentials,
 ) -> str:
     try:
         answer = await fetch_token_body(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from metahub.client.auth import pull_scope, push_scope
+from metahub.client.auth import BasicCredentials, pull_scope, push_scope
 from metahub.client.errors import RegistryHttpError
 from metahub.client.http import Body, RegistryConnection
 from metahub.client.media import media_type_of
@@ -85,7 +85,7 @@ class RegistryClient:
             self.url,
             description=self.description,
             credentials=(
-                aiohttp.BasicAuth(credentials.username, credentials.password)
+                BasicCredentials(credentials.username, credentials.password)
                 if credentials is not None
                 else None
             ),

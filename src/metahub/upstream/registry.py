@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from metahub import errors, metrics
-from metahub.client.auth import pull_scope
+from metahub.client.auth import BasicCredentials, pull_scope
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.media import media_type_of
@@ -58,7 +58,7 @@ class RegistryUpstream:
             self.url,
             description=self.description,
             credentials=(
-                aiohttp.BasicAuth(username, password or "") if username is not None else None
+                BasicCredentials(username, password or "") if username is not None else None
             ),
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=connect_timeout, sock_read=read_timeout
