@@ -8,6 +8,7 @@ point, and the blob cache in-process where the disk is.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -208,7 +209,10 @@ def test_the_memory_of_holders_is_bounded_and_forgets_the_least_recently_used():
 
 
 class MemoryUpstream:
-    """Blobs in memory, ranges honoured, every open counted: the cache's upstream side."""
+    """Blobs in memory, ranges honoured, every open counted: the cache's upstream side.
+
+    The first answer holds after its first MiB until `gate` is set.
+    """
 
     description = "memory upstream"
 
@@ -216,6 +220,8 @@ class MemoryUpstream:
         self.blobs = {str(Digest.of(data)): data for data in blobs}
         self.opens: list[ByteRange | None] = []
         self.corrupt_after_first = corrupt_after_first
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     async def open_blob(
         self, name: str, digest: str, byte_range: ByteRange | None = None
@@ -226,9 +232,9 @@ class MemoryUpstream:
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         window = byte_range.resolve(len(data)) if byte_range else None
         first, last = window if window else (0, len(data) - 1)
-        return BlobStream(
-            len(data), "application/octet-stream", chunked(data[first : last + 1]), window
-        )
+        gate = self.gate if len(self.opens) == 1 else None
+        chunks = chunked(data[first : last + 1], gate)
+        return BlobStream(len(data), "application/octet-stream", chunks, window)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         return len(self.blobs[digest]), "application/octet-stream"
@@ -252,8 +258,11 @@ class MemoryUpstream:
         return None
 
 
-async def chunked(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+async def chunked(data: bytes, gate: asyncio.Event | None) -> AsyncIterator[bytes]:
+    size = 256 * 1024
     for offset in range(0, len(data), size):
+        if gate is not None and offset >= MiB:
+            await gate.wait()
         yield data[offset : offset + size]
 
 
@@ -288,16 +297,24 @@ async def test_a_full_cache_disk_still_serves_the_whole_verified_blob(tmp_path: 
     digest = str(Digest.of(data))
     before = written_off()
 
+    upstream.gate.clear()
     readers = [await service.open("app", digest, None) for _ in range(3)]
-    bodies = [b"".join([chunk async for chunk in r.chunks]) for r in readers]
+    # The first reader is under way when the disk fills up; the others start after it.
+    first = readers[0].chunks
+    received = await anext(first)
+    upstream.gate.set()
+    received += b"".join([chunk async for chunk in first])
+    later = [b"".join([chunk async for chunk in reader.chunks]) for reader in readers[1:]]
+    bodies = [received, *later]
 
     assert bodies == [data] * 3
     assert cache.degraded
     assert written_off() == before + 1
     assert cache.size_of(digest) is None
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
-    # The readers that had part of it from the cache asked the upstream only for the rest.
-    assert all(asked is None or asked.first == 2 * MiB for asked in upstream.opens)
+    # The cache's download; the first reader, after the 2 MiB the disk took, asks for the
+    # rest only; the later readers ask for all of it.
+    assert upstream.opens == [None, ByteRange(2 * MiB, None), None, None]
 
     cache.write = os.write  # room again: the next download is kept and the cache recovers
     assert await read_all(service, "app", digest) == data

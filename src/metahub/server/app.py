@@ -112,16 +112,23 @@ class MetaHubApp:
         except (errors.RegistryError, TimeoutError) as exc:
             if upstream.warm:
                 return JSONResponse(
-                    {"status": "ready", "upstream": "unreachable", "cache": "warm", **self._disk()}
+                    {
+                        "status": "ready",
+                        "upstream": "unreachable",
+                        "cache": "warm",
+                        **self._blob_cache_state(),
+                    }
                 )
             message = exc.message if isinstance(exc, errors.RegistryError) else "timed out"
             return JSONResponse(
                 {"status": "unready", "upstream": upstream.description, "error": message},
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "upstream": "reachable", **self._disk()})
+        return JSONResponse(
+            {"status": "ready", "upstream": "reachable", **self._blob_cache_state()}
+        )
 
-    def _disk(self) -> dict[str, str]:
+    def _blob_cache_state(self) -> dict[str, str]:
         """The blob cache's state: degraded while it cannot write and blobs bypass it."""
         cache = self.hub.blobs.cache
         if cache is None:

@@ -238,14 +238,16 @@ class BlobCache:
         fd = await asyncio.to_thread(self._open, download)
         offset = 0
         try:
-            while fd is not None and offset < download.size and not download.unwritable:
-                complete = download.done and download.error is None
+            while fd is not None and offset < download.size:
                 if download.error is not None:
                     raise download.error
+                complete = download.done and not download.unwritable
                 limit = download.written if complete else min(download.written, download.size - 1)
                 if offset >= limit:
                     if complete:
                         return
+                    if download.unwritable:
+                        break  # what reached the disk is sent; the rest is not coming
                     await download.changed.wait()
                     continue
                 chunk = await asyncio.to_thread(
