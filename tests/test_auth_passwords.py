@@ -92,7 +92,8 @@ async def test_non_ascii_passwords() -> None:
         [
             Account("u", "mt", password="pässwörd"),
             Account("h", "mt2", password_hash=FAST.hash("ключ")),
-        ]
+        ],
+        hasher=FAST,
     )
     assert await checker.check("u", "pässwörd") == "mt"
     assert await checker.check("u", "passwort") is None
@@ -131,7 +132,7 @@ async def test_cache_is_per_credential_pair(
 
 async def test_cache_does_not_confuse_where_login_ends() -> None:
     checker = CredentialChecker(
-        [Account("ab", "one", password="c"), Account("a", "two", password="bc")]
+        [Account("ab", "one", password="c"), Account("a", "two", password="bc")], hasher=FAST
     )
     assert await checker.check("ab", "c") == "one"
     assert await checker.check("a", "bc") == "two"
@@ -140,7 +141,7 @@ async def test_cache_does_not_confuse_where_login_ends() -> None:
 
 
 async def test_expired_entries_are_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=0)
+    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=0, hasher=FAST)
     calls = count_verify(monkeypatch, checker)
     await checker.check("a", "p")
     await checker.check("a", "p")
@@ -150,7 +151,7 @@ async def test_expired_entries_are_verified_again(monkeypatch: pytest.MonkeyPatc
 async def test_cache_expiry_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr("metahub.auth.passwords.time.monotonic", lambda: now[0])
-    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=60)
+    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=60, hasher=FAST)
     calls = count_verify(monkeypatch, checker)
     await checker.check("a", "p")
     now[0] += 59
@@ -163,7 +164,9 @@ async def test_cache_expiry_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -
 
 async def test_cache_is_bounded_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
     checker = CredentialChecker(
-        [Account("a", "mt-a", password="p"), Account("b", "mt-b", password="p")], size=1
+        [Account("a", "mt-a", password="p"), Account("b", "mt-b", password="p")],
+        size=1,
+        hasher=FAST,
     )
     calls = count_verify(monkeypatch, checker)
     await checker.check("a", "p")
