@@ -100,3 +100,40 @@ def test_links_and_subdirectories_are_left_alone(tmp_path: Path) -> None:
     assert secure_data_dir(data_dir) == []
     assert mode_of(outside) == 0o644
     assert mode_of(data_dir / "blobs") == 0o755
+
+
+def test_a_shared_sticky_directory_is_left_open_with_a_warning(tmp_path: Path) -> None:
+    """data_dir: /tmp by mistake must not close /tmp to every other user."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "someone-elses").write_bytes(b"x")
+    (shared / "someone-elses").chmod(0o644)
+    (warning,) = secure_data_dir(shared)
+    assert str(shared) in warning and "sticky" in warning
+    assert mode_of(shared) == 0o1777
+    assert mode_of(shared / "someone-elses") == 0o644
+
+
+def test_what_cannot_be_tightened_is_warned_about_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume owned by another user (a Kubernetes fsGroup mount): MetaHub still starts."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o2775)
+
+    def refused(self: Path, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", refused)
+    (warning,) = secure_data_dir(data_dir)
+    assert str(data_dir) in warning and "2775" in warning and "cannot" in warning
+
+
+def test_special_bits_are_kept_while_tightening(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o2775)  # setgid: new files take the directory's group
+    assert len(secure_data_dir(data_dir)) == 1
+    assert mode_of(data_dir) == 0o2700
