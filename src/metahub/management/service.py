@@ -45,11 +45,6 @@ TOKEN_PREFIX = "mha_"
 MODES = ("best", "exact")
 
 
-class Conflict(errors.RegistryError):
-    code = "CONFLICT"
-    status = 409
-
-
 def invalid(field: str, message: str) -> errors.RegistryError:
     return errors.InvalidRequest(
         f"{field}: {message}", detail=[{"field": field, "message": message}]
@@ -117,7 +112,9 @@ class ManagementService:
                 )
                 await _audit(connection, actor, "machine_type.create", name, values)
         except IntegrityError as exc:
-            raise Conflict(f"machine type {name!r} already exists", detail={"name": name}) from exc
+            raise errors.Conflict(
+                f"machine type {name!r} already exists", detail={"name": name}
+            ) from exc
         return await self.get_machine_type(name)
 
     async def update_machine_type(
@@ -161,7 +158,7 @@ class ManagementService:
     async def _editable(self, name: str) -> MachineType:
         current = await self.get_machine_type(name)
         if current.config_managed:
-            raise Conflict(
+            raise errors.Conflict(
                 f"machine type {name!r} comes from the config file; change it there",
                 detail={"name": name},
             )
@@ -301,13 +298,13 @@ class ManagementService:
                     {"id": credential_id, "machine_type": machine_type},
                 )
         except IntegrityError as exc:
-            raise Conflict(f"login {login!r} is taken", detail={"login": login}) from exc
+            raise errors.Conflict(f"login {login!r} is taken", detail={"login": login}) from exc
         return IssuedSecret(credential_id, login, password)
 
     async def rotate_credential(self, actor: str, credential_id: str) -> IssuedSecret:
         credential = await self._changeable(credential_id)
         if credential.revoked is not None:
-            raise Conflict(
+            raise errors.Conflict(
                 f"credential {credential.login!r} is revoked; create a new one",
                 detail={"id": credential_id},
             )
@@ -357,7 +354,7 @@ class ManagementService:
     async def _changeable(self, credential_id: str) -> Credential:
         credential = await self.get_credential(credential_id)
         if credential.config_managed:
-            raise Conflict(
+            raise errors.Conflict(
                 f"credential {credential.login!r} comes from the config file; change it there"
             )
         return credential
@@ -377,7 +374,9 @@ class ManagementService:
                 )
                 await _audit(connection, actor, "admin.create", login, {})
         except IntegrityError as exc:
-            raise Conflict(f"admin {login!r} already exists", detail={"login": login}) from exc
+            raise errors.Conflict(
+                f"admin {login!r} already exists", detail={"login": login}
+            ) from exc
 
     async def list_admins(self) -> list[str]:
         async with self.engine.connect() as connection:
