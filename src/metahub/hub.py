@@ -84,6 +84,7 @@ class Hub:
         await management.import_config(settings.machine_types)
         directory = Directory(engine, settings.machine_types)
         await directory.load()
+        management.on_change(directory.changed)  # a change made here is served at once
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
         profile_logins = ProfileLogins(
             settings.accounts, settings.features, lambda: directory.profiles

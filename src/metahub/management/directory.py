@@ -2,7 +2,8 @@
 
 A warm pull never waits on the database. Every `refresh_interval` seconds the directory reloads
 both tables (small: hundreds of rows), so a credential revoked or a type changed through any
-replica takes effect everywhere within that interval.
+replica takes effect everywhere within that interval; a change made through this process's
+management service reloads it at once (`changed`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from metahub.auth.passwords import Account
 from metahub.config import MachineTypeConfig
 from metahub.features.selection import MachineProfile
 from metahub.management.ids import config_credential_id
-from metahub.management.records import aware
+from metahub.management.records import Change, aware
 from metahub.store.schema import credentials, machine_types
 
 log = logging.getLogger("metahub.directory")
+# Changes to these reach the hot path; admins and their tokens are not kept here.
+_KEPT = frozenset({"machine_type", "credential", "config"})
 
 
 class Directory:
@@ -86,6 +89,11 @@ class Directory:
         self._accounts = accounts
         self._by_id = {a.credential_id: a for a in accounts.values() if a.credential_id}
         self._tags = {cid: account.secret_tag for cid, account in self._by_id.items()}
+
+    async def changed(self, change: Change) -> None:
+        """A management change has committed: reload if it touched what is kept here."""
+        if change.subject in _KEPT:
+            await self.load()
 
     async def refresh_forever(self, interval: float) -> None:
         while True:

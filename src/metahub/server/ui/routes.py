@@ -1,7 +1,7 @@
 """The web UI's pages: sign-in, machine types, credentials, "try an image" and the audit log.
 
-Every change goes through the ManagementService, as the management API's do, and is followed by
-`hub.directory.load()` so the registry side sees it at once.
+Every change goes through the ManagementService, as the management API's do, which tells the
+registry side's directory so that it sees the change at once.
 """
 
 from __future__ import annotations
@@ -212,7 +212,6 @@ def new_type(pages: Pages) -> Any:
                 raise
             form.refused(exc)
             return await _type_form(pages, page, form, editing=None, status=exc.status)
-        await page.hub.directory.load()
         return page.redirect(
             f"/machine-types/{created.name}", f"Machine type {created.name} created."
         )
@@ -241,7 +240,6 @@ def edit_type(pages: Pages) -> Any:
                 raise
             form.refused(exc)
             return await _type_form(pages, page, form, editing=current, status=exc.status)
-        await page.hub.directory.load()
         return page.redirect(f"/machine-types/{name}", f"Machine type {name} saved.")
 
     return handle
@@ -250,7 +248,6 @@ def edit_type(pages: Pages) -> Any:
 async def delete_type(page: Page) -> Response:
     name = page.request.path_params["name"]
     await page.hub.management.delete_machine_type(page.admin, name)
-    await page.hub.directory.load()
     return page.redirect("/machine-types", f"Machine type {name} and its credentials deleted.")
 
 
@@ -313,7 +310,6 @@ def create_credential(pages: Pages) -> Any:
                 raise
             form.errors.update(field_errors(exc))
             return await _type_page(pages, page, name, form, status=exc.status)
-        await page.hub.directory.load()
         host = _registry_host(page)
         command = (
             f"printf '%s' '{issued.secret}' | "
@@ -332,7 +328,6 @@ def create_credential(pages: Pages) -> Any:
 async def revoke_credential(page: Page) -> Response:
     credential_id = page.request.path_params["credential_id"]
     revoked = await page.hub.management.revoke_credential(page.admin, credential_id)
-    await page.hub.directory.load()
     return page.redirect(
         f"/machine-types/{revoked.machine_type}",
         f"Credential {revoked.login} revoked; it no longer pulls, tokens included.",
