@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -37,10 +37,15 @@ class Directory:
             )
             for m in configured
         }
-        self.profiles: dict[str, MachineProfile] = {}
+        self._profiles: Mapping[str, MachineProfile] = {}
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
         self._tags: dict[str, str] = {}
+
+    @property
+    def profiles(self) -> Mapping[str, MachineProfile]:
+        """The machine types by name, as last loaded; a load replaces the mapping whole."""
+        return self._profiles
 
     def account(self, login: str) -> Account | None:
         return self._accounts.get(login)
@@ -83,9 +88,8 @@ class Directory:
             for row in creds
         }
         accounts.update(self._configured)
-        # Swapped in place and at once: the hot path holds references to these mappings.
-        self.profiles.clear()
-        self.profiles.update(profiles)
+        # Each mapping is swapped whole: a reader sees the last load's or this one's, never a mix.
+        self._profiles = profiles
         self._accounts = accounts
         self._by_id = {a.credential_id: a for a in accounts.values() if a.credential_id}
         self._tags = {cid: account.secret_tag for cid, account in self._by_id.items()}

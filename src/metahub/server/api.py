@@ -130,7 +130,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
     ) -> dict[str, Any]:
         """Every entry of the image's index judged for the machine type, and which was chosen."""
         name, reference = parse_image(image)
-        profile = hub.manifests.named_profile(machine_type)
+        profile = hub.profiles.named(machine_type)
         filtering = await hub.manifests.explain(name, reference, profile)
         return explanation_json(image, profile, filtering)
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import orjson
 
 from metahub import errors
-from metahub.auth.tokens import Principal
+from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
@@ -41,7 +41,9 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
     if request.method not in READ_METHODS or kind == "uploads":
         raise _read_only(request)
     if kind == "manifests":
-        return await _manifest(request, hub, principal, name, _valid_reference(reference))
+        reference = _valid_reference(reference)
+        profile = hub.profiles.for_principal(principal)
+        return await _manifest(request, hub, profile, name, reference)
     if kind == "tags":
         return await _tags_list(request, hub, name)
     if kind == "blobs":
@@ -59,10 +61,10 @@ def _route(path: str) -> tuple[str, str, str]:
 
 
 async def _manifest(
-    request: Request, hub: Hub, principal: Principal, name: str, reference: str
+    request: Request, hub: Hub, profile: MachineProfile | None, name: str, reference: str
 ) -> Response:
     served = await hub.manifests.get(
-        name, reference, principal, accepts_index=_accepts_index(request.headers.get("accept"))
+        name, reference, profile, accepts_index=_accepts_index(request.headers.get("accept"))
     )
     digest = served.digest.encode("latin-1")
     headers = [

@@ -357,11 +357,12 @@ def try_image(pages: Pages) -> Any:
         query = page.request.query_params
         image = query.get("image", "").strip()
         chosen_type = query.get("machine_type", "").strip()
-        profiles = page.hub.manifests.profiles
+        profiles = page.hub.profiles
+        known = profiles.names()
         context: dict[str, Any] = {
             "image": image,
             "machine_type": chosen_type,
-            "names": sorted(profiles),
+            "names": known,
             "errors": {},
             "problem": None,
             "explanations": [],
@@ -369,7 +370,7 @@ def try_image(pages: Pages) -> Any:
         if "image" not in query:
             return pages.render(page, "try.html", context)
         status = 200
-        if chosen_type and chosen_type not in profiles:
+        if chosen_type and chosen_type not in known:
             context["errors"]["machine_type"] = f"machine type {chosen_type!r} does not exist"
             status = 404
         if not image:
@@ -383,10 +384,9 @@ def try_image(pages: Pages) -> Any:
                 status = exc.status
         if context["errors"]:
             return pages.render(page, "try.html", context, status=status)
-        names = [chosen_type] if chosen_type else sorted(profiles)
         try:
-            for type_name in names:
-                profile = profiles[type_name]
+            for type_name in [chosen_type] if chosen_type else known:
+                profile = profiles.named(type_name)
                 filtering = await page.hub.manifests.explain(name, reference, profile)
                 context["explanations"].append(explanation_json(image, profile, filtering))
         except errors.RegistryError as exc:
