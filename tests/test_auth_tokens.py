@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
-from metahub.auth.tokens import Principal, TokenService, load_signing_key
+from metahub.auth.tokens import Principal, TokenService
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -238,74 +235,3 @@ def test_may_pull(repositories: frozenset[str] | None, name: str, expected: bool
 def test_principal_unfiltered() -> None:
     assert Principal("anonymous", None).unfiltered
     assert not Principal("a", "gpu").unfiltered
-
-
-# --- signing key -------------------------------------------------------------------------------
-
-
-def test_signing_key_is_created_private(tmp_path: Path) -> None:
-    data_dir = tmp_path / "nested" / "data"
-    key = load_signing_key(data_dir)
-    assert len(key) >= 32
-    files = list(data_dir.iterdir())
-    assert len(files) == 1
-    assert files[0].read_bytes() == key
-    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
-
-
-def test_signing_key_is_kept(tmp_path: Path) -> None:
-    first = load_signing_key(tmp_path)
-    assert load_signing_key(tmp_path) == first
-    assert load_signing_key(tmp_path / "other") != first
-
-
-def test_signing_key_is_private_whatever_the_umask(tmp_path: Path) -> None:
-    old = os.umask(0)
-    try:
-        load_signing_key(tmp_path)
-    finally:
-        os.umask(old)
-    (path,) = tmp_path.iterdir()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-def test_signing_key_race_with_another_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`metahub serve --workers N`: another worker writes the key between our read and create.
-
-    Every worker must end up with the one key on disk, or tokens from one fail on the others.
-    """
-    first_key = load_signing_key(tmp_path / "probe")
-    key_name = next((tmp_path / "probe").iterdir()).name
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    theirs = os.urandom(32)
-    real_read_bytes = Path.read_bytes
-    raced = []
-
-    def read_bytes(self: Path) -> bytes:
-        if self.name == key_name and not raced:
-            raced.append(self)
-            self.write_bytes(theirs)  # the other worker wins the race
-            raise FileNotFoundError(self)
-        return real_read_bytes(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    assert first_key
-    assert load_signing_key(data_dir) == theirs
-
-
-def test_empty_signing_key_file_is_not_used_as_a_key(tmp_path: Path) -> None:
-    """A key file left empty (a crash, or a worker reading it mid-write) must not become the key.
-
-    RFC 7518 section 3.2: an HS256 key must be at least 256 bits.
-    """
-    load_signing_key(tmp_path)
-    (path,) = tmp_path.iterdir()
-    path.write_bytes(b"")
-    try:
-        key = load_signing_key(tmp_path)
-    except Exception:  # refusing to start is as good as making a new key
-        return
-    assert len(key) >= 32

@@ -64,14 +64,12 @@ def test_full_config() -> None:
     )
     assert settings.upstream.kind == "oci-layout"
     assert settings.upstream.path == Path("/srv/layout")
-    gpu = settings.machine_type("gpu")
-    assert gpu is not None
+    gpu, cpu = settings.machine_types
+    assert gpu.name == "gpu"
     assert gpu.features == ("cpu:skylake", "nvcap:8.6")
     assert gpu.login == "gpu-login"
-    cpu = settings.machine_type("cpu")
-    assert cpu is not None
+    assert cpu.name == "cpu"
     assert cpu.password_hash == ARGON2_HASH
-    assert settings.machine_type("nope") is None
     assert settings.anonymous is not None
     assert settings.anonymous.machine_type == "cpu"
     assert settings.features.aliases == {"cpu": {"myhost": "haswell"}}
@@ -191,10 +189,28 @@ BAD_CONFIGS = [
         id="empty-login",
     ),
     pytest.param(
+        config(machine_types=[machine_type(login="a#b")]),
+        "machine_types.0.login",
+        "use letters, digits and . _ @ + / = -",
+        id="login-with-other-punctuation",
+    ),
+    pytest.param(
         config(machine_types=[machine_type("-gpu")]),
         "machine_types.0.name",
-        "",
+        "use letters, digits, '.', '_' and '-'",
         id="name-leading-dash",
+    ),
+    pytest.param(
+        config(machine_types=[machine_type("g" * 256, login="gpu")]),
+        "machine_types.0.name",
+        "use letters, digits",
+        id="name-longer-than-the-database-holds",
+    ),
+    pytest.param(
+        config(accounts=[{"login": "hpc/cpu=zen3", "password": "pw"}]),
+        "accounts.0.login",
+        "use letters, digits, '.', '_' and '-'",
+        id="account-name-with-slash",
     ),
     pytest.param(
         config(machine_types=[machine_type("gpu box")]),

@@ -65,11 +65,6 @@ class ManifestUnknown(RegistryError):
     status = 404
 
 
-class ManifestInvalid(RegistryError):
-    code = "MANIFEST_INVALID"
-    status = 400
-
-
 class NameInvalid(RegistryError):
     code = "NAME_INVALID"
     status = 400
@@ -88,11 +83,6 @@ class TagInvalid(RegistryError):
 class Unauthorized(RegistryError):
     code = "UNAUTHORIZED"
     status = 401
-
-
-class Denied(RegistryError):
-    code = "DENIED"
-    status = 403
 
 
 class Unsupported(RegistryError):

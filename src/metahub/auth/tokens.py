@@ -6,12 +6,10 @@ Claims follow distribution's token spec (iss, sub, aud, exp, nbf, iat, jti and `
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -19,7 +17,6 @@ import jwt
 ISSUER = "metahub"
 SERVICE = "metahub"
 _ALGORITHM = "HS256"
-KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,36 +42,6 @@ class IssuedToken:
     token: str
     expires_in: int
     issued_at: str
-
-
-def load_signing_key(data_dir: Path) -> bytes:
-    """The HMAC key, made on first start and kept in the data directory (mode 0600).
-
-    Several workers start at once: the key is written to a private file and hard-linked into
-    place, so exactly one key wins and nobody ever reads a half-written one.
-    """
-    path = data_dir / "token-signing.key"
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        pass
-    else:
-        if len(key) >= KEY_BYTES:
-            return key
-        # Too short to be a key we wrote (a crash mid-write): RFC 7518 wants 256 bits for HS256.
-        path.unlink(missing_ok=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    candidate = data_dir / f".token-signing.key.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(KEY_BYTES))
-    try:
-        os.link(candidate, path)
-    except FileExistsError:
-        pass
-    finally:
-        candidate.unlink()
-    return path.read_bytes()
 
 
 class TokenService:

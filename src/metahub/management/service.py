@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -26,6 +25,8 @@ from metahub import errors
 from metahub.auth.passwords import hash_password
 from metahub.config import ConfigError, MachineTypeConfig
 from metahub.features.model import Feature, InvalidFeature
+from metahub.features.names import InvalidName, check_admin_login, check_login, check_name
+from metahub.features.selection import MODES
 from metahub.management.ids import config_credential_id
 from metahub.management.records import (
     AdminToken,
@@ -41,12 +42,7 @@ from metahub.oci.platform import InvalidPlatform, parse_platform
 from metahub.store.locks import hold_startup_lock
 from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
-LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+/=-]{0,254}\Z")
-# An admin's login is a path segment of the API (/admins/{login}), so it has no '/'.
-ADMIN_LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}\Z")
 TOKEN_PREFIX = "mha_"
-MODES = ("best", "exact")
 # Called after a change has committed; what it raises reaches the caller of the change.
 ChangeListener = Callable[[Change], Awaitable[None]]
 
@@ -290,8 +286,7 @@ class ManagementService:
     ) -> IssuedSecret:
         await self.get_machine_type(machine_type)
         login = login or f"{machine_type}-{secrets.token_hex(4)}"
-        if not LOGIN_RE.match(login):
-            raise invalid("login", "use letters, digits and . _ @ + / = -, no ':'")
+        _checked("login", check_login, login)
         expires = _future(expires)
         password = secrets.token_urlsafe(24)
         hashed = await asyncio.to_thread(hash_password, password)
@@ -387,8 +382,7 @@ class ManagementService:
     # -- admins and their tokens -----------------------------------------------------------
 
     async def create_admin(self, actor: str, login: str, password: str) -> None:
-        if not ADMIN_LOGIN_RE.match(login):
-            raise invalid("login", "use letters, digits and . _ @ + = -")
+        _checked("login", check_admin_login, login)
         if len(password) < 12:
             raise invalid("password", "use at least 12 characters")
         hashed = await asyncio.to_thread(hash_password, password)
@@ -563,10 +557,7 @@ def _future(expires: datetime | None) -> datetime | None:
 def _validated(
     *, name: str, features: Sequence[str], mode: str, platforms: Sequence[str]
 ) -> dict[str, Any]:
-    if not NAME_RE.match(name):
-        raise invalid(
-            "name", "use letters, digits, '.', '_' and '-', starting with one of the first two"
-        )
+    _checked("name", check_name, name)
     for position, text in enumerate(features):
         try:
             Feature.parse(text)
@@ -580,6 +571,13 @@ def _validated(
         except InvalidPlatform as exc:
             raise invalid(f"platforms.{position}", str(exc)) from exc
     return {"name": name, "features": list(features), "mode": mode, "platforms": list(platforms)}
+
+
+def _checked(field: str, check: Callable[[str], str], value: str) -> None:
+    try:
+        check(value)
+    except InvalidName as exc:
+        raise invalid(field, str(exc)) from exc
 
 
 def _machine_type(row: Any, count: int) -> MachineType:
