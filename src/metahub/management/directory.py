@@ -41,6 +41,9 @@ class Directory:
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
         self._tags: dict[str, str] = {}
+        # One load at a time: two changes in quick succession each start a load, and the read
+        # made after the second commit must be the one that stays.
+        self._loading = asyncio.Lock()
 
     @property
     def profiles(self) -> Mapping[str, MachineProfile]:
@@ -58,6 +61,10 @@ class Directory:
         return secret_tag is None or self._tags.get(credential_id) == secret_tag
 
     async def load(self) -> None:
+        async with self._loading:
+            await self._load()
+
+    async def _load(self) -> None:
         async with self._engine.connect() as connection:
             # Credentials first: a credential's machine type was committed before it (or with
             # it), so every credential read here finds its type in the second read, even while
