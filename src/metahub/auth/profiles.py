@@ -16,6 +16,8 @@ from metahub.features.selection import MachineProfile
 
 
 class MachineProfiles:
+    """Machine types by name (read through `machine_types`, each time), and profile logins."""
+
     def __init__(
         self,
         machine_types: Callable[[], Mapping[str, MachineProfile]],
