@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metahub.auth.passwords import CredentialChecker
 from metahub.auth.profile_logins import ProfileLogins
+from metahub.auth.profiles import MachineProfiles
 from metahub.auth.ratelimit import FailureLimiter
 from metahub.auth.tokens import TokenService
 from metahub.client.retry import RetryPolicy
@@ -69,6 +70,7 @@ class Hub:
     management: ManagementService
     login_failures: FailureLimiter
     profile_logins: ProfileLogins
+    profiles: MachineProfiles
     _refresh: asyncio.Task[None] | None = None
 
     @classmethod
@@ -85,6 +87,7 @@ class Hub:
         await management.import_config(settings.machine_types)
         directory = Directory(engine, settings.machine_types)
         await directory.load()
+        management.on_change(directory.changed)  # a change made here is served at once
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
         profile_logins = ProfileLogins(
             settings.accounts, settings.features, lambda: directory.profiles
@@ -98,10 +101,8 @@ class Hub:
             manifests=ManifestService(
                 upstream,
                 FilteredDigestStore(engine),
-                directory.profiles,
                 matchers,
                 filtered_cache_bytes=settings.cache.filtered_max_size,
-                profile_logins=profile_logins,
             ),
             blobs=blobs,
             directory=directory,
@@ -110,6 +111,7 @@ class Hub:
                 settings.login_limit.failures, settings.login_limit.window
             ),
             profile_logins=profile_logins,
+            profiles=MachineProfiles(lambda: directory.profiles, profile_logins),
         )
         hub._refresh = asyncio.create_task(
             directory.refresh_forever(settings.database.refresh_interval)

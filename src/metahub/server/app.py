@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from metahub import errors
 from metahub.config import Settings
 from metahub.hub import Hub
-from metahub.server.api import create_api
+from metahub.server.api import create_api, web_error_response
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.observe import Observe
 from metahub.server.registry import registry_endpoint
@@ -154,5 +154,4 @@ async def _metrics(request: StarletteRequest) -> StarletteResponse:
 
 
 async def _not_found(request: StarletteRequest, exc: Exception) -> StarletteResponse:
-    error = errors.NotFound(f"nothing at {request.url.path}")
-    return StarletteResponse(error.body(), status_code=404, media_type="application/json")
+    return web_error_response(errors.NotFound(f"nothing at {request.url.path}"))

@@ -1,7 +1,7 @@
 """The web UI's pages: sign-in, machine types, credentials, "try an image" and the audit log.
 
-Every change goes through the ManagementService, as the management API's do, and is followed by
-`hub.directory.load()` so the registry side sees it at once.
+Every change goes through the ManagementService, as the management API's do, which tells the
+registry side's directory so that it sees the change at once.
 """
 
 from __future__ import annotations
@@ -202,7 +202,6 @@ def new_type(pages: Pages) -> Any:
                 raise
             form.refused(exc)
             return await _type_form(pages, page, form, editing=None, status=exc.status)
-        await page.hub.directory.load()
         return page.redirect(
             f"/machine-types/{created.name}", f"Machine type {created.name} created."
         )
@@ -231,7 +230,6 @@ def edit_type(pages: Pages) -> Any:
                 raise
             form.refused(exc)
             return await _type_form(pages, page, form, editing=current, status=exc.status)
-        await page.hub.directory.load()
         return page.redirect(f"/machine-types/{name}", f"Machine type {name} saved.")
 
     return handle
@@ -240,7 +238,6 @@ def edit_type(pages: Pages) -> Any:
 async def delete_type(page: Page) -> Response:
     name = page.request.path_params["name"]
     await page.hub.management.delete_machine_type(page.admin, name)
-    await page.hub.directory.load()
     return page.redirect("/machine-types", f"Machine type {name} and its credentials deleted.")
 
 
@@ -303,7 +300,6 @@ def create_credential(pages: Pages) -> Any:
                 raise
             form.errors.update(field_errors(exc))
             return await _type_page(pages, page, name, form, status=exc.status)
-        await page.hub.directory.load()
         host = _registry_host(page)
         command = (
             f"printf '%s' '{issued.secret}' | "
@@ -322,7 +318,6 @@ def create_credential(pages: Pages) -> Any:
 async def revoke_credential(page: Page) -> Response:
     credential_id = page.request.path_params["credential_id"]
     revoked = await page.hub.management.revoke_credential(page.admin, credential_id)
-    await page.hub.directory.load()
     return page.redirect(
         f"/machine-types/{revoked.machine_type}",
         f"Credential {revoked.login} revoked; it no longer pulls, tokens included.",
@@ -352,11 +347,12 @@ def try_image(pages: Pages) -> Any:
         query = page.request.query_params
         image = query.get("image", "").strip()
         chosen_type = query.get("machine_type", "").strip()
-        profiles = page.hub.manifests.profiles
+        profiles = page.hub.profiles
+        known = profiles.names()
         context: dict[str, Any] = {
             "image": image,
             "machine_type": chosen_type,
-            "names": sorted(profiles),
+            "names": known,
             "errors": {},
             "problem": None,
             "explanations": [],
@@ -364,7 +360,7 @@ def try_image(pages: Pages) -> Any:
         if "image" not in query:
             return pages.render(page, "try.html", context)
         status = 200
-        if chosen_type and chosen_type not in profiles:
+        if chosen_type and chosen_type not in known:
             context["errors"]["machine_type"] = f"machine type {chosen_type!r} does not exist"
             status = 404
         if not image:
@@ -378,10 +374,9 @@ def try_image(pages: Pages) -> Any:
                 status = exc.status
         if context["errors"]:
             return pages.render(page, "try.html", context, status=status)
-        names = [chosen_type] if chosen_type else sorted(profiles)
         try:
-            for type_name in names:
-                profile = profiles[type_name]
+            for type_name in [chosen_type] if chosen_type else known:
+                profile = profiles.named(type_name)
                 filtering = await page.hub.manifests.explain(name, reference, profile)
                 context["explanations"].append(explanation_json(image, profile, filtering))
         except errors.RegistryError as exc:
