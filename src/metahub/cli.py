@@ -77,6 +77,8 @@ def serve(config_path: Path, host: str, port: int, workers: int) -> None:
         workers=workers,
         loop="uvloop",
         http=MetaHubHttpProtocol,
+        # Forwarded headers are MetaHub's to judge (server.trusted_proxies), not uvicorn's.
+        proxy_headers=False,
         access_log=False,
         log_level="warning",
     )
@@ -148,6 +150,7 @@ async def _serve_until_stopped(
         port=port,
         loop="none",
         http=MetaHubHttpProtocol,
+        proxy_headers=False,
         access_log=False,
         # docker probes HTTPS before plain HTTP; uvicorn would warn about every probe.
         log_level="error",

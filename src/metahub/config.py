@@ -6,6 +6,7 @@ deployment can keep secrets out of it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -179,6 +180,8 @@ class DatabaseConfig(StrictModel):
     # Bounds how long a revocation or a machine-type change takes to reach every replica and
     # worker; at most 5 s, the longest a revoked credential may still be accepted anywhere.
     refresh_interval: float = Field(2.0, gt=0, le=5)
+    # How long a request waits on a locked SQLite database before it is answered 503.
+    busy_timeout: float = Field(5.0, ge=0, le=60)
 
     @field_validator("url")
     @classmethod
@@ -186,6 +189,22 @@ class DatabaseConfig(StrictModel):
         if url is not None and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB")
         return url
+
+
+class ServerConfig(StrictModel):
+    """Who may speak for the client: proxies whose forwarded headers are believed."""
+
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return entries
 
 
 class LoginLimitConfig(StrictModel):
@@ -232,6 +251,7 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     database: DatabaseConfig = DatabaseConfig()
     login_limit: LoginLimitConfig = LoginLimitConfig()
+    server: ServerConfig = ServerConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 

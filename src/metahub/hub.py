@@ -82,7 +82,10 @@ class Hub:
             upstream,
             BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
         )
-        engine = await open_database(settings.database.url or default_url(settings.data_dir))
+        engine = await open_database(
+            settings.database.url or default_url(settings.data_dir),
+            busy_timeout=settings.database.busy_timeout,
+        )
         management = ManagementService(engine)
         await management.import_config(settings.machine_types)
         directory = Directory(engine, settings.machine_types)

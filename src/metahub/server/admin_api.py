@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import shlex
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from metahub import errors
 from metahub.hub import Hub
 from metahub.management.records import IssuedSecret
+from metahub.server.origin import origin_of
 
 CONFIG_ACTOR = "config-token"
 # Declares the scheme in the OpenAPI document; require_admin gives the answer itself (401 with
@@ -204,11 +206,12 @@ COMMON_ERRORS: Responses = {
 router = APIRouter(prefix="/v1", dependencies=[Depends(bearer_scheme)], responses=COMMON_ERRORS)
 
 
-def _issued(secret: IssuedSecret, request: Request, kind: str) -> dict[str, Any]:
+def _issued(secret: IssuedSecret, request: Request, hub: Hub, kind: str) -> dict[str, Any]:
     body: dict[str, Any] = {"id": secret.id, "login": secret.login, kind: secret.secret}
     if kind == "password":
-        host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
-        body["docker_login"] = f"docker login -u {secret.login} --password-stdin {host}"
+        host = shlex.quote(origin_of(request.scope, hub.settings).host)
+        login = shlex.quote(secret.login)
+        body["docker_login"] = f"docker login -u {login} --password-stdin {host}"
     return body
 
 
@@ -302,7 +305,7 @@ async def create_credential(
     issued = await hub.management.create_credential(
         actor, name, login=body.login, expires=body.expires
     )
-    return _issued(issued, request, "password")
+    return _issued(issued, request, hub, "password")
 
 
 @router.get(
@@ -334,7 +337,7 @@ async def rotate_credential(
     credential_id: str, request: Request, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
     issued = await hub.management.rotate_credential(actor, credential_id)
-    return _issued(issued, request, "password")
+    return _issued(issued, request, hub, "password")
 
 
 @router.post(
@@ -408,7 +411,7 @@ async def create_token(
 ) -> dict[str, Any]:
     """Returns the token once; only its sha256 is kept."""
     issued = await hub.management.create_admin_token(actor, login, body.name, expires=body.expires)
-    return _issued(issued, request, "token")
+    return _issued(issued, request, hub, "token")
 
 
 @router.post(

@@ -12,6 +12,8 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -19,6 +21,7 @@ from metahub import __version__, errors
 from metahub.hub import Hub
 from metahub.oci.reference import parse_image
 from metahub.server.admin_api import COMMON_ERRORS, ErrorBody, current_hub, require_admin, router
+from metahub.server.database import database_unavailable, is_unavailable
 from metahub.serving.explain import explanation_json
 
 HubGetter = Callable[[], Hub]
@@ -109,6 +112,14 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         else:
             error = errors.RegistryError(str(exc.detail), status=exc.status_code)
         return web_error_response(error)
+
+    @api.exception_handler(DBAPIError)
+    @api.exception_handler(PoolTimeout)
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if not is_unavailable(exc):
+            raise exc  # a conflict the service did not expect: a bug, answered 500
+        hub: Hub = request.app.state.get_hub()
+        return web_error_response(database_unavailable(exc, hub, request.method, request.url.path))
 
     api.include_router(router)
 

@@ -24,6 +24,7 @@ from metahub import errors
 from metahub.config import Settings
 from metahub.hub import Hub
 from metahub.server.api import create_api, web_error_response
+from metahub.server.database import database_unavailable, is_unavailable
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.observe import Observe
 from metahub.server.registry import registry_endpoint
@@ -48,6 +49,7 @@ class MetaHubApp:
             ]
         )
         self.web.add_exception_handler(404, _not_found)
+        self.web.add_exception_handler(405, _not_allowed)
 
     @property
     def hub(self) -> Hub:
@@ -78,9 +80,13 @@ class MetaHubApp:
                 response = await registry_endpoint(request, self.hub)
         except errors.RegistryError as exc:
             response = error_response(exc)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            response = error_response(errors.RegistryError("internal server error"))
+        except Exception as exc:
+            if is_unavailable(exc):
+                unavailable = database_unavailable(exc, self.hub, request.method, request.path)
+                response = error_response(unavailable)
+            else:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                response = error_response(errors.RegistryError("internal server error"))
         try:
             await response.send(send, receive, head=request.method == "HEAD")
         except errors.RegistryError as exc:
@@ -138,7 +144,11 @@ class MetaHubApp:
 
 def build_app(settings: Settings) -> Observe:
     """The application as served: MetaHub inside its metrics and access-log middleware."""
-    return Observe(MetaHubApp(settings), log_format=settings.log.access)
+    return Observe(
+        MetaHubApp(settings),
+        log_format=settings.log.access,
+        trusted_proxies=settings.server.trusted_proxies,
+    )
 
 
 async def _healthz(request: StarletteRequest) -> StarletteResponse:
@@ -155,3 +165,9 @@ async def _metrics(request: StarletteRequest) -> StarletteResponse:
 
 async def _not_found(request: StarletteRequest, exc: Exception) -> StarletteResponse:
     return web_error_response(errors.NotFound(f"nothing at {request.url.path}"))
+
+
+async def _not_allowed(request: StarletteRequest, exc: Exception) -> StarletteResponse:
+    allowed = getattr(exc, "headers", None) or {}
+    message = f"{request.method} is not supported on {request.url.path}"
+    return web_error_response(errors.Unsupported(message, headers=allowed))

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 from metahub import errors
 from metahub.auth.profile_logins import ProfileLoginError, is_profile_login
 from metahub.auth.tokens import SERVICE, Principal
 from metahub.hub import Hub
 from metahub.server.http import Request
+from metahub.server.origin import origin_of
 
 
 def challenge(request: Request, hub: Hub, name: str | None, error: str | None = None) -> str:
-    base = hub.settings.public_url or request.base_url()
-    value = f'Bearer realm="{base.rstrip("/")}/token",service="{SERVICE}"'
+    base = origin_of(request.scope, hub.settings).url
+    value = f'Bearer realm="{base}/token",service="{SERVICE}"'
     if name is not None:
         value += f',scope="repository:{name}:pull"'
     if error is not None:
@@ -38,7 +38,7 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error; and non-ASCII text in the header
         return None
     login, sep, password = decoded.partition(":")
     return (login, password) if sep else None

@@ -46,15 +46,6 @@ class Request:
         client = self.scope.get("client")
         return str(client[0]) if client else "unknown"
 
-    def base_url(self) -> str:
-        """This server as the client reached it, for links and the token realm."""
-        scheme = self.headers.get("x-forwarded-proto") or self.scope.get("scheme", "http")
-        host = self.headers.get("x-forwarded-host") or self.headers.get("host")
-        if not host:
-            server = self.scope.get("server") or ("127.0.0.1", 80)
-            host = f"{server[0]}:{server[1]}"
-        return f"{scheme}://{host}"
-
 
 def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Header names (lower case in ASGI) to values; repeated fields joined with ", ".

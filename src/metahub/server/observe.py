@@ -10,6 +10,7 @@ import orjson
 
 from metahub import metrics
 from metahub.server.accesslog import LOGGER_NAME, AccessLog, escaped
+from metahub.server.origin import behind_proxies
 
 access_log = logging.getLogger(LOGGER_NAME)  # its level says whether access lines are written
 
@@ -53,8 +54,11 @@ class _Series:
 
 
 class Observe:
-    def __init__(self, app: ASGIApp, *, log_format: str = "plain") -> None:
+    def __init__(
+        self, app: ASGIApp, *, log_format: str = "plain", trusted_proxies: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies
         self.log_format = log_format
         # JSON lines go out bare, so any JSON-lines reader takes them; plain ones carry the
         # application log's prefix.
@@ -69,6 +73,9 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.trusted_proxies:
+            # The client as its proxy saw it, for the log, login limits and all else.
+            scope = behind_proxies(scope, self.trusted_proxies)
         start = time.perf_counter()
         status = 0
         sent = 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 from urllib.parse import quote
@@ -25,8 +24,13 @@ _ROUTES = (
     re.compile(r"^/v2/(?P<name>.+?)/blobs/(?P<kind>uploads)(?:/.*)?$"),
 )
 _JSON = {"content-type": "application/json"}
+_DIGITS = re.compile(r"[0-9]+")
 READ_METHODS = ("GET", "HEAD")
 STALE_WARNING = '110 metahub "Response is Stale"'
+# The Accept cache holds at most this many headers of at most this many characters each.
+ACCEPT_CACHE_ENTRIES = 256
+ACCEPT_CACHE_KEY_LIMIT = 1024
+_ACCEPT_ANSWERS: dict[str | None, bool] = {}
 
 
 async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResponse:
@@ -76,10 +80,21 @@ async def _manifest(
     return Response(200, raw_headers=headers, body=served.data)
 
 
-@functools.lru_cache(maxsize=256)
 def _accepts_index(accept: str | None) -> bool:
-    """Clients send the same few Accept headers again and again: parse each once."""
-    return mediatypes.accepts_index(accept)
+    """Clients send the same few Accept headers again and again: each short one is parsed once.
+
+    A long one is parsed every time (cheap next to the request itself): keyed on raw headers,
+    the cache held whatever a client sent, and distinct 60 KiB headers filled memory.
+    """
+    known = _ACCEPT_ANSWERS.get(accept)
+    if known is not None:
+        return known
+    answer = mediatypes.accepts_index(accept)
+    if accept is None or len(accept) <= ACCEPT_CACHE_KEY_LIMIT:
+        if len(_ACCEPT_ANSWERS) >= ACCEPT_CACHE_ENTRIES:
+            del _ACCEPT_ANSWERS[next(iter(_ACCEPT_ANSWERS))]  # the oldest
+        _ACCEPT_ANSWERS[accept] = answer
+    return answer
 
 
 async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response | StreamResponse:
@@ -117,9 +132,11 @@ async def _tags_list(request: Request, hub: Hub, name: str) -> Response:
     n_text, last = request.param("n"), request.param("last")
     limit: int | None = None
     if n_text is not None and n_text != "":
-        if not n_text.isdigit():
+        if not _DIGITS.fullmatch(n_text):
             raise errors.PaginationInvalid(f"n must be a non-negative integer, not {n_text!r}")
-        limit = int(n_text)
+        # More digits than any count of tags: as good as no limit (and int() refuses 4,300+).
+        significant = n_text.lstrip("0") or "0"
+        limit = int(significant) if len(significant) <= 18 else None
     tags = sorted(set(await hub.upstream.tags(name)))
     if last:
         tags = [tag for tag in tags if tag > last]

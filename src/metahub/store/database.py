@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import event
@@ -14,7 +15,7 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'metahub.db'}"
 
 
-async def open_database(url: str) -> AsyncEngine:
+async def open_database(url: str, *, busy_timeout: float = 5.0) -> AsyncEngine:
     """The engine for `url`, its schema brought up to date (one process at a time)."""
     if url.startswith("postgresql"):
         # A server restart or failover ends every pooled session; each checkout tests its
@@ -23,15 +24,19 @@ async def open_database(url: str) -> AsyncEngine:
     else:
         engine = create_async_engine(url)
     if url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout))
     await upgrade(engine)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    # WAL lets several worker processes read while one writes.
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[object, object], None]:
+    def on_connect(dbapi_connection: object, _record: object) -> None:
+        # WAL lets several worker processes read while one writes.
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # How long a statement waits on another process's write lock before it fails.
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect

@@ -36,7 +36,9 @@ class ByteRange:
     first: int | None
     last: int | None
 
-    _RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+    # At most 18 digits, past any blob's size: int() of thousands of digits raises, and a
+    # range it cannot read is one the server may ignore.
+    _RE = re.compile(r"^\s*bytes\s*=\s*([0-9]{0,18})\s*-\s*([0-9]{0,18})\s*$")
 
     @classmethod
     def parse(cls, header: str | None) -> ByteRange | None:

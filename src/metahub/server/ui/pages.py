@@ -20,6 +20,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from metahub import errors
 from metahub.hub import Hub
 from metahub.oci import mediatypes
+from metahub.server.database import database_unavailable, is_unavailable
+from metahub.server.origin import origin_of
 from metahub.server.ui.sessions import COOKIE, Session, SessionCodec, derive_key
 from metahub.store.keys import signing_key
 
@@ -153,11 +155,19 @@ class Pages:
             except errors.RegistryError as exc:
                 response = self.error(page, exc.status, _title(exc.status), exc.message)
                 response.headers.update(exc.headers)
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                response = self.error(
-                    page, 500, "Something went wrong", "The server could not answer; see its log."
-                )
+            except Exception as exc:
+                if is_unavailable(exc):
+                    path = request.url.path
+                    trouble = database_unavailable(exc, page.hub, request.method, path)
+                    response = self.error(page, trouble.status, _title(503), trouble.message)
+                else:
+                    log.exception("unhandled error on %s %s", request.method, request.url.path)
+                    response = self.error(
+                        page,
+                        500,
+                        "Something went wrong",
+                        "The server could not answer; see its log.",
+                    )
             return self.finish(page, response)
 
         return endpoint
@@ -243,11 +253,9 @@ def safe_next(page: Page, target: str) -> str:
 
 def _secure(page: Page) -> bool:
     request = page.request
-    public_url = page.hub.settings.public_url or ""
     return (
         request.url.scheme == "https"
-        or request.headers.get("x-forwarded-proto", "").lower() == "https"
-        or public_url.startswith("https://")
+        or origin_of(request.scope, page.hub.settings).scheme == "https"
     )
 
 
@@ -260,6 +268,7 @@ def _title(status: int) -> str:
         409: "Conflict",
         422: "Invalid input",
         429: "Too many attempts",
+        503: "Unavailable",
     }.get(status, "Something went wrong" if status >= 500 else "Request refused")
 
 

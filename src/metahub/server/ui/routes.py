@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -24,6 +24,7 @@ from metahub.auth.passwords import default_verifier
 from metahub.errors import RegistryError
 from metahub.management.records import Credential, MachineType
 from metahub.oci.reference import parse_image
+from metahub.server.origin import origin_of
 from metahub.server.ui.pages import STATIC, HubGetter, Page, Pages, field_errors, safe_next
 from metahub.server.ui.sessions import SESSION_TTL, Session
 from metahub.server.ui.suggestions import feature_suggestions
@@ -303,7 +304,7 @@ def create_credential(pages: Pages) -> Any:
         host = _registry_host(page)
         command = (
             f"printf '%s' '{issued.secret}' | "
-            f"docker login -u {issued.login} --password-stdin {host}"
+            f"docker login -u {shlex.quote(issued.login)} --password-stdin {shlex.quote(host)}"
         )
         return pages.render(
             page,
@@ -331,12 +332,8 @@ def _state(credential: Credential) -> str:
 
 
 def _registry_host(page: Page) -> str:
-    """What `docker login` takes: the public URL's host, else the host this page was asked at."""
-    public_url = page.hub.settings.public_url
-    if public_url:
-        return urlsplit(public_url).netloc or public_url
-    headers = page.request.headers
-    return headers.get("x-forwarded-host") or headers.get("host", "localhost")
+    """What `docker login` takes: the host (and port) clients reach this server at."""
+    return origin_of(page.request.scope, page.hub.settings).host
 
 
 # -- try an image ----------------------------------------------------------------------------
