@@ -386,11 +386,6 @@ def test_sign_in_page_and_cookie(visitor: UI) -> None:
     assert Page(types.text).one("span", class_="who").text == ADMIN
 
 
-def test_secure_cookie_behind_https(visitor: UI) -> None:
-    response = visitor.http.get("/ui/sign-in", headers={"x-forwarded-proto": "https"})
-    assert "secure" in [p.strip().lower() for p in response.headers["set-cookie"].split(";")]
-
-
 @pytest.mark.parametrize("login", [ADMIN, "nobody"])
 def test_wrong_password_is_refused(visitor: UI, login: str) -> None:
     visitor.get("/ui/sign-in")
