@@ -11,6 +11,7 @@ import base64
 import html
 import re
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -200,6 +201,21 @@ def test_secure_cookie_only_behind_a_trusted_https_proxy(
 ) -> None:
     assert not secure_cookie(untrusted)
     assert secure_cookie(trusted)
+
+
+def test_the_access_log_names_the_client_a_trusted_proxy_forwarded(
+    untrusted: MetaHubServer, trusted: MetaHubServer
+) -> None:
+    for server in (untrusted, trusted):
+        httpx.get(f"{server.url}/healthz", headers={"x-forwarded-for": "203.0.113.7"})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not (
+        '203.0.113.7 "GET /healthz"' in trusted.log() and '"GET /healthz"' in untrusted.log()
+    ):
+        time.sleep(0.05)
+    assert '203.0.113.7 "GET /healthz"' in trusted.log()
+    assert '127.0.0.1 "GET /healthz"' in untrusted.log()
+    assert "203.0.113.7" not in untrusted.log()
 
 
 def test_valid_hosts() -> None:
