@@ -4,8 +4,8 @@ It serves the manifests and blobs a test gives it and records every request it r
 test counts upstream requests where they arrive. On cue it answers with queued failures first
 (429/503 with Retry-After, dropped connections), fails everything while `trouble` is set, serves
 corrupted blob bytes, redirects blobs to another server, ignores `Range`, holds a blob download
-part-way until the test releases it, or answers slowly. It is a real HTTP server: MetaHub talks
-to it exactly as to any registry.
+part-way until the test releases it, trickles a blob out a byte at a time, or answers slowly.
+It is a real HTTP server: MetaHub talks to it exactly as to any registry.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Blob:
     redirect_to: str | None = None  # base URL of another server that holds the blob
     gate_after: int | None = None  # stop after this many bytes until `gate` is set
     gate: threading.Event = field(default_factory=threading.Event)
+    trickle: float = 0.0  # when set, one byte every this many seconds, each in time for a read
     digest: str = ""
 
     def __post_init__(self) -> None:
@@ -235,6 +236,11 @@ class ScriptedRegistry:
         return response
 
     async def _gated(self, blob: Blob, first: int, last: int) -> AsyncIterator[bytes]:
+        if blob.trickle:
+            for chunk in blob.chunks(first, last, size=1):
+                yield chunk
+                await asyncio.sleep(blob.trickle)
+            return
         offset = first
         for chunk in blob.chunks(first, last):
             if blob.gate_after is not None and offset + len(chunk) > blob.gate_after:
