@@ -387,3 +387,77 @@ def test_which_redirects_are_allowed(
     registry_url: str, target: str, hosts: tuple[str, ...], allowed: bool
 ) -> None:
     assert RedirectPolicy(hosts).allows(registry_url, target) is allowed
+
+
+# -- URLs that do not parse ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://storage:99999/x", "http://[bad]/"])
+async def test_a_redirect_to_a_url_that_does_not_parse_is_a_502(
+    registry: RoutedServer, location: str
+) -> None:
+    registry.route(BLOB, redirect_to(location))
+    upstream = upstream_of(registry, redirect_hosts=["*"])
+    try:
+        with pytest.raises(errors.UpstreamError) as caught:
+            await read_all(upstream)
+    finally:
+        await upstream.close()
+    names(caught.value, registry.url, repr(location))
+
+
+async def test_a_next_page_that_does_not_parse_is_a_502(registry: RoutedServer) -> None:
+    link = "http://[::1/v2/a/tags/list?last=b"
+    registry.answer(
+        "/v2/a/tags/list", body=b'{"tags": ["a"]}', headers={"Link": f'<{link}>; rel="next"'}
+    )
+    upstream = upstream_of(registry)
+    try:
+        with pytest.raises(errors.UpstreamError) as caught:
+            await upstream.tags("a")
+    finally:
+        await upstream.close()
+    names(caught.value, registry.url, repr(link))
+
+
+async def test_a_token_realm_that_does_not_parse_is_a_502(registry: RoutedServer) -> None:
+    async def challenge(_request: web.Request) -> web.StreamResponse:
+        return bearer_challenge("http://[bad]/token")
+
+    registry.route(MANIFEST, challenge)
+    upstream = upstream_of(registry)
+    try:
+        with pytest.raises(errors.UpstreamError) as caught:
+            await upstream.get_manifest("a", "latest")
+    finally:
+        await upstream.close()
+    names(caught.value, registry.url, "http://[bad]/token")
+
+
+@pytest.mark.parametrize("body", [b'{"errors": 5}', b'{"errors": [{"code": []}]}', b"[]"])
+async def test_an_error_body_of_the_wrong_shape_still_gives_the_status(
+    registry: RoutedServer, body: bytes
+) -> None:
+    registry.answer("/v2/a/tags/list", status=400, body=body, content_type="application/json")
+    upstream = upstream_of(registry)
+    try:
+        with pytest.raises(errors.UpstreamError) as caught:
+            await upstream.tags("a")
+    finally:
+        await upstream.close()
+    names(caught.value, registry.url, "400")
+
+
+async def test_a_manifest_head_with_a_digest_that_does_not_parse_is_no_head(
+    registry: RoutedServer,
+) -> None:
+    registry.answer(
+        MANIFEST,
+        body=b"{}",
+        headers={"Docker-Content-Digest": "md5:../../etc", "Content-Type": "application/json"},
+    )
+    upstream = upstream_of(registry)
+    try:
+        assert await upstream.head_manifest("a", "latest") is None  # the GET decides instead
+    finally:
+        await upstream.close()

@@ -132,6 +132,8 @@ class Authenticator:
         if self._account is not None:
             query.append(("account", self._account))
         realm = challenge["realm"]
+        if not _is_web_url(realm):
+            raise self._bad_answer(realm, "no token: its realm is not an http(s) URL")
         body = await fetch_token_body(
             session,
             realm,
@@ -168,6 +170,14 @@ def _is_token(token: object) -> TypeGuard[str]:
         and not any(char.isspace() for char in token)
         and token != ""
     )
+
+
+def _is_web_url(text: str) -> bool:
+    try:
+        url = URL(text)
+        return url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:
+        return False
 
 
 def _is_seconds(value: object) -> bool:

@@ -56,16 +56,15 @@ async def error_text(response: aiohttp.ClientResponse) -> str:
     """The registry's own words from an error body, or the status reason."""
     try:
         body = orjson.loads(await read_prefix(response))
-        parts = [
-            f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
-            for error in body.get("errors", [])
-            if isinstance(error, dict)
-        ]
-        if parts:
-            return "; ".join(parts)
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    return response.reason or str(response.status)
+    except orjson.JSONDecodeError:
+        body = None
+    listed = body.get("errors") if isinstance(body, dict) else None
+    parts = [
+        f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+        for error in (listed if isinstance(listed, list) else [])
+        if isinstance(error, dict)
+    ]
+    return "; ".join(parts) if parts else response.reason or str(response.status)
 
 
 async def stream(

@@ -146,6 +146,7 @@ class RegistryConnection:
         Any status but a 401 is the caller's to judge; a 401 that cannot be met is an error.
         """
         url = self.resolve(target)
+        self._parsed(url, "a URL")
         key = scope_key(scopes)
         own = self.is_own(url)
         for attempt in range(2):
@@ -235,7 +236,7 @@ class RegistryConnection:
 
         The other headers go along: a `Range` must reach whoever serves the bytes.
         """
-        location = response.url.join(URL(response.headers["Location"]))
+        location = self._location(response)
         response.release()
         for _ in range(MAX_REDIRECTS):
             self._check_redirect(method, response.url, location)
@@ -258,7 +259,7 @@ class RegistryConnection:
             self._observer.answered(method, str(followed.status))
             if followed.status not in REDIRECTS or "Location" not in followed.headers:
                 return followed
-            location = followed.url.join(URL(followed.headers["Location"]))
+            location = self._location(followed)
             response = followed
             followed.release()
         raise RegistryHttpError(
@@ -267,6 +268,28 @@ class RegistryConnection:
             method=method,
             target=str(location),
         )
+
+    def _location(self, response: aiohttp.ClientResponse) -> URL:
+        """Where a redirect leads, relative to where it came from."""
+        location = response.headers["Location"]
+        try:
+            return response.url.join(self._parsed(location, "a redirect"))
+        except RegistryHttpError:
+            response.release()
+            raise
+
+    def _parsed(self, url: str, what: str) -> URL:
+        """`url` as a URL, or an error naming the registry that sent it (ports, IPv6 brackets)."""
+        try:
+            parsed = URL(url)
+            _ = parsed.port  # a port out of range shows only when asked for
+        except ValueError as exc:
+            raise RegistryHttpError(
+                Trouble.MALFORMED,
+                f"{self.description} sent {what} that is not a URL: {url!r} ({exc})",
+                target=url,
+            ) from exc
+        return parsed
 
     def _check_redirect(self, method: str, source: URL, location: URL) -> None:
         if self._redirects is None or self._redirects.allows(self.url, location):
@@ -376,6 +399,7 @@ class RegistryConnection:
         )
 
     def _next_page(self, link: str, current: URL) -> str:
+        self._parsed(link, "a next page")
         if link.startswith(("http://", "https://")):
             return link
         if link.startswith("/"):

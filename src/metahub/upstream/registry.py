@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeGuard
 
 import aiohttp
 import orjson
@@ -29,7 +30,7 @@ from metahub.client.redirects import RedirectPolicy
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import DOCKER_HUB_API, base_url
 from metahub.oci import mediatypes
-from metahub.oci.digest import Digest
+from metahub.oci.digest import Digest, InvalidDigest
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -154,8 +155,8 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             digest = response.headers.get("Docker-Content-Digest")
             size = _content_length(response.headers)
-            if not digest or size is None:
-                return None
+            if not _is_digest(digest) or size is None:
+                return None  # the GET, whose bytes give the digest, decides instead
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             return ManifestHead(digest, media_type, size)
 
@@ -374,6 +375,13 @@ class RegistryUpstream:
 _EMPTY_INDEX = orjson.dumps(
     {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
 )
+
+
+def _is_digest(text: str | None) -> TypeGuard[str]:
+    try:
+        return text is not None and bool(Digest.parse(text))
+    except InvalidDigest:
+        return False
 
 
 def _is_json_object(data: bytes) -> bool:
