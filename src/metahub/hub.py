@@ -22,6 +22,7 @@ from metahub.serving.blobs import BlobService
 from metahub.serving.manifests import ManifestService
 from metahub.store.database import default_url, open_database
 from metahub.store.digests import FilteredDigestStore
+from metahub.store.files import secure_data_dir
 from metahub.store.keys import signing_key
 from metahub.upstream.base import Upstream
 from metahub.upstream.caching import CachingUpstream
@@ -76,7 +77,7 @@ class Hub:
 
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)
         upstream = cached(with_virtual_images(make_upstream(settings), settings.images), settings)
         blob_cache = settings.cache.blobs
         blobs = BlobService(

@@ -6,7 +6,6 @@ Every change goes through the ManagementService, as the management API's do, and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -15,15 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from metahub import errors
-from metahub.auth.passwords import hash_password
+from metahub.auth.passwords import default_verifier
 from metahub.errors import RegistryError
 from metahub.management.records import Credential, MachineType
 from metahub.oci.reference import parse_image
@@ -34,8 +31,6 @@ from metahub.serving.explain import explanation_json
 
 AUDIT_PAGE = 50
 SESSION_TOKEN_NAME = "web UI session"
-_hasher = PasswordHasher()
-_dummy_hash: list[str] = []  # made on first use: a missing admin costs what a wrong password does
 
 
 def create_ui(get_hub: HubGetter) -> Starlette:
@@ -110,13 +105,8 @@ def sign_in(pages: Pages) -> Any:
 
 async def _password_ok(page: Page, login: str, password: str) -> bool:
     stored = await page.hub.management.admin_password_hash(login)
-    if not _dummy_hash:
-        _dummy_hash.append(await asyncio.to_thread(hash_password, "no such admin"))
-    try:
-        await asyncio.to_thread(_hasher.verify, stored or _dummy_hash[0], password)
-    except (VerificationError, InvalidHashError):
-        return False
-    return stored is not None
+    # A missing admin costs what a wrong password does.
+    return await default_verifier().verify(stored, password)
 
 
 async def sign_out(page: Page) -> Response:
