@@ -334,11 +334,11 @@ class RegistryUpstream:
     def _content_range(
         self, response: aiohttp.ClientResponse, asked: ByteRange | None
     ) -> tuple[int, int, int]:
-        """A 206's window and total, which must be the window asked for."""
+        """A 206's window and total, which must be the window asked for (or, unasked, all)."""
         header = response.headers.get("Content-Range")
         first, last, size = _parse_content_range(header, self.description)
         try:
-            wanted = asked.resolve(size) if asked is not None else None
+            wanted = asked.resolve(size) if asked is not None else (0, size - 1)
         except errors.RegistryError:
             wanted = None  # what was asked cannot be had from a blob that size
         if wanted != (first, last):
