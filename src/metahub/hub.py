@@ -43,6 +43,10 @@ def make_upstream(settings: Settings) -> Upstream:
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             retry=RetryPolicy(config.retries, config.retry_base_delay, config.retry_max_delay),
+            min_rate=config.min_rate,
+            min_rate_window=config.min_rate_window,
+            request_timeout=config.request_timeout,
+            redirect_hosts=config.redirect_hosts,
         )
     assert config.path is not None
     return OciLayoutUpstream(config.path)
