@@ -43,6 +43,8 @@ def serve(host: str, port: int, workers: int) -> None:
         http=MetaHubHttpProtocol,
         access_log=False,
         log_level="warning",
+        # A request still streaming from a slow upstream must not hold a stop for ever.
+        timeout_graceful_shutdown=settings.server.shutdown_timeout,
     )
 
 
