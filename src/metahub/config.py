@@ -48,6 +48,14 @@ class UpstreamConfig(StrictModel):
     retries: int = Field(2, ge=0, le=10)
     retry_base_delay: float = Field(0.1, ge=0)
     retry_max_delay: float = Field(5.0, ge=0)
+    # A body slower than this (bytes/s, averaged over the window) ends with a 504; 0: no floor.
+    min_rate: ByteSize = 64 * 1024
+    min_rate_window: float = Field(30.0, gt=0)
+    # Seconds for a whole manifest, tag list or referrers answer, and for a blob's headers.
+    request_timeout: float = Field(60.0, gt=0)
+    # Hosts (shell-style patterns, `host` or `host:port`) a redirect may lead to besides the
+    # upstream's own origin; None: the storage hosts of the well-known public registries.
+    redirect_hosts: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamConfig:
@@ -192,8 +200,9 @@ class DatabaseConfig(StrictModel):
 
 
 class ServerConfig(StrictModel):
-    """Who may speak for the client: proxies whose forwarded headers are believed."""
-
+    # Seconds a stopping server waits for requests in flight before it cuts them off.
+    shutdown_timeout: int = Field(10, ge=0)
+    # Peers whose forwarded headers (client address, scheme, host) are believed.
     trusted_proxies: tuple[str, ...] = ()
 
     @field_validator("trusted_proxies")

@@ -5,8 +5,8 @@ test counts upstream requests where they arrive. On cue it answers with queued f
 (429/503 with Retry-After, dropped connections), fails everything while `trouble` is set, serves
 corrupted blob bytes, redirects blobs to another server, ignores `Range`, answers 206 when no
 `Range` was asked, breaks a blob download off part-way, serves a blob in one repository only,
-holds a blob download part-way until the test releases it, or answers slowly. It is a real
-HTTP server: MetaHub talks to it exactly as to any registry.
+holds a blob download part-way until the test releases it, trickles a blob out a byte at a time,
+or answers slowly. It is a real HTTP server: MetaHub talks to it exactly as to any registry.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class Blob:
     unasked_range: tuple[int, int] | None = None  # answer 206 with this window to a plain GET
     drop_after: int | None = None  # close the connection after this many bytes of the body
     only_in: str | None = None  # the one repository that holds the blob; others get 404
+    trickle: float = 0.0  # when set, one byte every this many seconds, each in time for a read
     digest: str = ""
 
     def __post_init__(self) -> None:
@@ -247,6 +248,11 @@ class ScriptedRegistry:
         return response
 
     async def _gated(self, blob: Blob, first: int, last: int) -> AsyncIterator[bytes]:
+        if blob.trickle:
+            for chunk in blob.chunks(first, last, size=1):
+                yield chunk
+                await asyncio.sleep(blob.trickle)
+            return
         offset = first
         for chunk in blob.chunks(first, last):
             if blob.gate_after is not None and offset + len(chunk) > blob.gate_after:

@@ -9,22 +9,24 @@ mount's token holds).
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from metahub.client.bodies import read_prefix
+from metahub.client.bodies import read_limited, read_prefix
 from metahub.client.challenge import parse_challenge
 from metahub.client.errors import RegistryHttpError, Trouble
 
 # A token is dropped this long before it expires so no request races its expiry.
 TOKEN_EXPIRY_MARGIN = 10.0
 DEFAULT_TOKEN_LIFETIME = 60.0
+TOKEN_BODY_LIMIT = 1024 * 1024
 
 ScopeKey = tuple[str, ...]
 
@@ -130,6 +132,8 @@ class Authenticator:
         if self._account is not None:
             query.append(("account", self._account))
         realm = challenge["realm"]
+        if not _is_web_url(realm):
+            raise self._bad_answer(realm, "no token: its realm is not an http(s) URL")
         body = await fetch_token_body(
             session,
             realm,
@@ -139,15 +143,45 @@ class Authenticator:
             description=self.description,
         )
         token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str):
-            raise RegistryHttpError(
-                Trouble.TOKEN_FAILED,
-                f"{self.description}: token service {realm} sent no token",
-                status=200,
-                target=realm,
-            )
+        if not _is_token(token):
+            raise self._bad_answer(realm, "no token")
         lifetime = body.get("expires_in")
+        if lifetime is None:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        if not _is_seconds(lifetime):
+            raise self._bad_answer(realm, f"an expires_in that is not seconds: {lifetime!r:.40}")
         self.tokens.put(key, token, float(lifetime or DEFAULT_TOKEN_LIFETIME))
+
+    def _bad_answer(self, realm: str, says: str) -> RegistryHttpError:
+        return RegistryHttpError(
+            Trouble.TOKEN_FAILED,
+            f"{self.description}: token service {realm} sent {says}",
+            status=200,
+            target=realm,
+        )
+
+
+def _is_token(token: object) -> TypeGuard[str]:
+    """A string that can go into an `Authorization` header as it is."""
+    return (
+        isinstance(token, str)
+        and token.isascii()
+        and token.isprintable()
+        and not any(char.isspace() for char in token)
+        and token != ""
+    )
+
+
+def _is_web_url(text: str) -> bool:
+    try:
+        url = URL(text)
+        return url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:
+        return False
+
+
+def _is_seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 async def fetch_token_body(
@@ -183,7 +217,17 @@ async def fetch_token_body(
                     retry_after=response.headers.get("Retry-After"),
                     body=await read_prefix(response),
                 )
-            data = await response.read()
+            try:
+                data = await read_limited(response, TOKEN_BODY_LIMIT, description, 64 * 1024)
+            except RegistryHttpError as exc:
+                raise RegistryHttpError(
+                    Trouble.TOKEN_FAILED,
+                    f"{description}: token service {realm} failed: {exc.message}",
+                    # Too much is a bad answer; a broken one, like no answer, is unavailability.
+                    status=200 if exc.trouble is Trouble.TOO_LARGE else None,
+                    target=realm,
+                    detail=exc.detail,
+                ) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise RegistryHttpError(
             Trouble.TOKEN_FAILED,

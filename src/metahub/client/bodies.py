@@ -8,17 +8,22 @@ import aiohttp
 import orjson
 
 from metahub.client.errors import RegistryHttpError, Trouble
+from metahub.client.pace import MinimumRate, TooSlow, paced_chunks
 
 ERROR_BODY_LIMIT = 64 * 1024
 
 
 async def read_limited(
-    response: aiohttp.ClientResponse, limit: int, description: str, chunk_size: int
+    response: aiohttp.ClientResponse,
+    limit: int,
+    description: str,
+    chunk_size: int,
+    rate: MinimumRate | None = None,
 ) -> bytes:
     """The whole body; more than `limit` bytes is an error, not a truncation."""
     data = bytearray()
     try:
-        async for chunk in response.content.iter_chunked(chunk_size):
+        async for chunk in paced_chunks(response.content, chunk_size, rate):
             data += chunk
             if len(data) > limit:
                 raise RegistryHttpError(
@@ -26,8 +31,10 @@ async def read_limited(
                     f"{description} sent more than {limit} bytes for {response.url.path}",
                     target=response.url.path,
                 )
+    except TooSlow as exc:
+        raise _too_slow(description, response, exc) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _broken(description, exc) from exc
+        raise _broken(description, response, exc) from exc
     return bytes(data)
 
 
@@ -49,16 +56,15 @@ async def error_text(response: aiohttp.ClientResponse) -> str:
     """The registry's own words from an error body, or the status reason."""
     try:
         body = orjson.loads(await read_prefix(response))
-        parts = [
-            f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
-            for error in body.get("errors", [])
-            if isinstance(error, dict)
-        ]
-        if parts:
-            return "; ".join(parts)
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    return response.reason or str(response.status)
+    except orjson.JSONDecodeError:
+        body = None
+    listed = body.get("errors") if isinstance(body, dict) else None
+    parts = [
+        f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+        for error in (listed if isinstance(listed, list) else [])
+        if isinstance(error, dict)
+    ]
+    return "; ".join(parts) if parts else response.reason or str(response.status)
 
 
 async def stream(
@@ -68,10 +74,11 @@ async def stream(
     *,
     skip: int = 0,
     take: int | None = None,
+    rate: MinimumRate | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The body in chunks, from byte `skip` on and `take` bytes long; released at the end."""
     try:
-        async for chunk in response.content.iter_chunked(chunk_size):
+        async for chunk in paced_chunks(response.content, chunk_size, rate):
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)
@@ -83,15 +90,36 @@ async def stream(
                     return
                 take -= len(chunk)
             yield chunk
+    except TooSlow as exc:
+        raise _too_slow(description, response, exc) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise _broken(description, exc) from exc
+        raise _broken(description, response, exc) from exc
     finally:
         response.release()
 
 
-def _broken(description: str, exc: BaseException) -> RegistryHttpError:
+def _broken(
+    description: str, response: aiohttp.ClientResponse, exc: BaseException
+) -> RegistryHttpError:
+    what = f"{response.method} {response.url.path}"
+    timed_out = isinstance(exc, TimeoutError)
     return RegistryHttpError(
-        Trouble.BROKEN,
-        f"{description} broke off a response: {exc or type(exc).__name__}",
+        Trouble.TIMEOUT if timed_out else Trouble.BROKEN,
+        f"{description} timed out sending {what}"
+        if timed_out
+        else f"{description} broke off {what}: {exc or type(exc).__name__}",
+        method=response.method,
+        target=response.url.path,
         detail=str(exc),
+    )
+
+
+def _too_slow(
+    description: str, response: aiohttp.ClientResponse, exc: TooSlow
+) -> RegistryHttpError:
+    return RegistryHttpError(
+        Trouble.TOO_SLOW,
+        f"{description} sent {response.method} {response.url.path} slower than {exc}",
+        method=response.method,
+        target=response.url.path,
     )

@@ -18,6 +18,9 @@ class Trouble(StrEnum):
     TOO_LARGE = "too-large"  # a body over the caller's limit
     BROKEN = "broken"  # a body that broke off part-way
     REDIRECTS = "redirects"  # too many redirects
+    REDIRECT_REFUSED = "redirect-refused"  # a redirect to a host the policy does not allow
+    TOO_SLOW = "too-slow"  # a body that came in below the minimum rate
+    MALFORMED = "malformed"  # JSON or a header whose shape is not what the protocol says
     PAGES = "pages"  # `Link` pagination that loops or does not end
 
 

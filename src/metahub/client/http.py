@@ -2,8 +2,10 @@
 
 Credentials go only to the registry's own origin (scheme, host and port of its URL): a
 redirect or a `Link` to anywhere else is followed without `Authorization`, and so is one from
-HTTPS down to HTTP. Reads (GET, HEAD) are retried on connection errors, 5xx and 429 as the
-RetryPolicy says; writes never are. Every failure is a RegistryHttpError.
+HTTPS down to HTTP. With a RedirectPolicy, a redirect goes only where the policy allows; with a
+MinimumRate, a body that trickles in ends with an error. Reads (GET, HEAD) are retried on
+connection errors, 5xx and 429 as the RetryPolicy says; writes never are. Every failure is a
+RegistryHttpError.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from metahub.client import bodies
 from metahub.client.auth import Authenticator, BasicCredentials, scope_key
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.links import next_link
+from metahub.client.pace import MinimumRate
+from metahub.client.redirects import RedirectPolicy
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import same_origin
 
@@ -71,6 +75,8 @@ class RegistryConnection:
         chunk_size: int = 256 * 1024,
         trust_env: bool = False,
         headers: Mapping[str, str] | None = None,
+        redirects: RedirectPolicy | None = None,
+        min_rate: MinimumRate | None = None,
     ) -> None:
         self.url = url
         self.description = description
@@ -85,6 +91,8 @@ class RegistryConnection:
         self._connection_limit = connection_limit
         self._trust_env = trust_env
         self._headers = dict(headers or {})
+        self._redirects = redirects  # None: follow a redirect anywhere
+        self._min_rate = min_rate
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -138,6 +146,7 @@ class RegistryConnection:
         Any status but a 401 is the caller's to judge; a 401 that cannot be met is an error.
         """
         url = self.resolve(target)
+        self._parsed(url, "a URL")
         key = scope_key(scopes)
         own = self.is_own(url)
         for attempt in range(2):
@@ -227,9 +236,10 @@ class RegistryConnection:
 
         The other headers go along: a `Range` must reach whoever serves the bytes.
         """
-        location = response.url.join(URL(response.headers["Location"]))
+        location = self._location(response)
         response.release()
         for _ in range(MAX_REDIRECTS):
+            self._check_redirect(method, response.url, location)
             forwarded = {
                 name: value
                 for name, value in headers.items()
@@ -249,11 +259,45 @@ class RegistryConnection:
             self._observer.answered(method, str(followed.status))
             if followed.status not in REDIRECTS or "Location" not in followed.headers:
                 return followed
-            location = followed.url.join(URL(followed.headers["Location"]))
+            location = self._location(followed)
+            response = followed
             followed.release()
         raise RegistryHttpError(
             Trouble.REDIRECTS,
             f"{self.description} redirected more than {MAX_REDIRECTS} times",
+            method=method,
+            target=str(location),
+        )
+
+    def _location(self, response: aiohttp.ClientResponse) -> URL:
+        """Where a redirect leads, relative to where it came from."""
+        location = response.headers["Location"]
+        try:
+            return response.url.join(self._parsed(location, "a redirect"))
+        except RegistryHttpError:
+            response.release()
+            raise
+
+    def _parsed(self, url: str, what: str) -> URL:
+        """`url` as a URL, or an error naming the registry that sent it (ports, IPv6 brackets)."""
+        try:
+            parsed = URL(url)
+            _ = parsed.port  # a port out of range shows only when asked for
+        except ValueError as exc:
+            raise RegistryHttpError(
+                Trouble.MALFORMED,
+                f"{self.description} sent {what} that is not a URL: {url!r} ({exc})",
+                target=url,
+            ) from exc
+        return parsed
+
+    def _check_redirect(self, method: str, source: URL, location: URL) -> None:
+        if self._redirects is None or self._redirects.allows(self.url, location):
+            return
+        raise RegistryHttpError(
+            Trouble.REDIRECT_REFUSED,
+            f"{self.description} redirected {method} {source.path} to "
+            f"{location.scheme}://{location.host}:{location.port}, a host it may not send us to",
             method=method,
             target=str(location),
         )
@@ -282,12 +326,16 @@ class RegistryConnection:
     # -- answers -------------------------------------------------------------------------
 
     async def read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        return await bodies.read_limited(response, limit, self.description, self.chunk_size)
+        return await bodies.read_limited(
+            response, limit, self.description, self.chunk_size, self._min_rate
+        )
 
     def stream(
         self, response: aiohttp.ClientResponse, *, skip: int = 0, take: int | None = None
     ) -> AsyncGenerator[bytes, None]:
-        return bodies.stream(response, self.description, self.chunk_size, skip=skip, take=take)
+        return bodies.stream(
+            response, self.description, self.chunk_size, skip=skip, take=take, rate=self._min_rate
+        )
 
     async def unexpected(self, response: aiohttp.ClientResponse, what: str) -> RegistryHttpError:
         """The error for an answer whose status `what` (e.g. `GET /v2/x`) did not expect."""
@@ -328,19 +376,30 @@ class RegistryConnection:
         raise self._pages(f"sent more than {MAX_PAGES} pages of tags for {path}", target)
 
     def _tags_of(self, page: bytes, target: str) -> list[str]:
+        """The page's tags; `"tags": null` (an empty repository, for some registries) is none."""
         try:
             body = orjson.loads(page)
         except orjson.JSONDecodeError as exc:
-            raise RegistryHttpError(
-                Trouble.FAILED,
-                f"{self.description} sent a tag list that is not JSON: {exc}",
-                method="GET",
-                target=target,
-            ) from exc
-        tags = body.get("tags") if isinstance(body, dict) else None
-        return [str(tag) for tag in tags] if isinstance(tags, list) else []
+            raise self._malformed_tags(target, f"that is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise self._malformed_tags(target, "that is not a JSON object")
+        tags = body.get("tags")
+        if tags is None:
+            return []
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise self._malformed_tags(target, "whose `tags` is not a list of strings")
+        return tags
+
+    def _malformed_tags(self, target: str, says: str) -> RegistryHttpError:
+        return RegistryHttpError(
+            Trouble.MALFORMED,
+            f"{self.description} sent a tag list for GET {URL(target).path} {says}",
+            method="GET",
+            target=target,
+        )
 
     def _next_page(self, link: str, current: URL) -> str:
+        self._parsed(link, "a next page")
         if link.startswith(("http://", "https://")):
             return link
         if link.startswith("/"):

@@ -4,12 +4,18 @@ Authentication follows what the upstream asks for: a Bearer challenge makes us f
 the repository's pull scope (cached until shortly before it expires), a Basic challenge makes us
 send the configured credentials. Every failure becomes a RegistryError whose message names the
 upstream, so a client can tell our trouble from theirs.
+
+An upstream is not trusted to be well-behaved: JSON and headers of the wrong shape are a 502,
+a whole answer (a blob's: its headers) has `request_timeout` seconds, a body must keep up
+`min_rate`, and a redirect goes only to its own origin or to the `redirect_hosts`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import TypeGuard
 
 import aiohttp
 import orjson
@@ -19,10 +25,12 @@ from metahub.client.auth import BasicCredentials, pull_scope
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.media import media_type_of
+from metahub.client.pace import MinimumRate
+from metahub.client.redirects import RedirectPolicy
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import DOCKER_HUB_API, base_url
 from metahub.oci import mediatypes
-from metahub.oci.digest import Digest
+from metahub.oci.digest import Digest, InvalidDigest
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -50,10 +58,15 @@ class RegistryUpstream:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        min_rate: float = 64 * 1024,
+        min_rate_window: float = 30.0,
+        request_timeout: float = 60.0,
+        redirect_hosts: Iterable[str] | None = None,
     ) -> None:
         self.url = base_url(url, insecure=insecure)
         self.description = f"upstream {self.url}"
         self._docker_hub = self.url == DOCKER_HUB_API
+        self._request_timeout = request_timeout
         self._http = RegistryConnection(
             self.url,
             description=self.description,
@@ -67,6 +80,8 @@ class RegistryUpstream:
             observer=_UpstreamMetrics(),
             connection_limit=256,
             chunk_size=CHUNK_SIZE,
+            redirects=RedirectPolicy.of(redirect_hosts),
+            min_rate=MinimumRate(min_rate, min_rate_window) if min_rate > 0 else None,
         )
 
     async def close(self) -> None:
@@ -80,13 +95,20 @@ class RegistryUpstream:
     # -- the Upstream interface ------------------------------------------------------------
 
     async def ping(self) -> None:
-        async with await self._request("GET", "/v2/", scope=None) as response:
+        async with (
+            self._deadline("GET", "/v2/"),
+            await self._request("GET", "/v2/", scope=None) as response,
+        ):
             if response.status != 200:
                 raise self._unexpected(response, "/v2/")
 
     async def get_manifest(self, name: str, reference: str) -> Manifest:
         repo = self.repository(name)
         path = f"/v2/{repo}/manifests/{reference}"
+        async with self._deadline("GET", path):
+            return await self._get_manifest(name, reference, repo, path)
+
+    async def _get_manifest(self, name: str, reference: str, repo: str, path: str) -> Manifest:
         headers = {"Accept": mediatypes.UPSTREAM_ACCEPT}
         async with await self._request("GET", path, scope=repo, headers=headers) as response:
             if response.status == 404:
@@ -98,6 +120,12 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
             media_type = media_type_of(response.headers.get("Content-Type"), data)
+        if not _is_json_object(data):
+            at = "@" if ":" in reference else ":"
+            raise errors.UpstreamError(
+                f"{self.description} sent a manifest for {name}{at}{reference} "
+                "that is not a JSON object"
+            )
         digest = Digest.of(data)
         if ":" in reference:
             wanted = Digest.parse(reference)
@@ -114,7 +142,10 @@ class RegistryUpstream:
         repo = self.repository(name)
         path = f"/v2/{repo}/manifests/{reference}"
         headers = {"Accept": mediatypes.UPSTREAM_ACCEPT}
-        async with await self._request("HEAD", path, scope=repo, headers=headers) as response:
+        async with (
+            self._deadline("HEAD", path),
+            await self._request("HEAD", path, scope=repo, headers=headers) as response,
+        ):
             if response.status == 404:
                 raise errors.ManifestUnknown(
                     f"manifest {name}:{reference} is not known to {self.description}",
@@ -124,15 +155,18 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             digest = response.headers.get("Docker-Content-Digest")
             size = _content_length(response.headers)
-            if not digest or size is None:
-                return None
+            if not _is_digest(digest) or size is None:
+                return None  # the GET, whose bytes give the digest, decides instead
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             return ManifestHead(digest, media_type, size)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         repo = self.repository(name)
         path = f"/v2/{repo}/blobs/{digest}"
-        async with await self._request("HEAD", path, scope=repo) as response:
+        async with (
+            self._deadline("HEAD", path),
+            await self._request("HEAD", path, scope=repo) as response,
+        ):
             if response.status == 404:
                 raise self._blob_unknown(name, digest)
             if response.status != 200:
@@ -148,7 +182,8 @@ class RegistryUpstream:
         repo = self.repository(name)
         path = f"/v2/{repo}/blobs/{digest}"
         headers = {"Range": byte_range.header()} if byte_range else {}
-        response = await self._request("GET", path, scope=repo, headers=headers)
+        async with self._deadline("GET", path):  # for the headers: the body must keep min_rate
+            response = await self._request("GET", path, scope=repo, headers=headers)
         try:
             if response.status == 404:
                 raise self._blob_unknown(name, digest)
@@ -159,7 +194,7 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             media_type = response.headers.get("Content-Type", "application/octet-stream")
             if response.status == 206:
-                first, last, size = _parse_content_range(response.headers.get("Content-Range"))
+                first, last, size = self._content_range(response, byte_range)
                 return BlobStream(size, media_type, self._stream(response), (first, last))
             size = _content_length(response.headers)
             if size is None:
@@ -180,8 +215,10 @@ class RegistryUpstream:
 
     async def tags(self, name: str) -> list[str]:
         repo = self.repository(name)
+        path = f"/v2/{repo}/tags/list"
         try:
-            return await self._http.tags(f"/v2/{repo}/tags/list", scopes=(pull_scope(repo),))
+            async with self._deadline("GET", path):
+                return await self._http.tags(path, scopes=(pull_scope(repo),))
         except RegistryHttpError as exc:
             if exc.trouble is Trouble.STATUS and exc.status == 404:
                 raise errors.NameUnknown(
@@ -195,15 +232,23 @@ class RegistryUpstream:
         path = f"/v2/{repo}/referrers/{digest}"
         params = {"artifactType": artifact_type} if artifact_type else None
         headers = {"Accept": mediatypes.OCI_INDEX}
-        async with await self._request(
-            "GET", path, scope=repo, headers=headers, params=params
-        ) as response:
+        async with (
+            self._deadline("GET", path),
+            await self._request(
+                "GET", path, scope=repo, headers=headers, params=params
+            ) as response,
+        ):
             if response.status in (404, 405, 400):
                 # No referrers API upstream (distribution 2.8): nothing refers to anything.
                 return Referrers(_EMPTY_INDEX, mediatypes.OCI_INDEX, None)
             if response.status != 200:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
+            if not _is_json_object(data):
+                raise errors.UpstreamError(
+                    f"{self.description} sent referrers of {name}@{digest} "
+                    "that are not a JSON object"
+                )
             return Referrers(
                 data, mediatypes.OCI_INDEX, response.headers.get("OCI-Filters-Applied")
             )
@@ -225,6 +270,21 @@ class RegistryUpstream:
                 method, path, scopes=scopes, headers=headers, params=params
             )
 
+    @asynccontextmanager
+    async def _deadline(self, method: str, path: str) -> AsyncIterator[None]:
+        """A whole answer within request_timeout: a trickle of headers or JSON ends too."""
+        deadline = asyncio.timeout(self._request_timeout)
+        try:
+            async with deadline:
+                yield
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise errors.UpstreamTimeout(
+                f"{self.description} did not answer {method} {path} "
+                f"within {self._request_timeout:g} s"
+            ) from None
+
     @contextmanager
     def _mapped(self) -> Iterator[None]:
         try:
@@ -234,7 +294,7 @@ class RegistryUpstream:
 
     def _error(self, exc: RegistryHttpError) -> errors.RegistryError:
         match exc.trouble:
-            case Trouble.TIMEOUT:
+            case Trouble.TIMEOUT | Trouble.TOO_SLOW:
                 return errors.UpstreamTimeout(exc.message)
             case Trouble.UNREACHABLE:
                 return errors.UpstreamUnavailable(exc.message)
@@ -271,6 +331,23 @@ class RegistryUpstream:
             return errors.UpstreamError(f"{self.description} answered {status} for {path}")
         return errors.UpstreamError(f"{self.description} answered {status} unexpectedly for {path}")
 
+    def _content_range(
+        self, response: aiohttp.ClientResponse, asked: ByteRange | None
+    ) -> tuple[int, int, int]:
+        """A 206's window and total, which must be the window asked for (or, unasked, all)."""
+        header = response.headers.get("Content-Range")
+        first, last, size = _parse_content_range(header, self.description)
+        try:
+            wanted = asked.resolve(size) if asked is not None else (0, size - 1)
+        except errors.RegistryError:
+            wanted = None  # what was asked cannot be had from a blob that size
+        if wanted != (first, last):
+            raise errors.UpstreamError(
+                f"{self.description} answered {asked.header() if asked else 'a request for all'}"
+                f" of {response.url.path} with Content-Range {header!r}"
+            )
+        return first, last, size
+
     def _blob_unknown(self, name: str, digest: str) -> errors.RegistryError:
         return errors.BlobUnknown(
             f"blob {digest} is not known to {self.description} in {name}",
@@ -300,23 +377,43 @@ _EMPTY_INDEX = orjson.dumps(
 )
 
 
-def _content_length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
-
-
-def _parse_content_range(header: str | None) -> tuple[int, int, int]:
+def _is_digest(text: str | None) -> TypeGuard[str]:
     try:
-        _unit, _, spec = (header or "").partition(" ")
-        window, _, total = spec.partition("/")
-        first, _, last = window.partition("-")
-        return int(first), int(last), int(total)
-    except ValueError as exc:
-        raise errors.UpstreamError(f"upstream sent a bad Content-Range {header!r}") from exc
+        return text is not None and bool(Digest.parse(text))
+    except InvalidDigest:
+        return False
+
+
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _number(text: str | None) -> int | None:
+    """A header's non-negative decimal number (ASCII digits only), or None."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    return _number(headers.get("Content-Length"))
+
+
+def _parse_content_range(header: str | None, description: str = "upstream") -> tuple[int, int, int]:
+    """`bytes FIRST-LAST/TOTAL`, a window inside the total, or an UpstreamError."""
+    unit, _, spec = (header or "").strip().partition(" ")
+    window, _, total = spec.partition("/")
+    first, _, last = window.partition("-")
+    numbers = (_number(first), _number(last), _number(total))
+    match numbers:
+        case (int(start), int(end), int(size)) if unit == "bytes" and start <= end < size:
+            return start, end, size
+    raise errors.UpstreamError(f"{description} sent a bad Content-Range {header!r}")
 
 
 def _total_from_content_range(header: str | None) -> int | None:
     if header and "/" in header:
-        total = header.rsplit("/", 1)[1]
-        return int(total) if total.isdigit() else None
+        return _number(header.rsplit("/", 1)[1])
     return None
