@@ -221,7 +221,20 @@ def test_the_access_log_names_the_client_a_trusted_proxy_forwarded(
 def test_valid_hosts() -> None:
     for host in ("example.org", "a-b.example.org:443", "127.0.0.1:5000", "[::1]", "[::1]:80"):
         assert valid_host(host), host
-    for host in ("", "a b", "a:0", "a:65536", "a:1:2", "[::1", "[x]", "-a.example", "a/b", "ä"):
+    for host in (
+        "",
+        "a b",
+        "a:0",
+        "a:65536",
+        "a:1:2",
+        "[::1",
+        "[x]",
+        "-a.example",
+        "a/b",
+        "ä",
+        "a\n",
+        "a:1\n",
+    ):
         assert not valid_host(host), host
 
 

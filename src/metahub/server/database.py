@@ -27,7 +27,7 @@ def database_unavailable(
 ) -> errors.DatabaseUnavailable:
     """The client's answer, and the operator's warning: one line, no traceback."""
     description = database_description(hub.engine)
-    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc)
+    reason = (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
     log.warning(
         "%s %s: MetaHub's database (%s) did not answer: %s", method, path, description, reason
     )

@@ -20,11 +20,12 @@ from metahub.config import Settings
 
 # The direct peer, kept in the scope when `client` is replaced by the address a proxy forwarded.
 PEER_KEY = "metahub.peer"
+# Matched whole (fullmatch): `$` would let a final newline through.
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
-_PORT = re.compile(r"^[0-9]{1,5}$")
+_PORT = re.compile(r"[0-9]{1,5}")
 _SCHEMES = ("http", "https")
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
@@ -79,11 +80,11 @@ def valid_host(host: str) -> bool:
     name, colon, port = host.partition(":")
     if colon and not _valid_port(port):
         return False
-    return bool(_HOSTNAME.match(name))
+    return bool(_HOSTNAME.fullmatch(name))
 
 
 def _valid_port(port: str) -> bool:
-    return bool(_PORT.match(port)) and 0 < int(port) < 65536
+    return bool(_PORT.fullmatch(port)) and 0 < int(port) < 65536
 
 
 def _own_address(scope: Mapping[str, Any]) -> str:
