@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
 import re
 import sqlite3
 import time
@@ -16,13 +17,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import orjson
 import pytest
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from metahub.config import parse_config
 from metahub.server import registry
+from metahub.server.app import MetaHubApp
 from metahub.server.origin import PEER_KEY, behind_proxies, valid_host
 from tests.support.metahub_server import MetaHubServer
 
@@ -375,3 +382,56 @@ def test_distinct_large_accept_headers_leave_the_cache_small() -> None:
     stored = sum(len(key or "") for key in registry._ACCEPT_ANSWERS)
     assert len(registry._ACCEPT_ANSWERS) <= registry.ACCEPT_CACHE_ENTRIES
     assert stored <= registry.ACCEPT_CACHE_ENTRIES * registry.ACCEPT_CACHE_KEY_LIMIT
+
+
+class _LockedCredentials:
+    async def check_account(self, login: str, password: str) -> None:
+        raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))
+
+
+class _Limiter:
+    def check(self, address: str) -> None:
+        pass
+
+    def failed(self, address: str) -> None:
+        pass
+
+
+async def test_a_database_error_on_the_registry_side_is_a_503(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The registry's own catch-all, reached in process: no request there waits on a lock."""
+    settings = parse_config({"upstream": {"path": str(tmp_path)}})
+    app = MetaHubApp(settings)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'metahub.db'}")
+    hub = SimpleNamespace(
+        settings=settings,
+        engine=engine,
+        credentials=_LockedCredentials(),
+        login_failures=_Limiter(),
+    )
+    app._hub = hub  # type: ignore[assignment]
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v2/",
+        "query_string": b"",
+        "headers": [(b"authorization", basic("cpu-login", "pw").encode())],
+        "client": ("127.0.0.1", 1),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.WARNING, logger="metahub.server"):
+        await app(scope, receive, send)
+    await engine.dispose()
+    assert sent[0]["status"] == 503
+    (error,) = orjson.loads(sent[1]["body"])["errors"]
+    assert error["code"] == "UNAVAILABLE" and "SQLite" in error["message"]
+    (record,) = caplog.records
+    assert "database is locked" in record.getMessage() and record.exc_info is None
