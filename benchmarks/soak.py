@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import random
@@ -267,7 +268,6 @@ class Client:
         expect: tuple[int, ...] = (200,),
         headers: dict[str, str] | None = None,
         check: Callable[[int, dict[str, str], bytes], str | None] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
         bearer: bool = True,
     ) -> tuple[int, dict[str, str], bytes] | None:
         """One request; None when it failed (the journal says how)."""
@@ -278,7 +278,7 @@ class Client:
         self.journal.outcomes.append(outcome)
         try:
             async with self.session.request(
-                method, self.base + path, headers=all_headers, auth=auth
+                method, self.base + path, headers=all_headers
             ) as response:
                 body = await response.read()
                 answered = {k.lower(): v for k, v in response.headers.items()}
@@ -318,7 +318,7 @@ class Client:
             "GET",
             f"/token?service=metahub&{scope}",
             expect=(200,) if right else (401,),
-            auth=aiohttp.BasicAuth(self.login, password),
+            headers={"Authorization": _basic(self.login, password)},
             bearer=False,
         )
         if answer is None or not right:
@@ -367,6 +367,10 @@ class Client:
             )
 
 
+def _basic(login: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
+
+
 def _digest_check(digest: str) -> Callable[[int, dict[str, str], bytes], str | None]:
     def check(status: int, headers: dict[str, str], body: bytes) -> str | None:
         if sha256(body) != digest:
@@ -411,6 +415,7 @@ class Traffic:
     registry: RegistryServer
     stop: asyncio.Event
     cold_tags: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    last_wrong_login: float = 0.0
 
     async def loop(self, pause: float, step: Callable[[], Awaitable[None]]) -> None:
         while not self.stop.is_set() and not self.journal.full():
@@ -469,12 +474,10 @@ class Traffic:
         await self.loop(0.5, step)
 
     async def logins(self, client: Client) -> None:
-        last_wrong = 0.0
-
         async def step() -> None:
-            nonlocal last_wrong
-            if self.journal.now() - last_wrong >= WRONG_LOGIN_EVERY:
-                last_wrong = self.journal.now()
+            # One wrong password for all clients together, so that the limit is never reached.
+            if self.journal.now() - self.last_wrong_login >= WRONG_LOGIN_EVERY:
+                self.last_wrong_login = self.journal.now()
                 await client.fetch_token(client.password + "-wrong")
             else:
                 await client.fetch_token(client.password)
@@ -682,7 +685,8 @@ def explained_by(outcome: Outcome, faults: list[Fault]) -> str | None:
 def report(journal: Journal, warm_up: float, duration: float) -> SuiteResult:
     rows: list[dict[str, object]] = []
     for t, mib, load in journal.rss:
-        rows.append({"section": "RSS", "item": f"at {t:.0f} s", "value": mib, "unit": "MiB"})
+        row = {"section": "RSS", "item": f"at {t:.0f} s", "value": round(mib, 1), "unit": "MiB"}
+        rows.append(row)
         rows[-1]["load_1m"] = load
     after_warm_up = next((mib for t, mib, _ in journal.rss if t >= warm_up), None)
     end_mib = journal.rss[-1][1]
@@ -691,7 +695,7 @@ def report(journal: Journal, warm_up: float, duration: float) -> SuiteResult:
         {
             "section": "RSS",
             "item": f"change, first sample after {warm_up:.0f} s warm-up to end",
-            "value": change,
+            "value": None if change is None else round(change, 1),
             "unit": "%",
             "target": f"within {RSS_TARGET_PERCENT:g} %",
             "met": _met(change is not None and abs(change) <= RSS_TARGET_PERCENT),
@@ -789,7 +793,7 @@ def _met(ok: bool) -> str:
 COLUMNS = [
     Column("section", "Section"),
     Column("item", "What"),
-    Column("value", "Value", ",.1f"),
+    Column("value", "Value", ",g"),
     Column("unit", "Unit"),
     Column("target", "Target"),
     Column("met", "Met"),
