@@ -39,6 +39,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 from rich.console import Console
 from tests.support.feature_images import MACHINE_TYPES, OCI_INDEX, OCI_MANIFEST, FeatureIndex
 from tests.support.feature_images import feature_index as make_feature_index
@@ -167,7 +168,9 @@ class FaultProxy:
             status = random.choice((500, 502, 503))
             body = {"errors": [{"code": "UNAVAILABLE", "message": "injected", "detail": None}]}
             return web.json_response(body, status=status)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers = CIMultiDict(  # repeated headers (Accept) kept as they came
+            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+        )
         try:
             upstream = await self._session.request(
                 request.method,
@@ -343,9 +346,13 @@ class Client:
         if index is None:
             return
         entries = orjson.loads(index[2]).get("manifests", [])
-        if len(entries) != 1:
-            self.journal.outcomes[-1].problem = f"{len(entries)} entries after filtering"
-            self.journal.outcomes[-1].answer = index[2][:300].decode(errors="replace")
+        if len(entries) != 1:  # each machine type matches exactly one entry
+            now = self.journal.now()
+            path = f"/v2/{repository}/manifests/{digest}"
+            wrong = Outcome(kind, "GET", path, now, now, status=index[0])
+            wrong.problem = f"{len(entries)} entries after filtering"
+            wrong.answer = index[2][:300].decode(errors="replace")
+            self.journal.outcomes.append(wrong)
             return
         child_digest = entries[0]["digest"]
         child = await self.call(
