@@ -248,6 +248,10 @@ def hub_config(content: Content, registry_url: str, cache_dir: Path) -> dict[str
 # -- clients -----------------------------------------------------------------------------------
 
 
+# Checks an answer's bytes: (status, headers, body) -> what is wrong with them, or None.
+Check = Callable[[int, dict[str, str], bytes], str | None]
+
+
 class Client:
     """One machine type's client: its token, and requests recorded in the journal."""
 
@@ -270,7 +274,7 @@ class Client:
         *,
         expect: tuple[int, ...] = (200,),
         headers: dict[str, str] | None = None,
-        check: Callable[[int, dict[str, str], bytes], str | None] | None = None,
+        check: Check | None = None,
         bearer: bool = True,
     ) -> tuple[int, dict[str, str], bytes] | None:
         """One request; None when it failed (the journal says how)."""
@@ -378,7 +382,7 @@ def _basic(login: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
 
 
-def _digest_check(digest: str) -> Callable[[int, dict[str, str], bytes], str | None]:
+def _digest_check(digest: str) -> Check:
     def check(status: int, headers: dict[str, str], body: bytes) -> str | None:
         if sha256(body) != digest:
             return f"{len(body)} bytes with digest {sha256(body)}, not {digest}"
@@ -387,7 +391,7 @@ def _digest_check(digest: str) -> Callable[[int, dict[str, str], bytes], str | N
     return check
 
 
-def _range_check(data: bytes, first: int, last: int) -> Callable[..., str | None]:
+def _range_check(data: bytes, first: int, last: int) -> Check:
     def check(status: int, headers: dict[str, str], body: bytes) -> str | None:
         expected = data if status == 200 else data[first : last + 1]
         if body != expected:
