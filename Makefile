@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench soak clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ test-fast: install
 bench: install
 	./scripts/install-system-deps.sh test
 	$(BIN)/python -m benchmarks
+
+# Ten minutes of mixed traffic while the upstream fails (benchmarks/soak.py); not in `test`.
+soak: install
+	./scripts/install-system-deps.sh test
+	$(BIN)/python -m benchmarks.soak
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
