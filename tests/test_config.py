@@ -440,3 +440,42 @@ def test_config_path_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) 
     """`metahub serve` sets METAHUB_CONFIG for its workers; it must not break parsing."""
     monkeypatch.setenv("METAHUB_CONFIG", "/etc/metahub.yaml")
     assert parse_config(config()).upstream.url == "https://registry.example"
+
+
+def test_upstream_pace_redirects_and_shutdown_have_defaults() -> None:
+    settings = parse_config(config())
+    assert settings.upstream.min_rate == 64 * 1024
+    assert settings.upstream.min_rate_window == 30
+    assert settings.upstream.request_timeout == 60
+    assert settings.upstream.redirect_hosts is None  # the built-in list
+    assert settings.server.shutdown_timeout == 10
+
+
+def test_upstream_pace_redirects_and_shutdown_can_be_set() -> None:
+    upstream = {
+        "url": "https://r",
+        "min_rate": "1MiB",
+        "min_rate_window": 5,
+        "request_timeout": 20,
+        "redirect_hosts": ["minio.internal:9000", "*.s3.amazonaws.com"],
+    }
+    settings = parse_config(config(upstream=upstream, server={"shutdown_timeout": 3}))
+    assert settings.upstream.min_rate == 1024 * 1024
+    assert settings.upstream.redirect_hosts == ("minio.internal:9000", "*.s3.amazonaws.com")
+    assert settings.server.shutdown_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("upstream", "min_rate", "fast"),
+        ("upstream", "min_rate_window", 0),
+        ("upstream", "request_timeout", -1),
+        ("server", "shutdown_timeout", -1),
+    ],
+)
+def test_bad_pace_and_shutdown_settings_are_named(section: str, key: str, value: object) -> None:
+    raw = config()
+    raw[section] = {**raw.get(section, {}), key: value}
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+        parse_config(raw)

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from metahub.upstream.registry import TOKEN_EXPIRY_MARGIN
+from metahub.client.auth import TOKEN_EXPIRY_MARGIN
 from tests.support.metahub_server import MetaHubServer
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -58,8 +58,10 @@ def serve(config_path: Path, host: str, port: int, workers: int) -> None:
 
     from metahub.server.asgi import CONFIG_ENV
     from metahub.server.protocol import MetaHubHttpProtocol
+    from metahub.store.files import secure_data_dir
 
     settings = _load(config_path)  # fail here, with a clear message, not in every worker
+    secure_data_dir(settings.data_dir)  # before the metrics files; workers inherit the umask
     os.environ[CONFIG_ENV] = str(config_path.resolve())
     if workers > 1:
         # Each worker counts into files here; /metrics, answered by any worker, adds them up.
@@ -194,12 +196,13 @@ def db() -> None:
 def db_upgrade(config_path: Path) -> None:
     """Apply the schema migrations (MetaHub also applies them on start)."""
     from metahub.store.database import default_url, open_database
+    from metahub.store.files import secure_data_dir
     from metahub.store.migrate import current_revision
 
     settings = _load(config_path)
 
     async def run() -> str | None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)
         engine = await open_database(settings.database.url or default_url(settings.data_dir))
         try:
             return await current_revision(engine)

@@ -48,6 +48,14 @@ class UpstreamConfig(StrictModel):
     retries: int = Field(2, ge=0, le=10)
     retry_base_delay: float = Field(0.1, ge=0)
     retry_max_delay: float = Field(5.0, ge=0)
+    # A body slower than this (bytes/s, averaged over the window) ends with a 504; 0: no floor.
+    min_rate: ByteSize = 64 * 1024
+    min_rate_window: float = Field(30.0, gt=0)
+    # Seconds for a whole manifest, tag list or referrers answer, and for a blob's headers.
+    request_timeout: float = Field(60.0, gt=0)
+    # Hosts (shell-style patterns, `host` or `host:port`) a redirect may lead to besides the
+    # upstream's own origin; None: the storage hosts of the well-known public registries.
+    redirect_hosts: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamConfig:
@@ -215,6 +223,11 @@ class AdminConfig(StrictModel):
         return tokens
 
 
+class ServerConfig(StrictModel):
+    # Seconds a stopping server waits for requests in flight before it cuts them off.
+    shutdown_timeout: float = Field(10.0, ge=0)
+
+
 class TokenConfig(StrictModel):
     ttl: int = Field(300, ge=60, le=86400)
 
@@ -236,6 +249,7 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     database: DatabaseConfig = DatabaseConfig()
     login_limit: LoginLimitConfig = LoginLimitConfig()
+    server: ServerConfig = ServerConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 

@@ -40,7 +40,7 @@ async def _explain(settings: Settings, machine_type: str, image: str) -> dict[st
     name, reference = parse_image(image)
     hub = await Hub.start(settings)
     try:
-        profile = hub.manifests.named_profile(machine_type)
+        profile = hub.profiles.named(machine_type)
         filtering = await hub.manifests.explain(name, reference, profile)
         return explanation_json(image, profile, filtering)
     finally:

@@ -16,6 +16,7 @@ from metahub import errors
 from metahub.config import Settings
 from metahub.management.service import ManagementService
 from metahub.store.database import default_url, open_database
+from metahub.store.files import secure_data_dir
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -52,7 +53,7 @@ class LocalBackend:
 
     @classmethod
     async def open(cls, settings: Settings) -> LocalBackend:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)
         engine = await open_database(settings.database.url or default_url(settings.data_dir))
         service = ManagementService(engine)
         await service.import_config(settings.machine_types)

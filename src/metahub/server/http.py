@@ -133,8 +133,8 @@ class StreamResponse:
 
 
 def error_response(error: RegistryError) -> Response:
-    headers = {"content-type": "application/json", **error.headers}
-    return Response(error.status, headers, error.body())
+    status, headers, body = error.rendered()
+    return Response(status, headers, body)
 
 
 def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from metahub import errors
 
 # The most header fields and bytes (request line included) one request may send: far above what
 # docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
@@ -85,14 +86,20 @@ _STATUS_TEXT = {
 }
 
 
-def refusal(status: int, code: str, message: str) -> bytes:
+def refusal(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 response that closes the connection, with a registry error body."""
-    body = orjson.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
-    head = (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        b"connection: close\r\n\r\n" % (status, _STATUS_TEXT[status], len(body))
+    error = errors.Unsupported(message, status=status).rendered()
+    fields = b"".join(
+        b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in error.headers.items()
     )
-    return head + body
+    head = b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        status,
+        _STATUS_TEXT[status],
+        fields,
+        len(error.body),
+    )
+    return head + error.body
 
 
 class MetaHubHttpProtocol(HttpToolsProtocol):
@@ -134,7 +141,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error here, ours included: give each its own status, and
         # a registry error body instead of plain text.
-        response = self._refusal or refusal(400, "UNSUPPORTED", "malformed HTTP request")
+        response = self._refusal or refusal(400, "malformed HTTP request")
         self._refuse(response)
 
     def _count(self, fields: int, size: int) -> None:
@@ -143,7 +150,6 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         if self._head_fields > MAX_HEADER_FIELDS or self._head_bytes > MAX_HEADER_BYTES:
             self._refusal = refusal(
                 431,
-                "UNSUPPORTED",
                 f"request headers exceed {MAX_HEADER_FIELDS} fields or "
                 f"{MAX_HEADER_BYTES // 1024} KiB",
             )
@@ -169,7 +175,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
             self.transport.close()
         else:
             message = f"request headers not received within {HEADER_TIMEOUT:g} s"
-            self._refuse(refusal(408, "UNSUPPORTED", message))
+            self._refuse(refusal(408, message))
 
     def _refuse(self, response: bytes) -> None:
         self._disarm_head_timer()
