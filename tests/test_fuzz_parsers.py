@@ -38,6 +38,9 @@ from metahub.oci.reference import (
     MAX_NAME_LENGTH,
     InvalidName,
     InvalidTag,
+    checked_digest,
+    checked_name,
+    checked_reference,
     parse_image,
     split_image,
     validate_name,
@@ -113,6 +116,20 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+@FUZZ
+@given(hostile_text())
+def test_checked_parts_fail_only_with_a_400_registry_error(text: str) -> None:
+    for check in (checked_name, checked_digest, checked_reference):
+        try:
+            assert check(text) == text
+        except errors.RegistryError as exc:
+            assert exc.status == 400 and exc.code in (
+                "NAME_INVALID",
+                "DIGEST_INVALID",
+                "TAG_INVALID",
+            )
 
 
 # -- oci/digest.py ---------------------------------------------------------------------------------
