@@ -43,6 +43,13 @@ def build_layout(path: Path) -> None:
         entries.append(descriptor)
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     writer.tag("fuzz/app:latest", writer.add_json(index, OCI_INDEX))
+    # What a hand-made layout may hold: once each a 500 (InvalidDigest; UnicodeEncodeError).
+    amd64 = {"os": "linux", "architecture": "amd64"}
+    nested = {"mediaType": OCI_INDEX, "digest": "sha256:zz", "size": 2, "platform": amd64}
+    writer.tag("fuzz/nested:latest", writer.add_json({**index, "manifests": [nested]}, OCI_INDEX))
+    odd = dict(writer.add_json(index, OCI_INDEX))
+    odd["mediaType"] = "application/vnd.\u2603+json"
+    writer.tag("fuzz/odd:latest", odd)
     writer.save()
 
 
@@ -122,7 +129,7 @@ AUTHORIZATION = st.one_of(
     HEADER_TEXT.map(lambda text: text.encode("latin-1")),
 )
 # Known names and references half the time, so that authentication and serving are reached.
-KNOWN_NAMES = st.sampled_from(["fuzz/app", "fuzz/other", "library/x"])
+KNOWN_NAMES = st.sampled_from(["fuzz/app", "fuzz/nested", "fuzz/odd", "fuzz/other", "library/x"])
 NAMES = st.one_of(KNOWN_NAMES, KNOWN_NAMES, hostile_text(6))
 REFERENCES = st.one_of(st.sampled_from(["latest", "sha256:" + "0" * 64, "v1"]), hostile_text(6))
 KINDS = st.sampled_from(["manifests", "blobs", "tags", "referrers", "blobs/uploads"])
@@ -152,6 +159,8 @@ def _path(name: str, kind: str, reference: str) -> str:
 )
 @example("GET", "fuzz/app", "manifests", "latest", {"accept": b"application/json"})
 @example("GET", "fuzz/app", "manifests", "latest", {"authorization": basic("sky", PASSWORD)})
+@example("GET", "fuzz/nested", "manifests", "latest", {"authorization": basic("sky", PASSWORD)})
+@example("GET", "fuzz/odd", "manifests", "latest", {})
 @example(
     "GET",
     "fuzz/app",
