@@ -62,10 +62,6 @@ def test_a_blob_below_the_minimum_rate_is_cut_short(
     assert "Traceback" not in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wired by the integrator: serve passes server.shutdown_timeout to uvicorn",
-)
 def test_stopping_waits_for_a_trickling_download_only_the_shutdown_timeout(
     tmp_path: Path, upstream: ScriptedRegistry
 ) -> None:

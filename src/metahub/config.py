@@ -225,7 +225,7 @@ class AdminConfig(StrictModel):
 
 class ServerConfig(StrictModel):
     # Seconds a stopping server waits for requests in flight before it cuts them off.
-    shutdown_timeout: float = Field(10.0, ge=0)
+    shutdown_timeout: int = Field(10, ge=0)
 
 
 class TokenConfig(StrictModel):

@@ -21,7 +21,7 @@ from metahub.management.service import ManagementService
 from metahub.serving.blobcache import BlobCache
 from metahub.serving.blobs import BlobService
 from metahub.serving.manifests import ManifestService
-from metahub.store.database import default_url, open_database
+from metahub.store.database import open_engine
 from metahub.store.digests import FilteredDigestStore
 from metahub.store.files import secure_data_dir
 from metahub.store.keys import signing_key
@@ -86,7 +86,7 @@ class Hub:
             upstream,
             BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
         )
-        engine = await open_database(settings.database.url or default_url(settings.data_dir))
+        engine = await open_engine(settings)
         management = ManagementService(engine)
         await management.import_config(settings.machine_types)
         directory = Directory(engine, settings.machine_types)

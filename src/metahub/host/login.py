@@ -27,13 +27,14 @@ from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import host_of, is_loopback
+from metahub.host.errors import HostError
 
 DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "metahub-login"
 MAX_BODY = 1 << 20
 
 
-class LoginError(RuntimeError):
+class LoginError(HostError):
     """Why the host could not be logged in; shown to the user as is."""
 
 

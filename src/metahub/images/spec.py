@@ -26,6 +26,7 @@ from typing import Annotated, Any
 from pydantic import ValidationError, field_validator
 
 from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
+from metahub.images.errors import ImageError
 from metahub.oci.digest import Digest, InvalidDigest
 from metahub.oci.reference import InvalidName, InvalidTag, validate_name, validate_tag
 
@@ -33,11 +34,11 @@ DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-class SpecError(ValueError):
+class SpecError(ImageError, ValueError):
     """A spec that cannot be used; the message names the file and the key."""
 
 
-class InvalidReference(ValueError):
+class InvalidReference(ImageError, ValueError):
     pass
 
 

@@ -25,6 +25,7 @@ from metahub.client.http import Body, RegistryConnection
 from metahub.client.media import media_type_of
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import base_url
+from metahub.images.errors import ImageError
 from metahub.images.members import Fetched
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 
-class RegistryClientError(Exception):
+class RegistryClientError(ImageError):
     """A request the registry refused or could not answer; the message names the registry."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
