@@ -7,6 +7,7 @@ deployment can keep secrets out of it.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -150,7 +151,10 @@ def parse_size(value: object) -> int:
         unit = match.group(2).lower() if match else None
         if match is None or unit not in _UNITS:
             raise ValueError(f"invalid size {value!r}: use bytes or a unit, e.g. 512MiB, 10GB")
-        size = int(float(match.group(1)) * _UNITS[unit])
+        amount = float(match.group(1)) * _UNITS[unit]
+        if not math.isfinite(amount):
+            raise ValueError(f"invalid size {value!r}: too large")
+        size = int(amount)
     else:
         raise ValueError(f"invalid size {value!r}: use bytes or a unit, e.g. 512MiB, 10GB")
     if size < 0:
@@ -308,6 +312,13 @@ def load_config(path: Path) -> Settings:
 
 
 def parse_config(raw: dict[str, Any], *, source: str = "config") -> Settings:
+    # Keys become keyword arguments: a non-string one is a TypeError, and one starting with '_'
+    # (`_env_file`, `_secrets_dir`, `_cli_parse_args`...) would configure pydantic-settings
+    # itself rather than be refused as an unknown key.
+    odd = [key for key in raw if not isinstance(key, str) or key.startswith("_")]
+    if odd:
+        lines = [f"invalid {source}:", *(f"  {key}: unknown key" for key in odd)]
+        raise ConfigError("\n".join(lines))
     try:
         return Settings(**raw)
     except ValidationError as exc:

@@ -105,11 +105,16 @@ def parse_profile_login(login: str) -> ProfileSpec:
     return ProfileSpec(account, tuple(sorted(features)), platform)
 
 
+# A level is a number of one or two digits: a longer one (`v99999999`) is no level any CPU has,
+# and would spell out millions of platforms. Such a variant is matched as it is written.
+_LEVEL_RE = re.compile(r"v([0-9]{1,2})")
+
+
 def platforms_run_by(platform: PlatformKey) -> tuple[PlatformKey, ...]:
     """Every platform a host of `platform` runs natively, the runtime's default one first."""
     platform = normalize_platform(platform)
     os_, arch, variant = platform.os, platform.architecture, platform.variant
-    level = re.fullmatch(r"v(\d+)", variant)
+    level = _LEVEL_RE.fullmatch(variant)
     if arch == "amd64" and (level or not variant):
         top = int(level.group(1)) if level else 1
         return (

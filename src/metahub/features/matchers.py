@@ -146,7 +146,10 @@ def _lineage_steps(machine: str, required: str) -> int | None:
     return len(start.ancestors) - len(goal.ancestors)
 
 
-_CAPABILITY_RE = re.compile(r"^(\d+)\.(\d+)(a?)\Z")
+# ASCII digits, and few of them: `\d` admits any script's digits, and int() refuses (or float()
+# overflows on) numbers thousands of digits long, which a feature string may hold.
+_NUMBER = "[0-9]{1,18}"
+_CAPABILITY_RE = re.compile(rf"^({_NUMBER})\.({_NUMBER})(a?)\Z")
 PTX_KEY = "nvptx"
 CAPABILITY_KEY = "nvcap"
 
@@ -223,7 +226,8 @@ def _capability_distance(
     return float(cap[1] - want[1])
 
 
-_VERSION_RE = re.compile(r"^\d+(?:\.\d+)*\Z")
+# At most 32 numbers: a distance divides the last one by 1000**31, and 1000.0**103 overflows.
+_VERSION_RE = re.compile(rf"^{_NUMBER}(?:\.{_NUMBER}){{0,31}}\Z")
 
 
 def _version(value: str) -> tuple[int, ...] | None:

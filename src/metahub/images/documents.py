@@ -43,8 +43,14 @@ def read_yaml(path: Path, kind: str, error: type[ValueError]) -> Any:
         return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise error(f"cannot read {kind} {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{kind} {path} is not UTF-8 text: {exc}") from exc
+    except RecursionError as exc:  # PyYAML reads nested collections recursively
+        raise error(f"{kind} {path} nests collections too deeply") from exc
     except yaml.YAMLError as exc:
         raise error(f"{kind} {path} is not valid YAML: {exc}") from exc
+    except ValueError as exc:  # PyYAML's constructors: a 5000-digit int, a 13th month
+        raise error(f"{kind} {path} holds a value YAML cannot read: {exc}") from exc
 
 
 def describe(exc: ValidationError, source: str) -> str:

@@ -40,8 +40,11 @@ class Entry:
 
     @property
     def annotations(self) -> dict[str, str]:
+        """The annotations with string values: upstream JSON may hold anything there."""
         value = self.descriptor.get("annotations")
-        return value if isinstance(value, dict) else {}
+        if not isinstance(value, dict):
+            return {}
+        return {key: text for key, text in value.items() if isinstance(text, str)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,10 @@ class Index:
             raise InvalidIndex(f"index is not valid JSON: {exc}") from exc
         if not isinstance(document, dict):
             raise InvalidIndex("index is not a JSON object")
+        try:
+            orjson.dumps(document)  # with_entries must be able to write any part of it back
+        except orjson.JSONEncodeError as exc:
+            raise InvalidIndex(f"index nests its JSON too deeply to be rewritten: {exc}") from exc
         manifests = document.get("manifests")
         if not isinstance(manifests, list):
             raise InvalidIndex("index has no 'manifests' list")

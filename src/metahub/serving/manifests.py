@@ -146,7 +146,7 @@ class ManifestService:
         Nested indexes are filtered first, so one in which nothing fits counts as an entry that
         does not fit, and its platform falls back to the next best entry as any other would.
         """
-        index = self._parse(name, reference, manifest)
+        index = self._parse(name, reference, manifest.data)
         nests = [e for e in index.entries if mediatypes.is_index(e.media_type)]
         if depth >= MAX_NESTING:
             nests = []
@@ -233,7 +233,7 @@ class ManifestService:
     ) -> ServedManifest:
         """For a client that takes no index: the chosen manifest for its platform, as is."""
         for _ in range(MAX_NESTING + 1):
-            index = Index.parse(served.data)
+            index = self._parse(name, reference, served.data)
             entry = entry_for_platform(index.entries, platform)
             if entry is None:
                 raise errors.ManifestUnknown(
@@ -246,9 +246,9 @@ class ManifestService:
                 return served
         raise errors.ManifestUnknown(f"{name}:{reference} nests indexes too deeply")
 
-    def _parse(self, name: str, reference: str, manifest: Manifest) -> Index:
+    def _parse(self, name: str, reference: str, data: bytes) -> Index:
         try:
-            return Index.parse(manifest.data)
+            return Index.parse(data)
         except InvalidIndex as exc:
             raise errors.UpstreamError(
                 f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"

@@ -21,7 +21,7 @@ import orjson
 from metahub import errors
 from metahub.fileio import OutsideRoot, open_within, read_chunks, read_within
 from metahub.oci import mediatypes
-from metahub.oci.digest import Digest
+from metahub.oci.digest import Digest, InvalidDigest
 from metahub.oci.reference import NAME_RE, TAG_RE
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
@@ -96,7 +96,10 @@ class OciLayoutUpstream:
         return layout
 
     def _blob_path(self, layout: _Layout, digest: str) -> Path:
-        parsed = Digest.parse(digest)
+        try:
+            parsed = Digest.parse(digest)
+        except InvalidDigest as exc:  # a descriptor in the layout names no blob it could hold
+            raise errors.UpstreamError(f"{self.description}: {exc}") from exc
         return layout.root / "blobs" / parsed.algorithm / parsed.hex
 
     async def get_manifest(self, name: str, reference: str) -> Manifest:
@@ -122,7 +125,7 @@ class OciLayoutUpstream:
             ) from exc
         if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
             raise errors.UpstreamError(f"{self.description}: blob {digest} is corrupt")
-        if not isinstance(media_type, str):
+        if not isinstance(media_type, str) or not _header_safe(media_type):
             media_type = _declared_media_type(data)
         if media_type is None:  # a layer or config blob: not something to pull as a manifest
             raise errors.ManifestUnknown(
@@ -193,6 +196,11 @@ def _split_ref(ref: str, bare_tags_for: str | None) -> tuple[str | None, str | N
     if sep and "/" not in tag and NAME_RE.match(name) and TAG_RE.match(tag):
         return name, tag
     return None, None
+
+
+def _header_safe(text: str) -> bool:
+    """Whether a descriptor's media type can be sent as a Content-Type: printable ASCII."""
+    return text.isascii() and text.isprintable()
 
 
 def _declared_media_type(data: bytes) -> str | None:
