@@ -59,20 +59,16 @@ async def _serve_until_stopped(
 ) -> None:
     import uvicorn
 
+    from metahub.cli.serve import uvicorn_options
     from metahub.server.app import build_app
-    from metahub.server.protocol import MetaHubHttpProtocol
 
     config = uvicorn.Config(
         build_app(settings),
         host=host,
         port=port,
-        loop="none",
-        http=MetaHubHttpProtocol,
-        proxy_headers=False,
-        access_log=False,
-        # docker probes HTTPS before plain HTTP; uvicorn would warn about every probe.
-        log_level="error",
-        timeout_graceful_shutdown=settings.server.shutdown_timeout,
+        # The loop is the runner's; docker probes HTTPS before plain HTTP, and uvicorn
+        # would warn about every probe.
+        **uvicorn_options(settings, loop="none", log_level="error"),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

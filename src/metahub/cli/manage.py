@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +66,24 @@ def credentials_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def say(data: Any, as_json: bool, message: str) -> None:
+    """The API's JSON, or a message for a person."""
+    if as_json:
+        emit(data, True)
+    else:
+        click.echo(message)
+
+
+def confirmed(yes: bool, question: str) -> None:
+    """Go on only when --yes was given or the person agrees."""
+    if not yes and not click.confirm(question):
+        raise click.Abort()
+
+
+def _secret_message(issued: dict[str, Any]) -> str:
+    return f"login:    {issued['login']}\npassword: {issued['password']}  (shown once)"
+
+
 @click.group("admin")
 def admin() -> None:
     """Administrators of the management API and UI."""
@@ -85,10 +105,7 @@ async def admin_create(
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     await backend.create_admin(login, password)
     issued = await backend.create_admin_token(login, token_name)
-    if as_json:
-        emit(issued, True)
-    else:
-        click.echo(f"admin {login} created; API token (shown once): {issued['token']}")
+    say(issued, as_json, f"admin {login} created; API token (shown once): {issued['token']}")
 
 
 @admin.command("list")
@@ -111,13 +128,9 @@ async def admin_list(backend: Backend, as_json: bool) -> None:
 @with_backend
 async def admin_delete(backend: Backend, as_json: bool, login: str, yes: bool) -> None:
     """Delete an admin and its tokens."""
-    if not yes and not click.confirm(f"delete admin {login} and its tokens?"):
-        raise click.Abort()
+    confirmed(yes, f"delete admin {login} and its tokens?")
     await backend.delete_admin(login)
-    if as_json:
-        emit({"deleted": login}, True)
-    else:
-        click.echo(f"deleted admin {login}")
+    say({"deleted": login}, as_json, f"deleted admin {login}")
 
 
 @admin.group("token")
@@ -152,11 +165,8 @@ async def admin_token_create(
 ) -> None:
     """Create an API token for an admin (shown once)."""
     issued = await backend.create_admin_token(login, name, expires)
-    if as_json:
-        emit(issued, True)
-    else:
-        click.echo(f"API token for {login} (shown once): {issued['token']}")
-        click.echo(f"id: {issued['id']}")
+    message = f"API token for {login} (shown once): {issued['token']}\nid: {issued['id']}"
+    say(issued, as_json, message)
 
 
 @admin_token.command("list")
@@ -175,10 +185,7 @@ async def admin_token_list(backend: Backend, as_json: bool, login: str) -> None:
 async def admin_token_revoke(backend: Backend, as_json: bool, token_id: str) -> None:
     """Revoke an admin token at once."""
     await backend.revoke_admin_token(token_id)
-    if as_json:
-        emit({"revoked": token_id}, True)
-    else:
-        click.echo(f"revoked token {token_id}")
+    say({"revoked": token_id}, as_json, f"revoked token {token_id}")
 
 
 @click.group("machine-type")
@@ -186,49 +193,46 @@ def machine_type() -> None:
     """Machine types: the feature sets machines log in as."""
 
 
-def _changes(
-    features: tuple[str, ...],
-    mode: str | None,
-    platforms: tuple[str, ...],
-    description: str | None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    if features:
-        body["features"] = list(features)
-    if mode is not None:
-        body["mode"] = mode
-    if platforms:
-        body["platforms"] = list(platforms)
-    if description is not None:
-        body["description"] = description
-    return body
+def machine_type_fields(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that set a machine type's fields, handed to `command` as one `changes` dict."""
 
+    @click.option("--feature", "features", multiple=True, help="key:value; repeat.")
+    @click.option("--mode", type=click.Choice(["best", "exact"]))
+    @click.option("--platform", "platforms", multiple=True, help="os/arch[/variant].")
+    @click.option("--description")
+    @functools.wraps(command)
+    def with_changes(
+        *args: Any,
+        features: tuple[str, ...],
+        mode: str | None,
+        platforms: tuple[str, ...],
+        description: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        changes: dict[str, Any] = {}
+        if features:
+            changes["features"] = list(features)
+        if mode is not None:
+            changes["mode"] = mode
+        if platforms:
+            changes["platforms"] = list(platforms)
+        if description is not None:
+            changes["description"] = description
+        return command(*args, changes=changes, **kwargs)
 
-_FEATURE = click.option("--feature", "features", multiple=True, help="key:value; repeat.")
-_MODE = click.option("--mode", type=click.Choice(["best", "exact"]))
-_PLATFORM = click.option("--platform", "platforms", multiple=True, help="os/arch[/variant].")
-_DESCRIPTION = click.option("--description")
+    return with_changes
 
 
 @machine_type.command("add")
 @backend_options
 @click.argument("name")
-@_FEATURE
-@_MODE
-@_PLATFORM
-@_DESCRIPTION
+@machine_type_fields
 @with_backend
 async def machine_type_add(
-    backend: Backend,
-    as_json: bool,
-    name: str,
-    features: tuple[str, ...],
-    mode: str | None,
-    platforms: tuple[str, ...],
-    description: str | None,
+    backend: Backend, as_json: bool, name: str, changes: dict[str, Any]
 ) -> None:
     """Add a machine type."""
-    body = {"name": name, **_changes(features, mode, platforms, description)}
+    body = {"name": name, **changes}
     emit(await backend.create_machine_type(body), as_json, types_table)
 
 
@@ -258,27 +262,17 @@ async def machine_type_show(backend: Backend, as_json: bool, name: str) -> None:
 @machine_type.command("update")
 @backend_options
 @click.argument("name")
-@_FEATURE
-@_MODE
-@_PLATFORM
-@_DESCRIPTION
+@machine_type_fields
 @with_backend
 async def machine_type_update(
-    backend: Backend,
-    as_json: bool,
-    name: str,
-    features: tuple[str, ...],
-    mode: str | None,
-    platforms: tuple[str, ...],
-    description: str | None,
+    backend: Backend, as_json: bool, name: str, changes: dict[str, Any]
 ) -> None:
     """Change a machine type (given --feature/--platform lists replace the old ones)."""
-    body = _changes(features, mode, platforms, description)
-    if not body:
+    if not changes:
         raise click.UsageError(
             "nothing to change: give --feature, --mode, --platform or --description"
         )
-    emit(await backend.update_machine_type(name, body), as_json, types_table)
+    emit(await backend.update_machine_type(name, changes), as_json, types_table)
 
 
 @machine_type.command("delete")
@@ -288,13 +282,9 @@ async def machine_type_update(
 @with_backend
 async def machine_type_delete(backend: Backend, as_json: bool, name: str, yes: bool) -> None:
     """Delete a machine type and its credentials."""
-    if not yes and not click.confirm(f"delete {name} and its credentials?"):
-        raise click.Abort()
+    confirmed(yes, f"delete {name} and its credentials?")
     await backend.delete_machine_type(name)
-    if as_json:
-        emit({"deleted": name}, True)
-    else:
-        click.echo(f"deleted {name}")
+    say({"deleted": name}, as_json, f"deleted {name}")
 
 
 @click.group("credential")
@@ -320,11 +310,7 @@ async def credential_create(
     """Create a login for a machine type; the password is shown once."""
     body = {"login": login, "expires": expires}
     issued = await backend.create_credential(machine_type_name, body)
-    if as_json:
-        emit(issued, True)
-    else:
-        click.echo(f"login:    {issued['login']}\npassword: {issued['password']}  (shown once)")
-        click.echo(f"id:       {issued['id']}")
+    say(issued, as_json, f"{_secret_message(issued)}\nid:       {issued['id']}")
 
 
 @credential.command("list")
@@ -352,10 +338,7 @@ async def credential_revoke(backend: Backend, as_json: bool, credential_id: str)
 async def credential_rotate(backend: Backend, as_json: bool, credential_id: str) -> None:
     """Give a login a new password (shown once); the old one stops working."""
     issued = await backend.rotate_credential(credential_id)
-    if as_json:
-        emit(issued, True)
-    else:
-        click.echo(f"login:    {issued['login']}\npassword: {issued['password']}  (shown once)")
+    say(issued, as_json, _secret_message(issued))
 
 
 @credential.command("expire")

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 import click
 
 from metahub.cli.options import config_option, load_settings, required_config
+from metahub.config import Settings
+
+
+def uvicorn_options(settings: Settings, *, loop: str, log_level: str) -> dict[str, Any]:
+    """How `serve` and `demo` both run uvicorn: MetaHub's protocol, its own access log."""
+    from metahub.server.protocol import MetaHubHttpProtocol
+
+    return {
+        "loop": loop,
+        "http": MetaHubHttpProtocol,
+        # Forwarded headers are MetaHub's to judge (server.trusted_proxies), not uvicorn's.
+        "proxy_headers": False,
+        "access_log": False,
+        "log_level": log_level,
+        # A request still streaming from a slow upstream must not hold a stop for ever.
+        "timeout_graceful_shutdown": settings.server.shutdown_timeout,
+    }
 
 
 @click.command()
@@ -20,7 +38,6 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from metahub.server.asgi import CONFIG_ENV
-    from metahub.server.protocol import MetaHubHttpProtocol
     from metahub.store.files import secure_data_dir
 
     config_path = required_config()
@@ -39,14 +56,7 @@ def serve(host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
-        loop="uvloop",
-        http=MetaHubHttpProtocol,
-        # Forwarded headers are MetaHub's to judge (server.trusted_proxies), not uvicorn's.
-        proxy_headers=False,
-        access_log=False,
-        log_level="warning",
-        # A request still streaming from a slow upstream must not hold a stop for ever.
-        timeout_graceful_shutdown=settings.server.shutdown_timeout,
+        **uvicorn_options(settings, loop="uvloop", log_level="warning"),
     )
 
 

@@ -22,12 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
 from metahub.images.errors import ImageError
 from metahub.images.spec import ImageRef, ImageSpec, MemberSpec, PlatformSpec
 from metahub.oci import mediatypes
 from metahub.oci.index import Index, InvalidIndex
+from metahub.oci.json_object import NotAJsonObject, json_object
 
 ATTESTATION_TYPE = "vnd.docker.reference.type"
 ATTESTATION_DIGEST = "vnd.docker.reference.digest"
@@ -289,12 +288,9 @@ def manifest_blobs(document: dict[str, Any]) -> tuple[dict[str, Any], ...]:
 
 def _json(label: str, data: bytes) -> dict[str, Any]:
     try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MemberError(f"{label} is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise MemberError(f"{label} is not a JSON object")
-    return document
+        return json_object(data)
+    except NotAJsonObject as exc:
+        raise MemberError(f"{label} {exc}") from exc
 
 
 def _text(value: object) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from metahub.oci.digest import Digest
+from metahub.oci.json_object import NotAJsonObject, json_object
 from metahub.oci.platform import PlatformKey
 
 
@@ -59,11 +60,9 @@ class Index:
     @classmethod
     def parse(cls, data: bytes) -> Index:
         try:
-            document = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidIndex(f"index is not valid JSON: {exc}") from exc
-        if not isinstance(document, dict):
-            raise InvalidIndex("index is not a JSON object")
+            document = json_object(data)
+        except NotAJsonObject as exc:
+            raise InvalidIndex(f"index {exc}") from exc
         try:
             orjson.dumps(document)  # with_entries must be able to write any part of it back
         except orjson.JSONEncodeError as exc:

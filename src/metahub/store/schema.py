@@ -3,6 +3,8 @@ module describes the newest revision for queries and tests."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -19,6 +21,16 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+
+def _secret_lifetime() -> tuple[Column[Any], ...]:
+    """When a login or admin token was made, stops working and was revoked (fresh per table)."""
+    return (
+        Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("expires", DateTime(timezone=True), nullable=True),
+        Column("revoked", DateTime(timezone=True), nullable=True),
+    )
+
 
 # Filtered indexes MetaHub made, by their own digest: clients (containerd first of all) resolve a
 # tag with HEAD and then GET by digest, possibly from another replica or after a restart.
@@ -64,9 +76,7 @@ credentials = Table(
     Column("login", String(255), nullable=False, unique=True),
     Column("password_hash", Text, nullable=False),
     Column("config_managed", Boolean, nullable=False),
-    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("expires", DateTime(timezone=True), nullable=True),
-    Column("revoked", DateTime(timezone=True), nullable=True),
+    *_secret_lifetime(),
 )
 
 admins = Table(
@@ -85,9 +95,7 @@ admin_tokens = Table(
     Column("name", String(255), nullable=False),
     # Only a hash: a database dump must not hand out working tokens.
     Column("token_sha256", String(64), nullable=False, unique=True),
-    Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("expires", DateTime(timezone=True), nullable=True),
-    Column("revoked", DateTime(timezone=True), nullable=True),
+    *_secret_lifetime(),
 )
 
 # Shared by replicas: a token issued by one is verified by every other.

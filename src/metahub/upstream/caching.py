@@ -21,14 +21,7 @@ from metahub import errors, metrics
 from metahub.cache.lru import CountedLRU, SizedLRU
 from metahub.cache.singleflight import SingleFlight
 from metahub.oci.digest import looks_like_digest
-from metahub.upstream.base import (
-    BlobStream,
-    ByteRange,
-    Manifest,
-    ManifestHead,
-    Referrers,
-    Upstream,
-)
+from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers, Upstream
 
 log = logging.getLogger("metahub.cache")
 # A tag entry costs a few hundred bytes; 100,000 of them (tens of MB) outnumber what clusters pull.

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -24,6 +26,8 @@ from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, InvalidDigest
 from metahub.oci.reference import NAME_RE, TAG_RE
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
+
+T = TypeVar("T")
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -167,15 +171,15 @@ class OciLayoutUpstream:
             os.close(fd)
 
     def _open(self, path: Path) -> int:
-        try:
-            return open_within(self.path, path)
-        except OutsideRoot as exc:
-            log.warning("%s: refused %s", self.description, exc)
-            raise
+        return self._within(open_within, path)
 
     def _read(self, path: Path) -> bytes:
+        return self._within(read_within, path)
+
+    def _within(self, access: Callable[[Path, Path], T], path: Path) -> T:
+        """`access(root, path)` on the layout; a path that leaves it is refused and logged."""
         try:
-            return read_within(self.path, path)
+            return access(self.path, path)
         except OutsideRoot as exc:
             log.warning("%s: refused %s", self.description, exc)
             raise

@@ -112,10 +112,7 @@ class RegistryUpstream:
         headers = {"Accept": mediatypes.UPSTREAM_ACCEPT}
         async with await self._request("GET", path, scope=repo, headers=headers) as response:
             if response.status == 404:
-                raise errors.ManifestUnknown(
-                    f"manifest {name}:{reference} is not known to {self.description}",
-                    detail={"name": name, "reference": reference},
-                )
+                raise self._manifest_unknown(name, reference)
             if response.status != 200:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
@@ -147,10 +144,7 @@ class RegistryUpstream:
             await self._request("HEAD", path, scope=repo, headers=headers) as response,
         ):
             if response.status == 404:
-                raise errors.ManifestUnknown(
-                    f"manifest {name}:{reference} is not known to {self.description}",
-                    detail={"name": name, "reference": reference},
-                )
+                raise self._manifest_unknown(name, reference)
             if response.status != 200:
                 raise self._unexpected(response, path)
             digest = response.headers.get("Docker-Content-Digest")
@@ -347,6 +341,12 @@ class RegistryUpstream:
                 f" of {response.url.path} with Content-Range {header!r}"
             )
         return first, last, size
+
+    def _manifest_unknown(self, name: str, reference: str) -> errors.RegistryError:
+        return errors.ManifestUnknown(
+            f"manifest {name}:{reference} is not known to {self.description}",
+            detail={"name": name, "reference": reference},
+        )
 
     def _blob_unknown(self, name: str, digest: str) -> errors.RegistryError:
         return errors.BlobUnknown(

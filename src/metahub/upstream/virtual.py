@@ -36,14 +36,7 @@ from metahub.images.members import (
 from metahub.images.spec import ImageRef, ImageSpec
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, looks_like_digest
-from metahub.upstream.base import (
-    BlobStream,
-    ByteRange,
-    Manifest,
-    ManifestHead,
-    Referrers,
-    Upstream,
-)
+from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers, Upstream
 
 MAX_OWNED_DIGESTS = 100_000
 MAX_BUILT_INDEXES = 1024
