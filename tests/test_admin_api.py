@@ -21,17 +21,9 @@ import pytest
 
 from tests.support.demo import demo_entries
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import ACCEPT_ALL
 
 ADMIN_TOKEN = "admin-token-for-api-tests"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-ACCEPT_ALL = ", ".join(
-    [
-        OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 CONFIG_TYPE = {
     "name": "config-type",
     "login": "config-login",

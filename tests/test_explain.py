@@ -25,17 +25,8 @@ import yaml
 
 from metahub.demo.images import build_demo_layout
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import ACCEPT_ALL, OCI_INDEX, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-ACCEPT_ALL = ", ".join(
-    [
-        OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        OCI_MANIFEST,
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 ADMIN_TOKEN = "admin-token-for-tests-0001"
 HASHED_ADMIN_TOKEN = "second-admin-token-0002"
 MACHINE_TYPES = [
@@ -54,10 +45,6 @@ LOGINS = {m["name"]: (m["login"], m["password"]) for m in MACHINE_TYPES}
 SEED_CHOICE = {"type1": 0, "type2": 1, "type3": 1, "type4": 3}
 ARM64_POSITION = 4
 IMAGE = "qnib/bench:latest"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def basic(name: str) -> str:

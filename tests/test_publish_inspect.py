@@ -7,7 +7,6 @@ digests, sizes and features with what the registry serves, hashed here.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from metahub.demo.images import FeatureImage, build_feature_images
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import sha256
 from tests.support.push import Pusher
 from tests.support.servers import RegistryServer, skopeo
 
@@ -29,10 +29,6 @@ BUILDS = (
     FeatureImage("cpu-broadwell", "broadwell", ("cpu:broadwell", "nvcap:5.2"), ">> broadwell"),
 )
 LOGINS = {"type-skylake": ["cpu:skylake"], "type-broadwell": ["cpu:broadwell", "nvcap:5.2"]}
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

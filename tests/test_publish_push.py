@@ -10,7 +10,6 @@ with HEAD requests, uploads and mounts in the registry's own request log. Finall
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -32,12 +31,10 @@ import yaml
 
 from metahub.demo.images import FeatureImage, build_feature_images
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.push import Pusher
 from tests.support.servers import RegistryServer, skopeo
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 ACCEPT = f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}"
 MEMBERS = "qnib/plain-featuretest"
 BUILDS = (
@@ -47,10 +44,6 @@ BUILDS = (
     ),
 )
 AUTH = ("publisher", "publisher-secret")
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

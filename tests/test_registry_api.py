@@ -18,20 +18,11 @@ import pytest
 
 from metahub.demo.images import build_demo_layout
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import ACCEPT_ALL, OCI_INDEX, OCI_MANIFEST
 from tests.support.push import Pusher, sha256
 from tests.support.servers import RegistryServer
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 UPSTREAM_AUTH = ("upstream-user", "upstream-secret")
-ACCEPT_ALL = ", ".join(
-    [
-        OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        OCI_MANIFEST,
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 MACHINE_TYPES = [
     {
         "name": "type1",

@@ -19,9 +19,9 @@ import pytest
 
 from metahub.client.retry import RetryPolicy
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import OCI_MANIFEST
 from tests.support.scripted_registry import DROP, Answer, Blob, ScriptedRegistry
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 RETRIES = 2
 MAX_DELAY = 2.0
 

@@ -30,6 +30,7 @@ from metahub.server.ui.sessions import (
 )
 from tests.support.demo import demo_entries
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import ACCEPT_ALL
 
 ADMIN = "ops"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -40,14 +41,6 @@ CONFIG_TYPE = {
     "password": "config-password",
     "features": ["cpu:broadwell"],
 }
-ACCEPT_ALL = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 NO_CSRF = ""
 

@@ -23,9 +23,8 @@ import pytest
 from metahub.demo.images import build_demo_layout
 from metahub.oci.layout_writer import LayoutWriter, image, make_layer
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 MACHINE_TYPES = [
     {"name": "type1", "login": "qnib-type1", "password": "pw1", "features": ["cpu:broadwell"]},
@@ -58,10 +57,6 @@ BROKEN = {
 
 
 # -- reading the layouts directly -------------------------------------------------------------
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_file(layout: Path, digest: str) -> Path:

@@ -14,11 +14,8 @@ from metahub.upstream.registry import (
     media_type_of,
     next_link,
 )
+from tests.support.oci import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_HUB = "https://registry-1.docker.io"
 
 # -- base_url ---------------------------------------------------------------------------------

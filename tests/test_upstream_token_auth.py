@@ -30,9 +30,8 @@ import pytest
 
 from metahub.upstream.registry import TOKEN_EXPIRY_MARGIN
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SERVICE = "fake-registry"
 UPSTREAM_USER = "mirror-bot"
 UPSTREAM_PASSWORD = "upstream-secret"
@@ -40,10 +39,6 @@ LOGIN = ("node", "node-pw")
 MACHINE_TYPES = [
     {"name": "node", "login": LOGIN[0], "password": LOGIN[1], "features": ["cpu:haswell"]}
 ]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
