@@ -78,6 +78,7 @@ def skopeo_raw(ref: str, creds: str | None = None) -> bytes:
     return result.stdout.encode()
 
 
+@pytest.mark.e2e
 def test_raw_is_the_registry_bytes_exactly(setup: Setup) -> None:
     ref = f"{setup.registry.host}/{REPOSITORY}:latest"
     result = inspect("--raw", ref)
@@ -85,6 +86,7 @@ def test_raw_is_the_registry_bytes_exactly(setup: Setup) -> None:
     assert result.stdout == skopeo_raw(ref)
 
 
+@pytest.mark.e2e
 def test_an_index_is_shown_as_a_table_of_its_entries(setup: Setup) -> None:
     ref = f"{setup.registry.host}/{REPOSITORY}:latest"
     result = inspect(ref)
@@ -109,6 +111,7 @@ def test_an_index_is_shown_as_a_table_of_its_entries(setup: Setup) -> None:
         ]
 
 
+@pytest.mark.e2e
 def test_a_single_manifest_shows_its_platform_config_and_layers(setup: Setup) -> None:
     ref = f"{setup.registry.host}/{REPOSITORY}:cpu-skylake"
     result = inspect(ref)
@@ -121,6 +124,7 @@ def test_a_single_manifest_shows_its_platform_config_and_layers(setup: Setup) ->
         assert layer["digest"] in out and str(layer["size"]) in out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("login", sorted(LOGINS))
 def test_through_metahub_it_shows_what_the_login_receives(setup: Setup, login: str) -> None:
     ref = f"{setup.hub.host}/{REPOSITORY}:latest"
@@ -140,6 +144,7 @@ def test_through_metahub_it_shows_what_the_login_receives(setup: Setup, login: s
         assert ", ".join(build.features) not in out
 
 
+@pytest.mark.e2e
 def test_through_metahub_with_the_login_from_docker_config(setup: Setup, tmp_path: Path) -> None:
     login = "type-broadwell"
     auth = base64.b64encode(f"{login}:{login}".encode()).decode()

@@ -16,10 +16,16 @@ import pytest
 
 from metahub.demo.images import build_demo_layout
 from tests.support.postgres import PostgresServer
-from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer
+from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer, allow_runtimes
 
 REGISTRY_USER = "tester"
 REGISTRY_PASSWORD = "s3cret-pass"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Only `e2e` tests may drive container runtimes, their fixtures included: set before any."""
+    allow_runtimes(item.get_closest_marker("e2e") is not None)
 
 
 @pytest.fixture
