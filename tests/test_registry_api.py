@@ -18,7 +18,6 @@ import httpx
 import jwt
 import pytest
 
-from metahub.demo.images import build_demo_layout
 from tests.support.inprocess import InProcessHub
 from tests.support.oci import ACCEPT_ALL, OCI_INDEX, OCI_MANIFEST
 from tests.support.push import Pusher, sha256
@@ -61,12 +60,10 @@ def upstream(workdir: Path) -> Iterator[RegistryServer]:
 
 
 @pytest.fixture(scope="module")
-def content(workdir: Path, upstream: RegistryServer) -> dict[str, str]:
+def content(upstream: RegistryServer, demo_layout: Path) -> dict[str, str]:
     """Push the demo images and a few special repositories; returns tag -> upstream digest."""
-    layout = workdir / "layout"
-    build_demo_layout(layout)
     pusher = Pusher(upstream.url, UPSTREAM_AUTH)
-    digests = pusher.layout(layout, "qnib/bench")
+    digests = pusher.layout(demo_layout, "qnib/bench")
     manifest = pusher.client.get(
         f"/v2/qnib/bench/manifests/{digests['cpu-skylake']}", headers={"accept": OCI_MANIFEST}
     ).content
