@@ -143,6 +143,11 @@ def test_missing_binary_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyP
         RegistryServer(tmp_path).start()
 
 
+def test_an_unmarked_test_cannot_drive_a_container_runtime() -> None:
+    with pytest.raises(servers.UnmarkedRuntimeError, match="needs the e2e marker"):
+        servers.skopeo("--version")
+
+
 @pytest.mark.e2e
 def test_registry_wants_password_and_survives_restart(pushed: Pushed) -> None:
     registry = pushed.registry
