@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from argon2 import PasswordHasher
+import asyncio
+from typing import Literal
 
-from metahub.auth.passwords import Account, CredentialChecker, hash_password
+import pytest
+from argon2 import PasswordHasher, extract_parameters
+
+from metahub.auth.passwords import Account, CredentialChecker, PasswordVerifier, hash_password
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -21,7 +24,8 @@ def checker(argon2_hash: str) -> CredentialChecker:
         [
             Account("plain", "cpu-box", password="plain-secret"),
             Account("hashed", "gpu-box", password_hash=argon2_hash),
-        ]
+        ],
+        hasher=FAST,
     )
 
 
@@ -88,7 +92,8 @@ async def test_non_ascii_passwords() -> None:
         [
             Account("u", "mt", password="pässwörd"),
             Account("h", "mt2", password_hash=FAST.hash("ключ")),
-        ]
+        ],
+        hasher=FAST,
     )
     assert await checker.check("u", "pässwörd") == "mt"
     assert await checker.check("u", "passwort") is None
@@ -127,7 +132,7 @@ async def test_cache_is_per_credential_pair(
 
 async def test_cache_does_not_confuse_where_login_ends() -> None:
     checker = CredentialChecker(
-        [Account("ab", "one", password="c"), Account("a", "two", password="bc")]
+        [Account("ab", "one", password="c"), Account("a", "two", password="bc")], hasher=FAST
     )
     assert await checker.check("ab", "c") == "one"
     assert await checker.check("a", "bc") == "two"
@@ -136,7 +141,7 @@ async def test_cache_does_not_confuse_where_login_ends() -> None:
 
 
 async def test_expired_entries_are_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=0)
+    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=0, hasher=FAST)
     calls = count_verify(monkeypatch, checker)
     await checker.check("a", "p")
     await checker.check("a", "p")
@@ -146,7 +151,7 @@ async def test_expired_entries_are_verified_again(monkeypatch: pytest.MonkeyPatc
 async def test_cache_expiry_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
     monkeypatch.setattr("metahub.auth.passwords.time.monotonic", lambda: now[0])
-    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=60)
+    checker = CredentialChecker([Account("a", "mt", password="p")], ttl=60, hasher=FAST)
     calls = count_verify(monkeypatch, checker)
     await checker.check("a", "p")
     now[0] += 59
@@ -159,7 +164,9 @@ async def test_cache_expiry_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -
 
 async def test_cache_is_bounded_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
     checker = CredentialChecker(
-        [Account("a", "mt-a", password="p"), Account("b", "mt-b", password="p")], size=1
+        [Account("a", "mt-a", password="p"), Account("b", "mt-b", password="p")],
+        size=1,
+        hasher=FAST,
     )
     calls = count_verify(monkeypatch, checker)
     await checker.check("a", "p")
@@ -167,3 +174,110 @@ async def test_cache_is_bounded_least_recently_used(monkeypatch: pytest.MonkeyPa
     await checker.check("a", "p")
     assert [login for login, _ in calls] == ["a", "b", "a"]
     assert len(checker._cache) == 1
+
+
+# --- argon2 paid once per credential, and for unknown logins too -----------------------------
+
+
+class CountingHasher(PasswordHasher):
+    """The real argon2 hasher, counting the verifications it does."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.verified: list[str] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified.append(hash if isinstance(hash, str) else hash.decode())
+        return super().verify(hash, password)
+
+
+@pytest.fixture
+def counting() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def counted_checker(counting: CountingHasher) -> CredentialChecker:
+    return CredentialChecker(
+        [
+            Account("hashed", "gpu-box", password_hash=counting.hash("hashed-secret")),
+            Account("plain", "cpu-box", password="plain-secret"),
+        ],
+        hasher=counting,
+    )
+
+
+async def test_concurrent_checks_of_one_cold_credential_share_one_verify(
+    counted_checker: CredentialChecker, counting: CountingHasher
+) -> None:
+    verdicts = await asyncio.gather(
+        *(counted_checker.check("hashed", "hashed-secret") for _ in range(50))
+    )
+    assert verdicts == ["gpu-box"] * 50
+    assert len(counting.verified) == 1
+
+
+async def test_a_wrong_password_checked_concurrently_is_refused_for_each(
+    counted_checker: CredentialChecker, counting: CountingHasher
+) -> None:
+    verdicts = await asyncio.gather(
+        *(counted_checker.check("hashed", "wrong") for _ in range(50)),
+        counted_checker.check("hashed", "hashed-secret"),
+    )
+    assert verdicts == [None] * 50 + ["gpu-box"]
+    assert len(counting.verified) == 2  # one per distinct pair
+
+
+async def test_a_check_cancelled_while_waiting_does_not_fail_the_others(
+    counted_checker: CredentialChecker, counting: CountingHasher
+) -> None:
+    first = asyncio.ensure_future(counted_checker.check("hashed", "hashed-secret"))
+    second = asyncio.ensure_future(counted_checker.check("hashed", "hashed-secret"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == "gpu-box"
+    assert len(counting.verified) == 1
+
+
+async def test_checks_in_flight_are_not_kept_by_password(
+    counted_checker: CredentialChecker,
+) -> None:
+    started = asyncio.ensure_future(counted_checker.check("hashed", "hashed-secret"))
+    await asyncio.sleep(0)
+    assert "hashed-secret" not in repr(vars(counted_checker))
+    assert await started == "gpu-box"
+
+
+async def test_an_unknown_login_costs_an_argon2_verify(
+    counted_checker: CredentialChecker, counting: CountingHasher
+) -> None:
+    """Else a wrong password for a known login (argon2) and an unknown login (a dict lookup)
+    tell apart by their timing which logins exist."""
+    assert await counted_checker.check("nobody", "hashed-secret") is None
+    assert len(counting.verified) == 1
+    # Against a hash of the same parameters as the real ones, so it costs the same.
+    assert extract_parameters(counting.verified[0]) == extract_parameters(counting.hash("anything"))
+
+
+async def test_a_plaintext_account_costs_an_argon2_verify_too(
+    counted_checker: CredentialChecker, counting: CountingHasher
+) -> None:
+    assert await counted_checker.check("plain", "plain-secret") == "cpu-box"
+    assert await counted_checker.check("plain", "wrong") is None
+    assert len(counting.verified) == 2
+
+
+async def test_the_dummy_hash_is_made_once(counting: CountingHasher) -> None:
+    checker = CredentialChecker([], hasher=counting)
+    for login in ("a", "b", "c"):
+        assert await checker.check(login, "pw") is None
+    assert len(set(counting.verified)) == 1
+
+
+async def test_verify_password_without_a_hash_still_verifies(counting: CountingHasher) -> None:
+    verifier = PasswordVerifier(counting)
+    assert await verifier.verify(None, "anything") is False
+    assert await verifier.verify(counting.hash("pw"), "pw") is True
+    assert await verifier.verify(counting.hash("pw"), "nope") is False
+    assert await verifier.verify("$argon2id$garbage", "pw") is False
+    assert len(counting.verified) == 4

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 
-from metahub.auth.tokens import Principal, TokenService, load_signing_key
+from metahub import errors
+from metahub.auth.tokens import MAX_TOKEN_LENGTH, Principal, TokenService
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
+NULL = object()  # a claim present with the value null, as `issue` writes for some principals
 
 
 @pytest.fixture
@@ -38,9 +37,11 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "jti": "abc",
         "access": [{"type": "repository", "name": "library/ubuntu", "actions": ["pull"]}],
         "mt": "gpu",
+        "cid": NULL,
+        "cv": NULL,
     }
     value.update(overrides)
-    return {k: v for k, v in value.items() if v is not None}
+    return {k: None if v is NULL else v for k, v in value.items() if v is not None}
 
 
 def forge(payload: dict[str, Any], key: bytes = KEY, algorithm: str = "HS256") -> str:
@@ -140,6 +141,18 @@ def _now() -> int:
         pytest.param(lambda: forge(claims(sub=None)), id="no-subject"),
         pytest.param(lambda: forge(claims(exp=None)), id="no-expiry"),
         pytest.param(lambda: forge(claims(iat=None)), id="no-issued-at"),
+        pytest.param(lambda: forge(claims(nbf=None)), id="no-not-before"),
+        pytest.param(lambda: forge(claims(jti=None)), id="no-token-id"),
+        pytest.param(lambda: forge(claims(mt=None)), id="no-machine-type"),
+        pytest.param(lambda: forge(claims(cid=None)), id="no-credential-id"),
+        pytest.param(lambda: forge(claims(cv=None)), id="no-credential-tag"),
+        pytest.param(lambda: forge(claims(access=None)), id="no-access"),
+        pytest.param(lambda: forge(claims(mt=None, cid=None)), id="no-machine-type-no-credential"),
+        pytest.param(lambda: forge(claims(mt=5)), id="machine-type-not-a-string"),
+        pytest.param(lambda: forge(claims(cid=["c"])), id="credential-id-not-a-string"),
+        pytest.param(lambda: forge(claims(cv=7)), id="credential-tag-not-a-string"),
+        pytest.param(lambda: forge(claims(access="repository:a:pull")), id="access-not-a-list"),
+        pytest.param(lambda: forge(claims(sub=5)), id="subject-not-a-string"),
         pytest.param(
             lambda: forge(claims(), algorithm="HS512"),
             id="other-algorithm",
@@ -190,7 +203,6 @@ def test_tampered_signature_is_rejected(service: TokenService) -> None:
     ("access", "granted"),
     [
         ([], frozenset()),
-        (None, frozenset()),
         ([{"type": "repository", "name": "a", "actions": ["push"]}], frozenset()),
         ([{"type": "repository", "name": "a", "actions": ["push", "pull"]}], frozenset({"a"})),
         ([{"type": "registry", "name": "catalog", "actions": ["pull"]}], frozenset()),
@@ -213,10 +225,75 @@ def test_only_repository_pull_grants_count(
     assert principal.repositories == granted
 
 
-def test_non_string_machine_type_reads_as_unfiltered(service: TokenService) -> None:
-    principal = service.verify(forge(claims(mt=5)))
-    assert principal is not None
-    assert principal.machine_type is None
+@pytest.mark.parametrize(
+    "principal",
+    [
+        Principal("gpu-login", "gpu", credential_id="c-1", credential_tag="t"),  # a credential
+        Principal("anonymous", "bw"),  # anonymous, served as a machine type
+        Principal("anonymous", None),  # anonymous and unfiltered
+        Principal("acct/cpu=zen2", "acct/cpu=zen2"),  # a profile login
+    ],
+    ids=["credential", "anonymous", "anonymous-unfiltered", "profile-login"],
+)
+def test_every_kind_of_principal_round_trips(service: TokenService, principal: Principal) -> None:
+    """What `verify` requires, `issue` writes for every principal MetaHub issues tokens to."""
+    verified = service.verify(service.issue(principal, ["x"]).token)
+    assert verified is not None
+    assert (verified.subject, verified.machine_type) == (principal.subject, principal.machine_type)
+    assert (verified.credential_id, verified.credential_tag) == (
+        principal.credential_id,
+        principal.credential_tag,
+    )
+    assert verified.repositories == frozenset({"x"})
+
+
+def test_an_absurdly_long_token_is_refused_before_decoding(
+    service: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    padding = [{"type": "repository", "name": f"r{n:05}", "actions": ["push"]} for n in range(200)]
+    long_token = forge(claims(access=padding))
+    assert len(long_token) > MAX_TOKEN_LENGTH
+    assert service.verify(long_token) is None
+    assert decoded == []
+    assert service.verify(forge(claims())) is not None
+    assert len(decoded) == 1
+
+
+def test_a_token_too_long_to_be_sent_back_is_not_issued(service: TokenService) -> None:
+    names = [f"organisation/repository-{n:05}" for n in range(300)]
+    with pytest.raises(errors.TooLarge):
+        service.issue(Principal("a", "gpu"), names)
+    fits = service.issue(Principal("a", "gpu"), names[:20])
+    assert len(fits.token) <= MAX_TOKEN_LENGTH
+
+
+def test_verified_tokens_are_cached_within_a_byte_budget() -> None:
+    service = TokenService(KEY, cache_size=1000, cache_bytes=4000)
+    tokens = [service.issue(Principal("a", "gpu"), [f"repo-{n}"]).token for n in range(40)]
+    for token in tokens:
+        assert service.verify(token) is not None
+    assert service.cached_bytes <= 4000
+    assert service.cached_bytes == sum(len(t) for t in service._verified)
+    assert 0 < len(service._verified) < 40
+    assert tokens[-1] in service._verified  # the newest are kept
+
+
+def test_cache_bytes_are_given_back_when_a_token_expires() -> None:
+    service = TokenService(KEY, ttl=60)
+    token = service.issue(Principal("a", "gpu"), ["x"]).token
+    assert service.verify(token) is not None
+    assert service.cached_bytes == len(token)
+    service._verified[token] = (service._verified[token][0], 0.0)  # as if its time ran out
+    assert service.verify(token) is not None  # decoded again, and cached again
+    assert service.cached_bytes == len(token)
 
 
 @pytest.mark.parametrize(
@@ -238,74 +315,3 @@ def test_may_pull(repositories: frozenset[str] | None, name: str, expected: bool
 def test_principal_unfiltered() -> None:
     assert Principal("anonymous", None).unfiltered
     assert not Principal("a", "gpu").unfiltered
-
-
-# --- signing key -------------------------------------------------------------------------------
-
-
-def test_signing_key_is_created_private(tmp_path: Path) -> None:
-    data_dir = tmp_path / "nested" / "data"
-    key = load_signing_key(data_dir)
-    assert len(key) >= 32
-    files = list(data_dir.iterdir())
-    assert len(files) == 1
-    assert files[0].read_bytes() == key
-    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
-
-
-def test_signing_key_is_kept(tmp_path: Path) -> None:
-    first = load_signing_key(tmp_path)
-    assert load_signing_key(tmp_path) == first
-    assert load_signing_key(tmp_path / "other") != first
-
-
-def test_signing_key_is_private_whatever_the_umask(tmp_path: Path) -> None:
-    old = os.umask(0)
-    try:
-        load_signing_key(tmp_path)
-    finally:
-        os.umask(old)
-    (path,) = tmp_path.iterdir()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-def test_signing_key_race_with_another_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`metahub serve --workers N`: another worker writes the key between our read and create.
-
-    Every worker must end up with the one key on disk, or tokens from one fail on the others.
-    """
-    first_key = load_signing_key(tmp_path / "probe")
-    key_name = next((tmp_path / "probe").iterdir()).name
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    theirs = os.urandom(32)
-    real_read_bytes = Path.read_bytes
-    raced = []
-
-    def read_bytes(self: Path) -> bytes:
-        if self.name == key_name and not raced:
-            raced.append(self)
-            self.write_bytes(theirs)  # the other worker wins the race
-            raise FileNotFoundError(self)
-        return real_read_bytes(self)
-
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    assert first_key
-    assert load_signing_key(data_dir) == theirs
-
-
-def test_empty_signing_key_file_is_not_used_as_a_key(tmp_path: Path) -> None:
-    """A key file left empty (a crash, or a worker reading it mid-write) must not become the key.
-
-    RFC 7518 section 3.2: an HS256 key must be at least 256 bits.
-    """
-    load_signing_key(tmp_path)
-    (path,) = tmp_path.iterdir()
-    path.write_bytes(b"")
-    try:
-        key = load_signing_key(tmp_path)
-    except Exception:  # refusing to start is as good as making a new key
-        return
-    assert len(key) >= 32

@@ -46,6 +46,7 @@ def hub(
             "username": CREDENTIALS[0],
             "password": CREDENTIALS[1],
             "retry_base_delay": 0.01,
+            "redirect_hosts": ["127.0.0.2"],  # the cdn fixture's host
         },
         "anonymous": {"unfiltered": True},
     }

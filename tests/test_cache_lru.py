@@ -1,10 +1,11 @@
-"""SizedLRU: bounded by the bytes of what it holds, least recently used out first."""
+"""SizedLRU and CountedLRU: bounded by the bytes or the number of what they hold, least recently
+used out first."""
 
 from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from metahub.cache.lru import SizedLRU
+from metahub.cache.lru import CountedLRU, SizedLRU
 
 
 def lru(max_bytes: int, name: str = "test-lru") -> SizedLRU[str, bytes]:
@@ -87,3 +88,25 @@ def test_hits_and_misses_are_counted_under_the_cache_name():
 
     assert counted("test-lru-metrics", "hit") == hits + 2
     assert counted("test-lru-metrics", "miss") == misses + 1
+
+
+def test_a_counted_lru_keeps_the_most_recently_used_entries():
+    cache: CountedLRU[str, int] = CountedLRU(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # now b is the least recently used
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+    assert len(cache) == 2
+
+
+def test_a_counted_lru_replaces_a_key_in_place_and_pops():
+    cache: CountedLRU[str, int] = CountedLRU(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("a", 10)  # a replaced, and now the most recent: b goes next
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (10, None, 3)
+    cache.pop("a")
+    cache.pop("missing")
+    assert (cache.get("a"), len(cache)) == (None, 1)

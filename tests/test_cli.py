@@ -162,6 +162,31 @@ def test_serve_with_a_missing_config_fails_clearly(tmp_path: Path):
     assert "does not exist" in result.stderr
 
 
+def test_serve_without_a_config_is_a_usage_error():
+    result = metahub("serve")
+    assert_clean_failure(result)
+    assert result.returncode == 2
+    assert "Missing option '--config'" in result.stderr
+
+
+def test_config_is_taken_before_the_command_as_after_it(tmp_path: Path):
+    config = tmp_path / "metahub.yaml"
+    config.write_text("upstream: {path: layout}\ndata_dir: data\n")
+    before = metahub("--config", str(config), "db", "upgrade")
+    assert before.returncode == 0, before.stderr
+    assert (tmp_path / "data" / "metahub.db").is_file()
+    after = metahub("db", "upgrade", "--config", str(config))
+    assert after.returncode == 0, after.stderr
+    assert before.stdout == after.stdout
+    assert before.stdout.startswith("database is at revision ")
+    # Given twice, the one after the command wins.
+    other = tmp_path / "other.yaml"
+    other.write_text("upstream: {path: layout}\ndata_dir: other-data\n")
+    both = metahub("--config", str(config), "db", "upgrade", "--config", str(other))
+    assert both.returncode == 0, both.stderr
+    assert (tmp_path / "other-data" / "metahub.db").is_file()
+
+
 BAD_CONFIGS = {
     "unknown-nested-key": (
         "upstream:\n  path: layout\n  colour: blue\n",

@@ -64,14 +64,12 @@ def test_full_config() -> None:
     )
     assert settings.upstream.kind == "oci-layout"
     assert settings.upstream.path == Path("/srv/layout")
-    gpu = settings.machine_type("gpu")
-    assert gpu is not None
+    gpu, cpu = settings.machine_types
+    assert gpu.name == "gpu"
     assert gpu.features == ("cpu:skylake", "nvcap:8.6")
     assert gpu.login == "gpu-login"
-    cpu = settings.machine_type("cpu")
-    assert cpu is not None
+    assert cpu.name == "cpu"
     assert cpu.password_hash == ARGON2_HASH
-    assert settings.machine_type("nope") is None
     assert settings.anonymous is not None
     assert settings.anonymous.machine_type == "cpu"
     assert settings.features.aliases == {"cpu": {"myhost": "haswell"}}
@@ -191,10 +189,28 @@ BAD_CONFIGS = [
         id="empty-login",
     ),
     pytest.param(
+        config(machine_types=[machine_type(login="a#b")]),
+        "machine_types.0.login",
+        "use letters, digits and . _ @ + / = -",
+        id="login-with-other-punctuation",
+    ),
+    pytest.param(
         config(machine_types=[machine_type("-gpu")]),
         "machine_types.0.name",
-        "",
+        "use letters, digits, '.', '_' and '-'",
         id="name-leading-dash",
+    ),
+    pytest.param(
+        config(machine_types=[machine_type("g" * 256, login="gpu")]),
+        "machine_types.0.name",
+        "use letters, digits",
+        id="name-longer-than-the-database-holds",
+    ),
+    pytest.param(
+        config(accounts=[{"login": "hpc/cpu=zen3", "password": "pw"}]),
+        "accounts.0.login",
+        "use letters, digits, '.', '_' and '-'",
+        id="account-name-with-slash",
     ),
     pytest.param(
         config(machine_types=[machine_type("gpu box")]),
@@ -424,3 +440,42 @@ def test_config_path_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) 
     """`metahub serve` sets METAHUB_CONFIG for its workers; it must not break parsing."""
     monkeypatch.setenv("METAHUB_CONFIG", "/etc/metahub.yaml")
     assert parse_config(config()).upstream.url == "https://registry.example"
+
+
+def test_upstream_pace_redirects_and_shutdown_have_defaults() -> None:
+    settings = parse_config(config())
+    assert settings.upstream.min_rate == 64 * 1024
+    assert settings.upstream.min_rate_window == 30
+    assert settings.upstream.request_timeout == 60
+    assert settings.upstream.redirect_hosts is None  # the built-in list
+    assert settings.server.shutdown_timeout == 10
+
+
+def test_upstream_pace_redirects_and_shutdown_can_be_set() -> None:
+    upstream = {
+        "url": "https://r",
+        "min_rate": "1MiB",
+        "min_rate_window": 5,
+        "request_timeout": 20,
+        "redirect_hosts": ["minio.internal:9000", "*.s3.amazonaws.com"],
+    }
+    settings = parse_config(config(upstream=upstream, server={"shutdown_timeout": 3}))
+    assert settings.upstream.min_rate == 1024 * 1024
+    assert settings.upstream.redirect_hosts == ("minio.internal:9000", "*.s3.amazonaws.com")
+    assert settings.server.shutdown_timeout == 3
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("upstream", "min_rate", "fast"),
+        ("upstream", "min_rate_window", 0),
+        ("upstream", "request_timeout", -1),
+        ("server", "shutdown_timeout", -1),
+    ],
+)
+def test_bad_pace_and_shutdown_settings_are_named(section: str, key: str, value: object) -> None:
+    raw = config()
+    raw[section] = {**raw.get(section, {}), key: value}
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+        parse_config(raw)

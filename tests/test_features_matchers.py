@@ -10,9 +10,12 @@ import pytest
 from metahub.features.matchers import (
     BUILTIN_MATCHERS,
     DEFAULT_KEY_MATCHERS,
+    AtLeastMatcher,
     CudaMatcher,
     ExactMatcher,
+    MatcherRegistry,
     MicroarchMatcher,
+    UnknownMatcher,
 )
 
 TARGETS = archspec.cpu.TARGETS
@@ -282,3 +285,61 @@ def test_builtin_matchers_are_named_by_their_name() -> None:
 
 def test_default_key_matchers() -> None:
     assert dict(DEFAULT_KEY_MATCHERS) == {"cpu": "microarch", "nvcap": "cuda", "nvptx": "cuda"}
+
+
+def test_an_unknown_matcher_names_the_ones_there_are() -> None:
+    with pytest.raises(UnknownMatcher) as info:
+        MatcherRegistry({"cpu": "fuzzy"})
+    assert str(info.value) == (
+        "unknown matcher 'fuzzy' for key 'cpu': use one of at-least, cuda, exact, microarch"
+    )
+
+
+def test_registry_builds_each_key_its_matcher_with_its_aliases() -> None:
+    registry = MatcherRegistry({"driver": "at-least"}, {"cpu": {"myhost": "haswell"}})
+    assert isinstance(registry.for_key("cpu"), MicroarchMatcher)
+    assert isinstance(registry.for_key("driver"), AtLeastMatcher)
+    assert isinstance(registry.for_key("gpu"), ExactMatcher)  # no matcher: exact
+    assert registry.for_key("cpu").canonical("myhost") == "haswell"
+    assert registry.for_key("cpu").canonical("coffeelake") == "skylake"  # built-in aliases kept
+    assert registry.for_key("driver").canonical("myhost") == "myhost"  # aliases are per key
+
+
+def test_machines_declare_capabilities_not_ptx() -> None:
+    assert MatcherRegistry().machine_keys() == {"cpu", "nvcap"}
+    assert MatcherRegistry({"ht": "exact"}).machine_keys() == {"cpu", "nvcap", "ht"}
+
+
+# --- values a machine may declare ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("cpu", "zen3", None),
+        ("cpu", "coffeelake", None),  # a built-in alias
+        ("cpu", "myhost", None),  # a configured alias
+        ("cpu", "zen99", "'zen99' is not a microarchitecture archspec knows"),
+        ("nvcap", "8.6", None),
+        ("nvcap", "a100", None),  # a configured alias
+        ("nvcap", "9.0a", "a machine's compute capability is MAJOR.MINOR, e.g. 8.6"),
+        ("nvcap", "eight", "a machine's compute capability is MAJOR.MINOR, e.g. 8.6"),
+        ("driver", "535.104", None),
+        ("driver", "535", None),
+        ("driver", "latest", "expected a dotted version, e.g. 535.104"),
+        ("driver", "535.", "expected a dotted version, e.g. 535.104"),
+        ("gpu", "anything-at-all", None),
+    ],
+)
+def test_each_matcher_checks_the_values_a_machine_declares(
+    key: str, value: str, problem: str | None
+) -> None:
+    registry = MatcherRegistry(
+        {"driver": "at-least"}, {"cpu": {"myhost": "haswell"}, "nvcap": {"a100": "8.0"}}
+    )
+    found = registry.check(key, value)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert found.startswith(problem)

@@ -578,6 +578,11 @@ def test_local_errors_are_clear(tmp_path: Path, config_file: Path) -> None:
     fails(metahub("machine-type", "list", "--config", str(unreachable), process=True), "database")
 
 
+def test_config_may_come_before_the_command(config_file: Path) -> None:
+    listed = json.loads(ok(metahub("--config", str(config_file), "machine-type", "list", "--json")))
+    assert CONFIG_TYPE["name"] in [row["name"] for row in listed]
+
+
 # -- from nothing but the CLI ---------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from metahub.auth.tokens import Principal
 from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
+from metahub.serving.manifests import ServedManifest
 from tests.support.oci import (
     AMD64,
     ARM64,
@@ -251,6 +252,14 @@ async def hub(layout: Layout, tmp_path: Path) -> AsyncIterator[Hub]:
         await started.close()
 
 
+async def serve(
+    hub: Hub, name: str, reference: str, principal: Principal, *, accepts_index: bool = True
+) -> ServedManifest:
+    """What a request authenticated as `principal` is served, resolved as the registry does."""
+    profile = hub.profiles.for_principal(principal)
+    return await hub.manifests.get(name, reference, profile, accepts_index=accepts_index)
+
+
 def manifests_of(data: bytes) -> list[dict[str, Any]]:
     return list(json.loads(data)["manifests"])
 
@@ -263,7 +272,7 @@ def digests_of(data: bytes) -> list[str]:
 
 
 async def test_nested_parent_points_at_the_filtered_children(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/nested", "latest", SKY)
+    served = await serve(hub, "svc/nested", "latest", SKY)
     assert served.media_type == OCI_INDEX
     assert served.digest == sha256(served.data)
     parent = json.loads(served.data)
@@ -278,7 +287,7 @@ async def test_nested_parent_points_at_the_filtered_children(layout: Layout, hub
     for position, entry in enumerate(entries):
         assert entry["mediaType"] == OCI_INDEX
         assert entry["digest"] not in (layout.digest("child-a"), layout.digest("child-b"))
-        child = await hub.manifests.get("svc/nested", entry["digest"], SKY)
+        child = await serve(hub, "svc/nested", entry["digest"], SKY)
         assert sha256(child.data) == entry["digest"] == child.digest
         assert entry["size"] == len(child.data)
         assert child.media_type == OCI_INDEX
@@ -286,10 +295,10 @@ async def test_nested_parent_points_at_the_filtered_children(layout: Layout, hub
 
 
 async def test_nested_choice_follows_each_machine_type(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/nested", "latest", ARM_FIRST)
+    served = await serve(hub, "svc/nested", "latest", ARM_FIRST)
     children = []
     for entry in manifests_of(served.data):
-        child = await hub.manifests.get("svc/nested", entry["digest"], ARM_FIRST)
+        child = await serve(hub, "svc/nested", entry["digest"], ARM_FIRST)
         assert sha256(child.data) == entry["digest"]
         children.append(digests_of(child.data))
     assert children == [[layout.digest("a-generic")], [layout.digest("b-n1")]]
@@ -301,35 +310,35 @@ async def test_filtered_children_are_retrievable_after_a_restart(
     settings = settings_for(layout, tmp_path / "persisted")
     first = await Hub.start(settings)
     try:
-        served = await first.manifests.get("svc/nested", "latest", SKY)
+        served = await serve(first, "svc/nested", "latest", SKY)
     finally:
         await first.close()
     second = await Hub.start(settings)  # a fresh process's view: SQLite, no memory cache
     try:
-        again = await second.manifests.get("svc/nested", served.digest, UNFILTERED)
+        again = await serve(second, "svc/nested", served.digest, UNFILTERED)
         assert again.data == served.data
         for entry in manifests_of(served.data):
-            child = await second.manifests.get("svc/nested", entry["digest"], UNFILTERED)
+            child = await serve(second, "svc/nested", entry["digest"], UNFILTERED)
             assert sha256(child.data) == entry["digest"]
     finally:
         await second.close()
 
 
 async def test_three_levels_resolve_recursively(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/deep", "latest", SKY)
+    served = await serve(hub, "svc/deep", "latest", SKY)
     (middle_entry,) = manifests_of(served.data)
-    middle = await hub.manifests.get("svc/deep", middle_entry["digest"], SKY)
+    middle = await serve(hub, "svc/deep", middle_entry["digest"], SKY)
     assert sha256(middle.data) == middle_entry["digest"]
     (leaf_entry,) = manifests_of(middle.data)
     assert leaf_entry["digest"] != layout.digest("leaf")
-    leaf = await hub.manifests.get("svc/deep", leaf_entry["digest"], SKY)
+    leaf = await serve(hub, "svc/deep", leaf_entry["digest"], SKY)
     assert sha256(leaf.data) == leaf_entry["digest"]
     assert digests_of(leaf.data) == [layout.digest("l-broadwell")]
 
 
 async def test_nested_index_where_nothing_fits_is_dropped(hub: Hub) -> None:
     with pytest.raises(errors.ManifestUnknown) as info:
-        await hub.manifests.get("svc/nothing-nested", "latest", SKY)
+        await serve(hub, "svc/nothing-nested", "latest", SKY)
     assert info.value.status == 404
     assert json.loads(info.value.body())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
 
@@ -337,11 +346,11 @@ async def test_nested_index_where_nothing_fits_is_dropped(hub: Hub) -> None:
 async def test_nested_index_with_features_is_chosen_when_something_in_it_fits(
     layout: Layout, hub: Hub
 ) -> None:
-    served = await hub.manifests.get("svc/nested-fallback", "latest", ZEN)
+    served = await serve(hub, "svc/nested-fallback", "latest", ZEN)
     first, arm = manifests_of(served.data)
     assert arm["digest"] == layout.digest("f-arm")
     assert first["mediaType"] == OCI_INDEX
-    child = await hub.manifests.get("svc/nested-fallback", first["digest"], ZEN)
+    child = await serve(hub, "svc/nested-fallback", first["digest"], ZEN)
     assert sha256(child.data) == first["digest"]
     assert digests_of(child.data) == [layout.digest("c-zen2")]
 
@@ -351,20 +360,43 @@ async def test_nested_index_that_fits_nothing_falls_back_to_the_generic_entry(
 ) -> None:
     """Nested indexes follow the same rules: an index where nothing fits is an entry that does
     not fit, so the platform's generic entry is served instead of leaving linux/amd64 empty."""
-    served = await hub.manifests.get("svc/nested-fallback", "latest", SKY)
+    served = await serve(hub, "svc/nested-fallback", "latest", SKY)
     assert digests_of(served.data) == [layout.digest("f-generic"), layout.digest("f-arm")]
+
+
+async def test_filtering_stores_nothing_and_record_stores_every_index_made(hub: Hub) -> None:
+    """Selection alone (what an explanation runs) leaves no trace; recording it stores the
+    filtered index and the filtered children it points at."""
+    profile = hub.profiles.named("sky")
+    manifest = await hub.upstream.get_manifest("svc/nested", "latest")
+    filtering = await hub.manifests.filtering("svc/nested", "latest", manifest, profile)
+    assert filtering.served is not None
+    made = [filtering.served] + [
+        nested.served
+        for nested in filtering.nested.values()
+        if nested.served is not None and nested.filtered
+    ]
+    assert len(made) == 3  # the parent and the children of A and B; C fits nothing
+    for served in made:
+        assert await hub.manifests.store.get("svc/nested", served.digest) is None
+    await hub.manifests.record("svc/nested", "latest", filtering, profile)
+    for served in made:
+        stored = await hub.manifests.store.get("svc/nested", served.digest)
+        assert stored is not None
+        assert (stored.content, stored.media_type) == (served.data, served.media_type)
+        assert sha256(stored.content) == served.digest
 
 
 # --- attestations, annotations -----------------------------------------------------------------
 
 
 async def test_attestations_stay_with_their_image(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/attest", "latest", SKY)
+    served = await serve(hub, "svc/attest", "latest", SKY)
     assert digests_of(served.data) == [
         layout.digest(label) for label in ("t-skylake", "t-arm", "att-t-skylake", "att-t-arm")
     ]
     for entry in manifests_of(served.data):
-        fetched = await hub.manifests.get("svc/attest", entry["digest"], SKY)
+        fetched = await serve(hub, "svc/attest", entry["digest"], SKY)
         assert fetched.data == layout.on_disk(entry["digest"])
     by_label = {layout.digest(k): v for k, v in layout.descriptors.items()}
     for entry in manifests_of(served.data):
@@ -372,7 +404,7 @@ async def test_attestations_stay_with_their_image(layout: Layout, hub: Hub) -> N
 
 
 async def test_index_fields_are_preserved(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/annotated", "latest", SKY)
+    served = await serve(hub, "svc/annotated", "latest", SKY)
     original = json.loads(layout.blobs["annotated"])
     filtered = json.loads(served.data)
     assert {k: v for k, v in filtered.items() if k != "manifests"} == {
@@ -403,7 +435,7 @@ async def test_index_fields_are_preserved(layout: Layout, hub: Hub) -> None:
 async def test_accept_fallback_serves_the_chosen_manifest(
     layout: Layout, hub: Hub, name: str, principal: Principal, label: str
 ) -> None:
-    served = await hub.manifests.get(name, "latest", principal, accepts_index=False)
+    served = await serve(hub, name, "latest", principal, accepts_index=False)
     assert served.data == layout.blobs[label]
     assert served.digest == layout.digest(label)
     assert served.media_type == OCI_MANIFEST
@@ -411,13 +443,13 @@ async def test_accept_fallback_serves_the_chosen_manifest(
 
 async def test_accept_fallback_without_the_platform_is_manifest_unknown(hub: Hub) -> None:
     with pytest.raises(errors.ManifestUnknown) as info:
-        await hub.manifests.get("svc/amd-only", "latest", ARM_FIRST, accepts_index=False)
+        await serve(hub, "svc/amd-only", "latest", ARM_FIRST, accepts_index=False)
     assert info.value.status == 404
     body = json.loads(info.value.body())["errors"][0]
     assert body["code"] == "MANIFEST_UNKNOWN"
     assert "linux/arm64" in body["message"]
     # with an index, the same machine type gets the amd64 entry it allows
-    served = await hub.manifests.get("svc/amd-only", "latest", ARM_FIRST)
+    served = await serve(hub, "svc/amd-only", "latest", ARM_FIRST)
     assert len(manifests_of(served.data)) == 1
 
 
@@ -433,19 +465,19 @@ async def test_by_digest_serves_exactly_the_upstream_bytes(layout: Layout, hub: 
         ("svc/nested", "child-a"),
     ]:
         digest = layout.digest(label)
-        served = await hub.manifests.get(name, digest, SKY)
+        served = await serve(hub, name, digest, SKY)
         assert served.data == layout.blobs[label] == layout.on_disk(digest)
         assert served.digest == digest
 
 
 async def test_by_digest_serves_exactly_the_stored_bytes(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/attest", "latest", SKY)
-    again = await hub.manifests.get("svc/attest", served.digest, ARM_FIRST)
+    served = await serve(hub, "svc/attest", "latest", SKY)
+    again = await serve(hub, "svc/attest", served.digest, ARM_FIRST)
     assert again.data == served.data
     assert again.media_type == OCI_INDEX
     # a filtered index belongs to its repository; another name does not reach it
     with pytest.raises(errors.ManifestUnknown):
-        await hub.manifests.get("svc/plain", served.digest, SKY)
+        await serve(hub, "svc/plain", served.digest, SKY)
 
 
 @pytest.mark.parametrize("name", ["svc/plain", "svc/plain-nested"])
@@ -453,14 +485,14 @@ async def test_by_digest_serves_exactly_the_stored_bytes(layout: Layout, hub: Hu
 async def test_index_without_features_passes_through(
     layout: Layout, hub: Hub, name: str, principal: Principal
 ) -> None:
-    served = await hub.manifests.get(name, "latest", principal)
+    served = await serve(hub, name, "latest", principal)
     label = name.removeprefix("svc/")
     assert served.data == layout.blobs[label]
     assert served.digest == layout.digest(label)
 
 
 async def test_configured_at_least_matcher(layout: Layout, hub: Hub) -> None:
-    served = await hub.manifests.get("svc/driver", "latest", DRV)
+    served = await serve(hub, "svc/driver", "latest", DRV)
     assert digests_of(served.data) == [layout.digest("d-525")]
 
 
@@ -468,7 +500,7 @@ async def test_served_filtered_index_is_logged(
     layout: Layout, hub: Hub, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO):
-        served = await hub.manifests.get("svc/attest", "latest", SKY)
+        served = await serve(hub, "svc/attest", "latest", SKY)
     lines = [r.getMessage() for r in caplog.records if layout.digest("attest") in r.getMessage()]
     assert lines, caplog.text
     line = lines[0]

@@ -159,6 +159,23 @@ def test_plain_access_log_has_one_line_per_request(hub: MetaHubServer):
     assert missing[-1]["status"] == "404"
 
 
+def test_an_encoded_newline_in_a_path_cannot_forge_a_log_line(hub: MetaHubServer):
+    with httpx.Client(base_url=hub.url, timeout=30) as client:
+        client.get("/v2/a%0aforged/manifests/x")
+        client.get("/v2/observe/app/manifests/after-the-forgery")
+
+    eventually(
+        lambda: hub.log_path.read_text(),
+        lambda text: "after-the-forgery" in text,
+    )
+    mentions = [line for line in hub.log_path.read_text().splitlines() if "forged" in line]
+    assert len(mentions) == 1
+    (line,) = mentions
+    match = ACCESS_LINE.search(line)
+    assert match is not None, line
+    assert match["path"] == "/v2/a\\x0aforged/manifests/x"
+
+
 @pytest.fixture(scope="module")
 def json_hub(workdir: Path, upstream: RegistryServer) -> Iterator[MetaHubServer]:
     (workdir / "json").mkdir()

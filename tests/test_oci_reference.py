@@ -1,4 +1,5 @@
-"""Repository names and tags, against distribution-spec v1.1's grammars.
+"""Repository names and tags, against distribution-spec v1.1's grammars; and the registry
+errors a bad name, tag or digest is answered with.
 
 name: `[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(\\/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*`
 tag:  `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`
@@ -6,9 +7,24 @@ tag:  `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from metahub.oci.reference import InvalidName, InvalidTag, split_image, validate_name, validate_tag
+from metahub import errors
+from metahub.oci.reference import (
+    InvalidName,
+    InvalidTag,
+    checked_digest,
+    checked_name,
+    checked_reference,
+    parse_image,
+    split_image,
+    validate_name,
+    validate_tag,
+)
+
+DIGEST = "sha256:" + "a" * 64
 
 VALID_NAMES = [
     "a",
@@ -146,3 +162,45 @@ def test_errors_are_value_errors() -> None:
 )
 def test_split_image(image: str, expected: tuple[str, str]) -> None:
     assert split_image(image) == expected
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "error", "detail"),
+    [
+        (checked_name, "Bad/Name", errors.NameInvalid, {"name": "Bad/Name"}),
+        (checked_digest, "sha256:1234", errors.DigestInvalid, {"digest": "sha256:1234"}),
+        (checked_digest, "latest", errors.DigestInvalid, {"digest": "latest"}),
+        (checked_reference, "-bad", errors.TagInvalid, {"tag": "-bad"}),
+        (checked_reference, "md5:00", errors.DigestInvalid, {"digest": "md5:00"}),
+    ],
+)
+def test_checked_parts_are_registry_errors_naming_the_part(
+    check: Any, value: str, error: type[errors.RegistryError], detail: dict[str, str]
+) -> None:
+    with pytest.raises(error) as info:
+        check(value)
+    assert info.value.status == 400
+    assert info.value.detail == detail
+    assert value in info.value.message
+
+
+def test_checked_parts_pass_valid_ones_through() -> None:
+    assert checked_name("library/ubuntu") == "library/ubuntu"
+    assert checked_digest(DIGEST) == DIGEST
+    assert checked_reference("22.04") == "22.04"
+    assert checked_reference(DIGEST) == DIGEST
+
+
+@pytest.mark.parametrize(
+    ("image", "error"),
+    [
+        ("Bad/Name:1", errors.NameInvalid),
+        ("ubuntu:-bad", errors.TagInvalid),
+        ("ubuntu@sha256:1234", errors.DigestInvalid),
+    ],
+)
+def test_parse_image_names_the_image(image: str, error: type[errors.RegistryError]) -> None:
+    with pytest.raises(error) as info:
+        parse_image(image)
+    assert info.value.detail == {"image": image}
+    assert parse_image(f"ubuntu@{DIGEST}") == ("ubuntu", DIGEST)

@@ -207,6 +207,15 @@ async def test_cpu_aliases_are_accepted() -> None:
     assert profile is not None and [str(f) for f in profile.features] == ["cpu:coffeelake"]
 
 
+async def test_configured_aliases_are_accepted_for_any_matcher() -> None:
+    """Selection maps a machine's values through the key's aliases, so a login may name one."""
+    features = FeaturesConfig(aliases={"cpu": {"lab-cpu": "zen3"}, "nvcap": {"a100": "8.0"}})
+    logins = ProfileLogins(accounts(), features, dict)
+    profile = await logins.authenticate("hpc/cpu=lab-cpu,nvcap=a100", PASSWORD)
+    assert profile is not None
+    assert [str(f) for f in profile.features] == ["cpu:lab-cpu", "nvcap:a100"]
+
+
 async def test_built_profiles_are_cached_and_bounded() -> None:
     logins = ProfileLogins(accounts(), FeaturesConfig(), dict, cache_size=2)
     first = logins.profile("hpc/cpu=zen2")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from metahub.server.accesslog import AccessLog
+from metahub.server.accesslog import LOGGER_NAME, AccessLog
 from metahub.server.observe import Observe
 
 
@@ -96,3 +98,54 @@ async def test_app_shutdown_flushes_what_is_buffered(pipe: tuple[int, int]) -> N
     await observe({"type": "lifespan"}, None, send)
     assert drained(read) == "last words\n"
     assert sent == [{"type": "lifespan.shutdown.complete"}]
+
+
+async def observed_line(pipe: tuple[int, int], scope: dict[str, object]) -> str:
+    """The access line Observe writes for one request with this scope."""
+    read, write = pipe
+
+    async def app(scope: dict[str, object], receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message: dict[str, object]) -> None:
+        return None
+
+    observe = Observe(app)
+    observe.access = AccessLog(prefixed=False, fd=write, interval=60)
+    await observe(
+        {"type": "http", "method": "GET", "client": ("127.0.0.1", 1), **scope}, None, send
+    )
+    observe.access.flush()
+    return drained(read)
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/v2/a\nforged/manifests/x", "/v2/a\\x0aforged/manifests/x"),
+        ("/v2/a\r\nb/manifests/x", "/v2/a\\x0d\\x0ab/manifests/x"),
+        ('/v2/a" 200 0 0.1ms/manifests/x', '/v2/a\\" 200 0 0.1ms/manifests/x'),
+        ("/v2/a\\x0a/manifests/x", "/v2/a\\\\x0a/manifests/x"),
+        ("/v2/a\x1b[31m\x00\x7f/tags/list", "/v2/a\\x1b[31m\\x00\\x7f/tags/list"),
+        ("/v2/a\u2028b\x85/tags/list", "/v2/a\\u2028b\\x85/tags/list"),
+        ("/v2/ümlaut/manifests/x", "/v2/ümlaut/manifests/x"),
+    ],
+)
+async def test_logged_fields_cannot_forge_lines(
+    pipe: tuple[int, int], caplog: pytest.LogCaptureFixture, path: str, logged: str
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    line = await observed_line(pipe, {"path": path})
+    assert line == f'127.0.0.1 "GET {logged}" 404 2 {line.split()[-1]}\n'
+    assert line.count("\n") == 1
+
+
+async def test_every_plain_field_is_escaped(
+    pipe: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    scope = {"path": "/v2/", "method": "GET\nX", "client": ("10.0.0.1\n", 1)}
+    line = await observed_line(pipe, scope)
+    assert line.startswith('10.0.0.1\\x0a "GET\\x0aX /v2/" 404 ')
+    assert line.count("\n") == 1

@@ -1,8 +1,12 @@
-"""The registry API's own HTTP layer: requests read from an ASGI scope."""
+"""The registry API's own HTTP layer: requests read from an ASGI scope, errors rendered."""
 
 from __future__ import annotations
 
-from metahub.server.http import Request
+import orjson
+
+from metahub import errors
+from metahub.server.api import web_error_response
+from metahub.server.http import Request, error_response
 
 
 def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
@@ -29,3 +33,20 @@ def test_repeated_header_lines_are_joined_as_one_list():
 def test_header_values_are_latin_1():
     request = Request(scope([(b"x-name", "caf\u00e9".encode("latin-1"))]))
     assert request.headers["x-name"] == "caf\u00e9"
+
+
+def test_an_error_is_rendered_alike_on_the_registry_and_the_web_side():
+    error = errors.Unauthorized(
+        "log in", detail=[{"Type": "repository"}], headers={"WWW-Authenticate": "Bearer x"}
+    )
+    registry = error_response(error)
+    web = web_error_response(error)
+    assert registry.status == web.status_code == 401
+    assert registry.body == web.body
+    assert orjson.loads(registry.body) == {
+        "errors": [
+            {"code": "UNAUTHORIZED", "message": "log in", "detail": [{"Type": "repository"}]}
+        ]
+    }
+    assert registry.headers["content-type"] == web.headers["content-type"] == "application/json"
+    assert registry.headers["WWW-Authenticate"] == web.headers["www-authenticate"] == "Bearer x"

@@ -23,6 +23,7 @@ from metahub.auth.tokens import Principal
 from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
+from metahub.serving.manifests import ServedManifest
 from metahub.store.digests import FilteredDigestStore, StoredManifest
 from tests.support.oci import AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.postgres import PostgresServer
@@ -30,6 +31,14 @@ from tests.support.servers import free_port
 
 REPOSITORY = "hpc/app"
 SKY = Principal("sky", "sky")
+
+
+async def serve(
+    hub: Hub, name: str, reference: str, principal: Principal, *, accepts_index: bool = True
+) -> ServedManifest:
+    """What a request authenticated as `principal` is served, resolved as the registry does."""
+    profile = hub.profiles.for_principal(principal)
+    return await hub.manifests.get(name, reference, profile, accepts_index=accepts_index)
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +113,12 @@ async def test_a_filtered_index_made_by_one_is_served_by_digest_by_another(
 ) -> None:
     first: Hub = await start_hub()
     second: Hub = await start_hub()
-    served = await first.manifests.get(REPOSITORY, "latest", SKY)
+    served = await serve(first, REPOSITORY, "latest", SKY)
     assert [m["digest"] for m in json.loads(served.data)["manifests"]] == [
         layout["skylake"]["digest"]
     ]
     statements = count_store_statements(second)
-    again = await second.manifests.get(REPOSITORY, served.digest, SKY)
+    again = await serve(second, REPOSITORY, served.digest, SKY)
     assert (again.data, again.media_type, again.digest) == (served.data, OCI_INDEX, served.digest)
     assert sha256(again.data) == served.digest
     assert len(statements) == 1  # looked up in the database: it never filtered this tag itself
@@ -121,9 +130,9 @@ async def test_a_warm_pull_sends_nothing_to_the_store(
     hub: Hub = await start_hub()
 
     async def pull() -> None:
-        index = await hub.manifests.get(REPOSITORY, "latest", SKY)
-        await hub.manifests.get(REPOSITORY, index.digest, SKY)
-        chosen = await hub.manifests.get(REPOSITORY, layout["skylake"]["digest"], SKY)
+        index = await serve(hub, REPOSITORY, "latest", SKY)
+        await serve(hub, REPOSITORY, index.digest, SKY)
+        chosen = await serve(hub, REPOSITORY, layout["skylake"]["digest"], SKY)
         assert chosen.digest == layout["skylake"]["digest"] == sha256(chosen.data)
 
     await pull()

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from metahub.upstream.registry import TOKEN_EXPIRY_MARGIN
+from metahub.client.auth import TOKEN_EXPIRY_MARGIN
 from tests.support.inprocess import InProcessHub
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256
 

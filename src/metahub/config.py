@@ -10,11 +10,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import (
-    BaseModel,
+    AfterValidator,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -26,8 +24,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from metahub.features.matchers import BUILTIN_MATCHERS
-from metahub.features.model import Feature
+from metahub.features.matchers import MatcherRegistry
+from metahub.features.names import check_login, check_name
+from metahub.features.selection import Mode
+from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
 from metahub.images.spec import ImageSpec, check_virtual_images
 from metahub.oci.platform import parse_platform
 
@@ -36,11 +36,7 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class UpstreamConfig(_Strict):
+class UpstreamConfig(StrictModel):
     url: str | None = None
     path: Path | None = None
     username: str | None = None
@@ -51,6 +47,14 @@ class UpstreamConfig(_Strict):
     retries: int = Field(2, ge=0, le=10)
     retry_base_delay: float = Field(0.1, ge=0)
     retry_max_delay: float = Field(5.0, ge=0)
+    # A body slower than this (bytes/s, averaged over the window) ends with a 504; 0: no floor.
+    min_rate: ByteSize = 64 * 1024
+    min_rate_window: float = Field(30.0, gt=0)
+    # Seconds for a whole manifest, tag list or referrers answer, and for a blob's headers.
+    request_timeout: float = Field(60.0, gt=0)
+    # Hosts (shell-style patterns, `host` or `host:port`) a redirect may lead to besides the
+    # upstream's own origin; None: the storage hosts of the well-known public registries.
+    redirect_hosts: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamConfig:
@@ -65,21 +69,14 @@ class UpstreamConfig(_Strict):
         return "registry" if self.url is not None else "oci-layout"
 
 
-class _Login(_Strict):
+class _Login(StrictModel):
     """What machine types and profile-login accounts share: a secret and how to select."""
 
     password: str | None = None
     password_hash: str | None = None
-    mode: Literal["best", "exact"] = "best"
-    platforms: tuple[str, ...] = ()
+    mode: Mode = "best"
+    platforms: Annotated[tuple[str, ...], each(parse_platform)] = ()
     description: str = ""
-
-    @field_validator("platforms")
-    @classmethod
-    def _platforms(cls, platforms: tuple[str, ...]) -> tuple[str, ...]:
-        for text in platforms:
-            parse_platform(text)
-        return platforms
 
     @model_validator(mode="after")
     def _one_secret(self) -> Self:
@@ -91,33 +88,19 @@ class _Login(_Strict):
 
 
 class MachineTypeConfig(_Login):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    login: str = Field(min_length=1)
-    features: tuple[str, ...] = ()
-
-    @field_validator("features")
-    @classmethod
-    def _features(cls, features: tuple[str, ...]) -> tuple[str, ...]:
-        for text in features:
-            Feature.parse(text)
-        return features
-
-    @field_validator("login")
-    @classmethod
-    def _login(cls, login: str) -> str:
-        if ":" in login or any(c.isspace() for c in login):
-            raise ValueError("a login cannot contain ':' or whitespace")
-        return login
+    name: Annotated[str, AfterValidator(check_name)]
+    login: Annotated[str, AfterValidator(check_login)]
+    features: FeatureTexts = ()
 
 
 class AccountConfig(_Login):
     """An account whose logins carry their own features: `<login>/<key>=<value>,...`."""
 
-    login: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    login: Annotated[str, AfterValidator(check_name)]  # the part of its logins before the '/'
     profile_logins: bool = False
 
 
-class AnonymousConfig(_Strict):
+class AnonymousConfig(StrictModel):
     machine_type: str | None = None
     unfiltered: bool = False
 
@@ -128,17 +111,14 @@ class AnonymousConfig(_Strict):
         return self
 
 
-class FeaturesConfig(_Strict):
+class FeaturesConfig(StrictModel):
     matchers: dict[str, str] = {}
     aliases: dict[str, dict[str, str]] = {}
 
     @field_validator("matchers")
     @classmethod
     def _known(cls, matchers: dict[str, str]) -> dict[str, str]:
-        for key, name in matchers.items():
-            if name not in BUILTIN_MATCHERS:
-                known = ", ".join(sorted(BUILTIN_MATCHERS))
-                raise ValueError(f"unknown matcher {name!r} for key {key!r}: use one of {known}")
+        MatcherRegistry(matchers)  # raises UnknownMatcher, naming the matchers there are
         return matchers
 
 
@@ -180,19 +160,19 @@ def parse_size(value: object) -> int:
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 
-class BlobCacheConfig(_Strict):
+class BlobCacheConfig(StrictModel):
     path: Path
     max_size: ByteSize = parse_size("10GiB")
 
 
-class CacheConfig(_Strict):
+class CacheConfig(StrictModel):
     tag_ttl: float = Field(60.0, ge=0)
     manifests_max_size: ByteSize = parse_size("64MiB")
     filtered_max_size: ByteSize = parse_size("64MiB")
     blobs: BlobCacheConfig | None = None
 
 
-class LogConfig(_Strict):
+class LogConfig(StrictModel):
     access: Literal["plain", "json", "off"] = "plain"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -202,7 +182,7 @@ class LogConfig(_Strict):
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
-class DatabaseConfig(_Strict):
+class DatabaseConfig(StrictModel):
     url: str | None = None  # default: SQLite in the data directory
     # Bounds how long a revocation or a machine-type change takes to reach every replica and
     # worker; at most 5 s, the longest a revoked credential may still be accepted anywhere.
@@ -216,14 +196,14 @@ class DatabaseConfig(_Strict):
         return url
 
 
-class LoginLimitConfig(_Strict):
+class LoginLimitConfig(StrictModel):
     """Failed logins allowed per source address and window, for registry and admin logins."""
 
     failures: int = Field(10, ge=1)
     window: float = Field(60.0, gt=0)
 
 
-class AdminConfig(_Strict):
+class AdminConfig(StrictModel):
     """Bearer tokens for the management API: each literal, or `sha256:<hex>` of the token."""
 
     tokens: tuple[str, ...] = ()
@@ -239,7 +219,12 @@ class AdminConfig(_Strict):
         return tokens
 
 
-class TokenConfig(_Strict):
+class ServerConfig(StrictModel):
+    # Seconds a stopping server waits for requests in flight before it cuts them off.
+    shutdown_timeout: float = Field(10.0, ge=0)
+
+
+class TokenConfig(StrictModel):
     ttl: int = Field(300, ge=60, le=86400)
 
 
@@ -260,6 +245,7 @@ class Settings(BaseSettings):
     log: LogConfig = LogConfig()
     database: DatabaseConfig = DatabaseConfig()
     login_limit: LoginLimitConfig = LoginLimitConfig()
+    server: ServerConfig = ServerConfig()
     data_dir: Path = Path("data")
     public_url: str | None = None
 
@@ -297,17 +283,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return env_settings, init_settings
 
-    def machine_type(self, name: str) -> MachineTypeConfig | None:
-        return next((m for m in self.machine_types if m.name == name), None)
-
 
 def load_config(path: Path) -> Settings:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "config", ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values")
     settings = parse_config(raw, source=str(path))
@@ -318,18 +296,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "config") -> Settings:
     try:
         return Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid {source}:"]
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+        raise ConfigError(describe(exc, source)) from exc
 
 
 def _relative_to(settings: Settings, base: Path) -> Settings:

@@ -1,15 +1,23 @@
 """Registry errors in the distribution spec's shape: `{"errors":[{code, message, detail}]}`.
 
 Everything a client can get wrong, and everything an upstream can do wrong, ends as one of these;
-the server turns them into responses in one place.
+`RegistryError.rendered` is the one place their responses are made, on every server surface.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+
+
+class Rendered(NamedTuple):
+    """An error as an HTTP response: every server surface sends exactly these."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
 
 
 class RegistryError(Exception):
@@ -36,6 +44,11 @@ class RegistryError(Exception):
             {"errors": [{"code": self.code, "message": self.message, "detail": self.detail}]}
         )
 
+    def rendered(self) -> Rendered:
+        return Rendered(
+            self.status, {"content-type": "application/json", **self.headers}, self.body()
+        )
+
 
 class BlobUnknown(RegistryError):
     code = "BLOB_UNKNOWN"
@@ -50,11 +63,6 @@ class DigestInvalid(RegistryError):
 class ManifestUnknown(RegistryError):
     code = "MANIFEST_UNKNOWN"
     status = 404
-
-
-class ManifestInvalid(RegistryError):
-    code = "MANIFEST_INVALID"
-    status = 400
 
 
 class NameInvalid(RegistryError):
@@ -75,11 +83,6 @@ class TagInvalid(RegistryError):
 class Unauthorized(RegistryError):
     code = "UNAUTHORIZED"
     status = 401
-
-
-class Denied(RegistryError):
-    code = "DENIED"
-    status = 403
 
 
 class Unsupported(RegistryError):
@@ -110,6 +113,13 @@ class NotFound(RegistryError):
 class TooLarge(RegistryError):
     code = "SIZE_INVALID"
     status = 413
+
+
+class Conflict(RegistryError):
+    """Already exists, or owned by the config file."""
+
+    code = "CONFLICT"
+    status = 409
 
 
 class InvalidRequest(RegistryError):

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from metahub.auth.passwords import CredentialChecker
 from metahub.auth.profile_logins import ProfileLogins
+from metahub.auth.profiles import MachineProfiles
 from metahub.auth.ratelimit import FailureLimiter
 from metahub.auth.tokens import TokenService
 from metahub.client.retry import RetryPolicy
@@ -20,8 +21,9 @@ from metahub.management.service import ManagementService
 from metahub.serving.blobcache import BlobCache
 from metahub.serving.blobs import BlobService
 from metahub.serving.manifests import ManifestService
-from metahub.store.database import default_url, open_database
+from metahub.store.database import open_engine
 from metahub.store.digests import FilteredDigestStore
+from metahub.store.files import secure_data_dir
 from metahub.store.keys import signing_key
 from metahub.upstream.base import Upstream
 from metahub.upstream.caching import CachingUpstream
@@ -41,6 +43,10 @@ def make_upstream(settings: Settings) -> Upstream:
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             retry=RetryPolicy(config.retries, config.retry_base_delay, config.retry_max_delay),
+            min_rate=config.min_rate,
+            min_rate_window=config.min_rate_window,
+            request_timeout=config.request_timeout,
+            redirect_hosts=config.redirect_hosts,
         )
     assert config.path is not None
     return OciLayoutUpstream(config.path)
@@ -68,22 +74,24 @@ class Hub:
     management: ManagementService
     login_failures: FailureLimiter
     profile_logins: ProfileLogins
+    profiles: MachineProfiles
     _refresh: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)
         upstream = cached(with_virtual_images(make_upstream(settings), settings.images), settings)
         blob_cache = settings.cache.blobs
         blobs = BlobService(
             upstream,
             BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
         )
-        engine = await open_database(settings.database.url or default_url(settings.data_dir))
+        engine = await open_engine(settings)
         management = ManagementService(engine)
         await management.import_config(settings.machine_types)
         directory = Directory(engine, settings.machine_types)
         await directory.load()
+        management.on_change(directory.changed)  # a change made here is served at once
         matchers = Matchers(settings.features.matchers, settings.features.aliases)
         profile_logins = ProfileLogins(
             settings.accounts, settings.features, lambda: directory.profiles
@@ -97,10 +105,8 @@ class Hub:
             manifests=ManifestService(
                 upstream,
                 FilteredDigestStore(engine),
-                directory.profiles,
                 matchers,
                 filtered_cache_bytes=settings.cache.filtered_max_size,
-                profile_logins=profile_logins,
             ),
             blobs=blobs,
             directory=directory,
@@ -109,6 +115,7 @@ class Hub:
                 settings.login_limit.failures, settings.login_limit.window
             ),
             profile_logins=profile_logins,
+            profiles=MachineProfiles(lambda: directory.profiles, profile_logins),
         )
         hub._refresh = asyncio.create_task(
             directory.refresh_forever(settings.database.refresh_interval)

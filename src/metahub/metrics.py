@@ -37,3 +37,7 @@ BLOB_CACHE_BYTES = Gauge(
 DIGEST_MISMATCHES = Counter(
     "metahub_digest_mismatches_total", "Upstream blobs whose bytes did not match their digest"
 )
+BLOB_CACHE_WRITE_ERRORS = Counter(
+    "metahub_blob_cache_write_errors_total",
+    "Blob downloads the cache could not write to disk, served straight from the upstream instead",
+)

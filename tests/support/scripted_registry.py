@@ -3,9 +3,10 @@
 It serves the manifests and blobs a test gives it and records every request it receives, so a
 test counts upstream requests where they arrive. On cue it answers with queued failures first
 (429/503 with Retry-After, dropped connections), fails everything while `trouble` is set, serves
-corrupted blob bytes, redirects blobs to another server, ignores `Range`, holds a blob download
-part-way until the test releases it, or answers slowly. It is a real HTTP server: MetaHub talks
-to it exactly as to any registry.
+corrupted blob bytes, redirects blobs to another server, ignores `Range`, answers 206 when no
+`Range` was asked, breaks a blob download off part-way, serves a blob in one repository only,
+holds a blob download part-way until the test releases it, trickles a blob out a byte at a time,
+or answers slowly. It is a real HTTP server: MetaHub talks to it exactly as to any registry.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class Blob:
     redirect_to: str | None = None  # base URL of another server that holds the blob
     gate_after: int | None = None  # stop after this many bytes until `gate` is set
     gate: threading.Event = field(default_factory=threading.Event)
+    unasked_range: tuple[int, int] | None = None  # answer 206 with this window to a plain GET
+    drop_after: int | None = None  # close the connection after this many bytes of the body
+    only_in: str | None = None  # the one repository that holds the blob; others get 404
+    trickle: float = 0.0  # when set, one byte every this many seconds, each in time for a read
     digest: str = ""
 
     def __post_init__(self) -> None:
@@ -182,7 +187,7 @@ class ScriptedRegistry:
         if len(parts) >= 5 and parts[-2] == "manifests":
             return self._manifest("/".join(parts[2:-2]), parts[-1])
         if len(parts) >= 5 and parts[-2] == "blobs":
-            return await self._blob(request, parts[-1])
+            return await self._blob(request, "/".join(parts[2:-2]), parts[-1])
         return _error(404, {})
 
     def _authorised(self, request: web.Request) -> bool:
@@ -198,9 +203,9 @@ class ScriptedRegistry:
         headers = {"Docker-Content-Digest": sha256(data), "Content-Type": media_type}
         return web.Response(body=data, headers=headers)
 
-    async def _blob(self, request: web.Request, digest: str) -> web.StreamResponse:
+    async def _blob(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
         blob = self.blobs.get(digest)
-        if blob is None:
+        if blob is None or blob.only_in not in (None, name):
             return _error(404, {}, "BLOB_UNKNOWN")
         if blob.redirect_to is not None:
             location = f"{blob.redirect_to}{request.path}?signature=scripted"
@@ -220,12 +225,20 @@ class ScriptedRegistry:
                 return _error(416, {"Content-Range": f"bytes */{blob.size}"})
             status = 206
             headers["Content-Range"] = f"bytes {first}-{last}/{blob.size}"
+        elif blob.unasked_range is not None:
+            first, last = blob.unasked_range
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{blob.size}"
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = last - first + 1
         await response.prepare(request)
         if request.method == "HEAD":
             return response
         async for chunk in self._gated(blob, first, last):
+            if blob.drop_after is not None and self.sent[request.path] >= blob.drop_after:
+                assert request.transport is not None
+                request.transport.abort()  # mid-body: the client sees the payload cut short
+                raise asyncio.CancelledError
             with self._lock:  # counted first, so the count is never behind what a client has
                 self.sent[request.path] += len(chunk)
             await response.write(chunk)
@@ -233,6 +246,11 @@ class ScriptedRegistry:
         return response
 
     async def _gated(self, blob: Blob, first: int, last: int) -> AsyncIterator[bytes]:
+        if blob.trickle:
+            for chunk in blob.chunks(first, last, size=1):
+                yield chunk
+                await asyncio.sleep(blob.trickle)
+            return
         offset = first
         for chunk in blob.chunks(first, last):
             if blob.gate_after is not None and offset + len(chunk) > blob.gate_after:

@@ -1,10 +1,12 @@
-"""Checking machine-type passwords; verified answers are cached because argon2 costs ~100 ms."""
+"""Checking passwords; verified answers are cached and shared because argon2 costs ~100 ms."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -15,11 +17,42 @@ from typing import Protocol, runtime_checkable
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from metahub.cache.singleflight import SingleFlight
+
 _hasher = PasswordHasher()
 
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+class PasswordVerifier:
+    """argon2 verification that costs the same whether or not the login exists.
+
+    Without a hash to check (an unknown login, or a plaintext password from the config) a dummy
+    hash is verified instead, made once with the same parameters: else the time a refusal
+    takes tells which logins exist.
+    """
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self._hasher = hasher or _hasher
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether `password` matches `password_hash`; always False without a hash."""
+        try:
+            await asyncio.to_thread(
+                self._hasher.verify, password_hash or self._dummy_hash, password
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+        return password_hash is not None
+
+
+@functools.cache
+def default_verifier() -> PasswordVerifier:
+    """The verifier of `hash_password`'s hashes, its dummy hash made on first use (at start)."""
+    return PasswordVerifier()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +94,10 @@ class CredentialChecker:
     """Maps `login:password` to the account (and so the machine type) it belongs to.
 
     Verdicts (good and bad) are cached by a hash of the pair for `ttl` seconds, so a client that
-    sends Basic credentials on every request pays argon2 once. A cached "yes" is re-checked
-    against the current account on every use, so a revoked, expired or rotated credential stops
-    working as soon as the account source knows.
+    sends Basic credentials on every request pays argon2 once, and concurrent checks of one
+    pair share one verification. A cached "yes" is re-checked against the current account on
+    every use, so a revoked, expired or rotated credential stops working as soon as the account
+    source knows.
     """
 
     def __init__(
@@ -72,6 +106,7 @@ class CredentialChecker:
         *,
         ttl: float = 60.0,
         size: int = 4096,
+        hasher: PasswordHasher | None = None,
     ) -> None:
         self._source: AccountSource = (
             StaticAccounts(accounts) if not isinstance(accounts, AccountSource) else accounts
@@ -80,6 +115,11 @@ class CredentialChecker:
         self._size = size
         self._cache: OrderedDict[bytes, tuple[Account | None, float, Account | None]] = (
             OrderedDict()
+        )
+        self._verifier = default_verifier() if hasher is None else PasswordVerifier(hasher)
+        # Keyed by the pair's hash and the account it is checked against, never the password.
+        self._in_flight: SingleFlight[tuple[bytes, Account | None], Account | None] = SingleFlight(
+            "credential"
         )
 
     async def check(self, login: str, password: str) -> str | None:
@@ -97,24 +137,31 @@ class CredentialChecker:
             self._cache.move_to_end(key)
             verdict = cached[0]
         else:
-            verdict = await self._verify(login, password)
-            self._cache[key] = (verdict, now + self._ttl, current)
-            self._cache.move_to_end(key)
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            verdict = await self._in_flight.do(
+                (key, current), lambda: self._verified(key, login, password, current)
+            )
         return verdict if verdict is not None and verdict.active else None
+
+    async def _verified(
+        self, key: bytes, login: str, password: str, current: Account | None
+    ) -> Account | None:
+        """Verify once and cache the verdict, for every check of this pair waiting on it."""
+        verdict = await self._verify(login, password)
+        self._cache[key] = (verdict, time.monotonic() + self._ttl, current)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return verdict
 
     async def _verify(self, login: str, password: str) -> Account | None:
         account = self._source.account(login)
+        plaintext = account.password if account is not None else None
+        # One argon2 verification whatever the account, so that every refusal takes as long:
+        # an unknown login or a plaintext password from the config verifies the dummy hash.
+        stored_hash = account.password_hash if account is not None and plaintext is None else None
+        ok = await self._verifier.verify(stored_hash, password)
         if account is None:
             return None
-        if account.password is not None:
-            ok = hmac.compare_digest(account.password.encode(), password.encode())
-            return account if ok else None
-        if account.password_hash is None:
-            return None
-        try:
-            await asyncio.to_thread(_hasher.verify, account.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        return account
+        if plaintext is not None:
+            ok = hmac.compare_digest(plaintext.encode(), password.encode())
+        return account if ok else None

@@ -18,19 +18,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import archspec.cpu
-
 from metahub.auth.passwords import Account, CredentialChecker
 from metahub.config import AccountConfig, FeaturesConfig
-from metahub.features.matchers import DEFAULT_CPU_ALIASES, DEFAULT_KEY_MATCHERS, PTX_KEY
+from metahub.features.matchers import MatcherRegistry
 from metahub.features.model import Feature, InvalidFeature
+from metahub.features.names import MAX_LENGTH
 from metahub.features.selection import MachineProfile
 from metahub.oci.platform import InvalidPlatform, PlatformKey, normalize_platform, parse_platform
 
 PLATFORM_KEY = "platform"
-MAX_NAME_LENGTH = 255  # the filtered-digest store records the machine type's name
-_CAPABILITY_RE = re.compile(r"^\d+\.\d+\Z")
-_VERSION_RE = re.compile(r"^\d+(?:\.\d+)*\Z")
 _EXAMPLE = "e.g. hpc/cpu=zen3,nvcap=8.6"
 
 
@@ -141,14 +137,7 @@ class ProfileLogins:
             Account(a.login, a.login, a.password, a.password_hash) for a in self._accounts.values()
         )
         features = features or FeaturesConfig()
-        self._matchers = {**DEFAULT_KEY_MATCHERS, **features.matchers}
-        self._aliases = {
-            key: {
-                **(DEFAULT_CPU_ALIASES if name == "microarch" else {}),
-                **features.aliases.get(key, {}),
-            }
-            for key, name in self._matchers.items()
-        }
+        self._matchers = MatcherRegistry(features.matchers, features.aliases)
         self._machine_types = machine_types
         self._cache: OrderedDict[str, MachineProfile] = OrderedDict()
         self._cache_size = cache_size
@@ -159,7 +148,7 @@ class ProfileLogins:
 
     def known_keys(self) -> set[str]:
         """Keys a profile login may use: those with a matcher, or used by a machine type."""
-        keys = set(self._matchers) - {PTX_KEY}
+        keys = self._matchers.machine_keys()
         for profile in self._machine_types().values():
             keys.update(feature.key for feature in profile.features)
         return keys | {PLATFORM_KEY}
@@ -197,9 +186,9 @@ class ProfileLogins:
             raise ProfileLoginError(f"account {spec.account!r} does not take profile logins")
         self._validate(login, spec)
         name = spec.name
-        if len(name) > MAX_NAME_LENGTH:
+        if len(name) > MAX_LENGTH:  # the filtered-digest store records the name
             raise ProfileLoginError(
-                f"profile login is {len(name)} characters long; at most {MAX_NAME_LENGTH}"
+                f"profile login is {len(name)} characters long; at most {MAX_LENGTH}"
             )
         platforms = self._platforms(account, spec)
         return MachineProfile.of(
@@ -220,26 +209,11 @@ class ProfileLogins:
                 known_keys=known,
             )
         for feature in spec.features:
-            problem = self._bad_value(feature)
+            problem = self._matchers.check(feature.key, feature.value)
             if problem:
-                raise ProfileLoginError(f"profile login {login!r}: {problem}")
-
-    def _bad_value(self, feature: Feature) -> str | None:
-        key, value = feature.key, feature.value
-        matcher = self._matchers.get(key, "exact")
-        shown = f"{key}={value}"
-        if matcher == "microarch":
-            name = self._aliases.get(key, {}).get(value, value)
-            if name not in archspec.cpu.TARGETS:
-                return (
-                    f"{shown}: {value!r} is not a microarchitecture archspec knows "
-                    "(e.g. haswell, zen3, sapphirerapids, neoverse_v1, x86_64_v3)"
+                raise ProfileLoginError(
+                    f"profile login {login!r}: {feature.key}={feature.value}: {problem}"
                 )
-        elif matcher == "cuda" and not _CAPABILITY_RE.match(value):
-            return f"{shown}: a machine's compute capability is MAJOR.MINOR, e.g. 8.6"
-        elif matcher == "at-least" and not _VERSION_RE.match(value):
-            return f"{shown}: expected a dotted version, e.g. 535.104"
-        return None
 
     @staticmethod
     def _platforms(account: AccountConfig, spec: ProfileSpec) -> tuple[PlatformKey, ...]:

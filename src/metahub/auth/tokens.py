@@ -1,25 +1,30 @@
 """Bearer tokens for the Docker token flow: signed JWTs verified without any lookup.
 
 Claims follow distribution's token spec (iss, sub, aud, exp, nbf, iat, jti and `access`), plus
-`mt`, the machine type the token speaks for, or `unfiltered` for an anonymous unfiltered pull.
+`mt`, the machine type the token speaks for (null: an anonymous unfiltered pull), `cid`, the
+credential checked on every use (null: anonymous or a profile login) and `cv`, its secret's tag.
+`issue` writes every one of them for every principal, so a token without one is not ours.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 
+from metahub import errors
+
 ISSUER = "metahub"
 SERVICE = "metahub"
 _ALGORITHM = "HS256"
-KEY_BYTES = 32
+# Far above any token MetaHub issues for a pull: a longer one is refused unread, not decoded.
+MAX_TOKEN_LENGTH = 8 * 1024
+_REQUIRED_CLAIMS = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "access"]
+_NULLABLE_CLAIMS = ("mt", "cid", "cv")  # present always, a string or null
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,43 +52,18 @@ class IssuedToken:
     issued_at: str
 
 
-def load_signing_key(data_dir: Path) -> bytes:
-    """The HMAC key, made on first start and kept in the data directory (mode 0600).
-
-    Several workers start at once: the key is written to a private file and hard-linked into
-    place, so exactly one key wins and nobody ever reads a half-written one.
-    """
-    path = data_dir / "token-signing.key"
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        pass
-    else:
-        if len(key) >= KEY_BYTES:
-            return key
-        # Too short to be a key we wrote (a crash mid-write): RFC 7518 wants 256 bits for HS256.
-        path.unlink(missing_ok=True)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    candidate = data_dir / f".token-signing.key.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(KEY_BYTES))
-    try:
-        os.link(candidate, path)
-    except FileExistsError:
-        pass
-    finally:
-        candidate.unlink()
-    return path.read_bytes()
-
-
 class TokenService:
-    def __init__(self, key: bytes, *, ttl: int = 300, cache_size: int = 8192) -> None:
+    def __init__(
+        self, key: bytes, *, ttl: int = 300, cache_size: int = 8192, cache_bytes: int = 8 << 20
+    ) -> None:
         self._key = key
         self.ttl = ttl
-        # Verified tokens, so the hot path pays the HMAC and JSON decoding once per token.
+        # Verified tokens, so the hot path pays the HMAC and JSON decoding once per token;
+        # bounded in count and in bytes, whatever size of tokens clients send.
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self.cached_bytes = 0
 
     def issue(self, principal: Principal, repositories: list[str]) -> IssuedToken:
         now = int(time.time())
@@ -103,21 +83,35 @@ class TokenService:
             "cv": principal.credential_tag,
         }
         token = jwt.encode(claims, self._key, algorithm=_ALGORITHM)
+        if len(token) > MAX_TOKEN_LENGTH:
+            # verify() would refuse it: say so now, not at the client's first pull.
+            raise errors.TooLarge(
+                f"a token for {len(repositories)} repositories is too long; ask for fewer at once"
+            )
         issued_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return IssuedToken(token, self.ttl, issued_at)
 
     def verify(self, token: str) -> Principal | None:
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
         cached = self._verified.get(token)
         if cached is not None:
             if cached[1] > time.time():
                 return cached[0]
-            del self._verified[token]
+            self._forget(token)
         principal, expires = self._decode(token)
         if principal is not None:
             self._verified[token] = (principal, expires)
-            if len(self._verified) > self._cache_size:
-                self._verified.popitem(last=False)
+            self.cached_bytes += len(token)
+            while self._verified and (
+                len(self._verified) > self._cache_size or self.cached_bytes > self._cache_bytes
+            ):
+                self._forget(next(iter(self._verified)))
         return principal
+
+    def _forget(self, token: str) -> None:
+        del self._verified[token]
+        self.cached_bytes -= len(token)
 
     def _decode(self, token: str) -> tuple[Principal | None, float]:
         try:
@@ -127,25 +121,26 @@ class TokenService:
                 algorithms=[_ALGORITHM],
                 audience=SERVICE,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub"]},
+                options={"require": _REQUIRED_CLAIMS},
             )
         except jwt.PyJWTError:
             return None, 0.0
+        if not isinstance(claims["sub"], str) or not isinstance(claims["access"], list):
+            return None, 0.0
+        if not all(name in claims and _string_or_null(claims[name]) for name in _NULLABLE_CLAIMS):
+            return None, 0.0
         repositories = frozenset(
             str(grant.get("name"))
-            for grant in claims.get("access") or []
+            for grant in claims["access"]
             if isinstance(grant, dict)
             and grant.get("type") == "repository"
             and "pull" in (grant.get("actions") or [])
         )
-        machine_type = claims.get("mt")
-        credential_id = claims.get("cid")
-        credential_tag = claims.get("cv")
         principal = Principal(
-            str(claims["sub"]),
-            machine_type if isinstance(machine_type, str) else None,
-            repositories,
-            credential_id if isinstance(credential_id, str) else None,
-            credential_tag if isinstance(credential_tag, str) else None,
+            claims["sub"], claims["mt"], repositories, claims["cid"], claims["cv"]
         )
         return principal, float(claims["exp"])
+
+
+def _string_or_null(value: object) -> bool:
+    return value is None or isinstance(value, str)

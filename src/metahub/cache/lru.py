@@ -1,4 +1,4 @@
-"""A least-recently-used map bounded by the total size of its values."""
+"""Least-recently-used maps: bounded by the total size of their values, or by their count."""
 
 from __future__ import annotations
 
@@ -51,3 +51,32 @@ class SizedLRU(Generic[K, V]):
         old = self._items.pop(key, None)
         if old is not None:
             self.bytes -= old[1]
+
+
+class CountedLRU(Generic[K, V]):
+    """A least-recently-used map of at most `max_entries` entries, for values of one small size.
+
+    It counts no hits or misses: its owner knows better what one means.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._items.pop(key, None)

@@ -1,17 +1,24 @@
-"""How one required feature is checked against what a machine has.
+"""How one required feature is checked against what a machine has, and which matcher judges a key.
 
 Each matcher answers with a `Fit`: whether the machine satisfies the requirement, how far the
 requirement is from the best the machine could use (0 is an exact match; smaller is closer), and
-why not when it does not fit. Distances only compare entries within one key.
+why not when it does not fit. Distances only compare entries within one key. Each matcher also
+knows which values a machine may declare, so a machine described on the fly (a profile login) is
+refused with a reason rather than matching nothing.
+
+The registry (`MatcherRegistry`) is the one place that turns the config's `features.matchers`
+and `features.aliases` into matchers: adding a matcher is a class and its entry in
+`BUILTIN_MATCHERS`.
 """
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Protocol
+from typing import ClassVar
 
 import archspec.cpu
 
@@ -25,20 +32,41 @@ class Fit:
     reason: str = ""
 
 
-class Matcher(Protocol):
-    name: str
+class Matcher(ABC):
+    """Judges the features of one key, built with the aliases configured for that key."""
 
+    name: ClassVar[str]
+    default_aliases: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, aliases: Mapping[str, str] | None = None) -> None:
+        self.aliases = {**self.default_aliases, **(aliases or {})}
+
+    def canonical(self, value: str) -> str:
+        return self.aliases.get(value, value)
+
+    def machine_key(self, key: str) -> str:
+        """The key whose machine values a requirement of `key` is checked against."""
+        return key
+
+    @abstractmethod
     def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit: ...
+
+    @abstractmethod
+    def check(self, value: str) -> str | None:
+        """Why a machine cannot declare `value` (after aliases) for this key; None if it can."""
 
 
 def _missing(key: str) -> Fit:
     return Fit(False, reason=f"the machine declares no {key} feature")
 
 
-class ExactMatcher:
+class ExactMatcher(Matcher):
     """A feature is satisfied only by the same value (the original MetaHub's rule)."""
 
     name = "exact"
+
+    def check(self, value: str) -> str | None:
+        return None  # any value is a value
 
     def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
         have = machine.get(key, ())
@@ -59,16 +87,19 @@ DEFAULT_CPU_ALIASES: Mapping[str, str] = {
 }
 
 
-class MicroarchMatcher:
+class MicroarchMatcher(Matcher):
     """archspec lineage: code built for a microarchitecture runs on its descendants."""
 
     name = "microarch"
+    default_aliases = DEFAULT_CPU_ALIASES
 
-    def __init__(self, aliases: Mapping[str, str] | None = None) -> None:
-        self.aliases = {**DEFAULT_CPU_ALIASES, **(aliases or {})}
-
-    def canonical(self, value: str) -> str:
-        return self.aliases.get(value, value)
+    def check(self, value: str) -> str | None:
+        if self.canonical(value) in archspec.cpu.TARGETS:
+            return None
+        return (
+            f"{value!r} is not a microarchitecture archspec knows "
+            "(e.g. haswell, zen3, sapphirerapids, neoverse_v1, x86_64_v3)"
+        )
 
     def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
         have = machine.get(key, ())
@@ -127,7 +158,7 @@ def _capability(value: str) -> tuple[int, int, bool] | None:
     return int(match.group(1)), int(match.group(2)), bool(match.group(3))
 
 
-class CudaMatcher:
+class CudaMatcher(Matcher):
     """CUDA compute capability.
 
     A cubin for X.y (`nvcap:X.y`) runs on X.z with z >= y, never across majors; an
@@ -139,9 +170,18 @@ class CudaMatcher:
 
     name = "cuda"
 
+    def machine_key(self, key: str) -> str:
+        return CAPABILITY_KEY if key == PTX_KEY else key  # machines declare no PTX of their own
+
+    def check(self, value: str) -> str | None:
+        capability = _capability(self.canonical(value))
+        if capability is None or capability[2]:  # `a` names a build, not a card
+            return "a machine's compute capability is MAJOR.MINOR, e.g. 8.6"
+        return None
+
     def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
         ptx = key == PTX_KEY
-        have_key = CAPABILITY_KEY if ptx else key
+        have_key = self.machine_key(key)
         have = machine.get(have_key, ())
         if not have:
             return _missing(have_key)
@@ -190,10 +230,15 @@ def _version(value: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in value.split(".")) if _VERSION_RE.match(value) else None
 
 
-class AtLeastMatcher:
+class AtLeastMatcher(Matcher):
     """Dotted versions: `driver:535.54` is satisfied by a machine with driver 535.54 or later."""
 
     name = "at-least"
+
+    def check(self, value: str) -> str | None:
+        if _version(self.canonical(value)) is None:
+            return "expected a dotted version, e.g. 535.104"
+        return None
 
     def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
         have = machine.get(key, ())
@@ -238,10 +283,49 @@ def _values(key: str, have: tuple[str, ...]) -> str:
 
 
 BUILTIN_MATCHERS: Mapping[str, type[Matcher]] = {
-    "exact": ExactMatcher,
-    "microarch": MicroarchMatcher,
-    "cuda": CudaMatcher,
-    "at-least": AtLeastMatcher,
+    matcher.name: matcher
+    for matcher in (ExactMatcher, MicroarchMatcher, CudaMatcher, AtLeastMatcher)
 }
 
 DEFAULT_KEY_MATCHERS: Mapping[str, str] = {"cpu": "microarch", "nvcap": "cuda", "nvptx": "cuda"}
+
+
+class UnknownMatcher(ValueError):
+    """A `features.matchers` entry that names no matcher."""
+
+
+class MatcherRegistry:
+    """Which matcher judges each feature key, built from the config's `features` section.
+
+    The built-in keys first (`DEFAULT_KEY_MATCHERS`), then `features.matchers` (key -> matcher
+    name); each matcher gets `features.aliases` for its key. A key without a matcher is judged
+    exactly.
+    """
+
+    def __init__(
+        self,
+        key_matchers: Mapping[str, str] | None = None,
+        aliases: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.aliases = {key: dict(values) for key, values in (aliases or {}).items()}
+        self._default: Matcher = ExactMatcher()
+        self._by_key: dict[str, Matcher] = {}
+        for key, name in {**DEFAULT_KEY_MATCHERS, **(key_matchers or {})}.items():
+            matcher = BUILTIN_MATCHERS.get(name)
+            if matcher is None:
+                known = ", ".join(sorted(BUILTIN_MATCHERS))
+                raise UnknownMatcher(
+                    f"unknown matcher {name!r} for key {key!r}: use one of {known}"
+                )
+            self._by_key[key] = matcher(self.aliases.get(key))
+
+    def for_key(self, key: str) -> Matcher:
+        return self._by_key.get(key, self._default)
+
+    def machine_keys(self) -> set[str]:
+        """The keys with a matcher that a machine declares (not `nvptx`: it describes builds)."""
+        return {matcher.machine_key(key) for key, matcher in self._by_key.items()}
+
+    def check(self, key: str, value: str) -> str | None:
+        """Why a machine cannot declare `key:value`; None if it can."""
+        return self.for_key(key).check(value)

@@ -16,17 +16,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-from metahub.features.matchers import (
-    BUILTIN_MATCHERS,
-    DEFAULT_KEY_MATCHERS,
-    ExactMatcher,
-    Fit,
-    MachineFeatures,
-    Matcher,
-    MicroarchMatcher,
-)
+from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
 from metahub.oci.index import Entry, Index
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey, normalize_platform, parse_platform
@@ -36,6 +28,7 @@ REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 Mode = Literal["best", "exact"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,32 +78,11 @@ class MachineProfile:
         )
 
 
-class Matchers:
-    """Which matcher judges which feature key, and the aliases applied before matching."""
-
-    def __init__(
-        self,
-        key_matchers: Mapping[str, str] | None = None,
-        aliases: Mapping[str, Mapping[str, str]] | None = None,
-    ) -> None:
-        names = {**DEFAULT_KEY_MATCHERS, **(key_matchers or {})}
-        self._aliases = {key: dict(values) for key, values in (aliases or {}).items()}
-        self._default: Matcher = ExactMatcher()
-        self._by_key: dict[str, Matcher] = {}
-        for key, name in names.items():
-            if name == "microarch":
-                self._by_key[key] = MicroarchMatcher(self._aliases.get(key))
-            else:
-                self._by_key[key] = BUILTIN_MATCHERS[name]()
-
-    def for_key(self, key: str) -> Matcher:
-        return self._by_key.get(key, self._default)
-
-    def name_for(self, key: str) -> str:
-        return self.for_key(key).name
+class Matchers(MatcherRegistry):
+    """The registry, fitting a feature with the aliases configured for its key applied first."""
 
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
-        aliases = self._aliases.get(feature.key)
+        aliases = self.aliases.get(feature.key)
         if aliases:
             required = aliases.get(feature.value, feature.value)
             machine = {

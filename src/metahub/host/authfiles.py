@@ -21,11 +21,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from metahub.host.errors import HostError
+
 # Keys of an auths entry that a new password makes stale.
 _CREDENTIAL_KEYS = ("auth", "username", "password", "identitytoken", "registrytoken")
 
 
-class AuthFileError(RuntimeError):
+class AuthFileError(HostError):
     """An auth file that cannot be read or written; the message names it."""
 
 

@@ -66,10 +66,6 @@ class HostReport:
         }
 
 
-def cpu_name() -> str:
-    return str(archspec.cpu.host().name)
-
-
 def amd64_level(target: archspec.cpu.Microarchitecture) -> int:
     """The x86-64 microarchitecture level (1-4) of the generic target `target` descends from."""
     levels = [

@@ -9,27 +9,32 @@ docker's config.json and containers' auth.json.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import ipaddress
 import json
 import shlex
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from metahub.client.auth import BasicCredentials, fetch_token_body
+from metahub.client.bodies import read_prefix
 from metahub.client.challenge import parse_challenge
+from metahub.client.errors import RegistryHttpError, Trouble
+from metahub.client.http import RegistryConnection
+from metahub.client.retry import RetryPolicy
+from metahub.client.urls import host_of, is_loopback
+from metahub.host.errors import HostError
 
 DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "metahub-login"
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler())
+MAX_BODY = 1 << 20
 
 
-class LoginError(RuntimeError):
+class LoginError(HostError):
     """Why the host could not be logged in; shown to the user as is."""
 
 
@@ -73,20 +78,9 @@ def parse_server(text: str, *, insecure: bool = False) -> Server:
     if scheme:
         return Server(rest, (f"{scheme}://{rest}",))
     urls = [f"https://{rest}"]
-    if insecure or _is_loopback(rest):
+    if insecure or is_loopback(host_of(rest)):
         urls.append(f"http://{rest}")
     return Server(rest, tuple(urls))
-
-
-def _is_loopback(hostport: str) -> bool:
-    host = hostport.rsplit(":", 1)[0] if not hostport.startswith("[") else hostport[1:]
-    host = host.split("]", 1)[0]
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def profile_login(account: str, features: Iterable[str], skip: Iterable[str] = ()) -> str:
@@ -125,53 +119,83 @@ class Verified:
 
 def verify(server: Server, login: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> Verified:
     """Log in as docker would; raise LoginRefused or LoginError with the reason."""
+    return asyncio.run(_verify(server, login, password, timeout))
+
+
+async def _verify(server: Server, login: str, password: str, timeout: float) -> Verified:
     problems = []
     for url in server.urls:
         try:
-            return _verify_at(url, login, password, timeout)
+            return await _verify_at(url, login, password, timeout)
         except _Unreachable as exc:
             problems.append(f"{url}: {exc}")
     raise LoginError(f"cannot reach {server.key} ({'; '.join(problems)})")
 
 
-def _verify_at(base: str, login: str, password: str, timeout: float) -> Verified:
-    status, headers, _ = _request(f"{base}/v2/", {}, timeout)
-    scheme, params = parse_challenge(headers.get("www-authenticate", ""))
-    basic = "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
-    if status == 401 and scheme == "basic":
-        status, _, body = _request(f"{base}/v2/", {"Authorization": basic}, timeout)
+async def _verify_at(base: str, login: str, password: str, timeout: float) -> Verified:
+    async with RegistryConnection(
+        base,
+        description=base,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        retry=RetryPolicy(retries=0),  # the person at the terminal decides whether to try again
+        trust_env=True,  # a proxy in the environment is used, as by docker
+        headers={"User-Agent": USER_AGENT},
+    ) as connection:
+        status, headers, _ = await _get(connection, f"{base}/v2/", None)
+        scheme, params = parse_challenge(headers.get("WWW-Authenticate", ""))
+        credentials = BasicCredentials(login, password)
+        if status == 401 and scheme == "basic":
+            status, _, body = await _get(connection, f"{base}/v2/", credentials.header())
+            _refused_unless_ok(status, body, base)
+            return Verified(base, login, None)
+        if status not in (200, 401):
+            raise LoginError(f"{base}/v2/ answered {status}: is this a registry?")
+        realm = (params.get("realm") if scheme == "bearer" else None) or f"{base}/token"
+        query = [("service", params.get("service", "metahub")), ("account", login)]
+        token = await _token(connection, realm, query, credentials)
+        status, _, body = await _get(connection, f"{base}/v2/", f"Bearer {token}")
         _refused_unless_ok(status, body, base)
-        return Verified(base, login, None)
-    if status not in (200, 401):
-        raise LoginError(f"{base}/v2/ answered {status}: is this a registry?")
-    realm = params.get("realm") if scheme == "bearer" else None
-    query = {"service": params.get("service", "metahub"), "account": login}
-    token_url = f"{realm or base + '/token'}?{urllib.parse.urlencode(query)}"
-    status, _, body = _request(token_url, {"Authorization": basic}, timeout)
-    _refused_unless_ok(status, body, base)
-    try:
-        answer = json.loads(body)
-        token = str(answer.get("token") or answer["access_token"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise LoginError(f"{token_url} did not answer with a token") from exc
-    status, _, body = _request(f"{base}/v2/", {"Authorization": f"Bearer {token}"}, timeout)
-    _refused_unless_ok(status, body, base)
-    return Verified(base, login, _machine_type(token))
+        return Verified(base, login, _machine_type(token))
 
 
-def _request(url: str, headers: dict[str, str], timeout: float) -> tuple[int, Any, bytes]:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
+async def _get(
+    connection: RegistryConnection, url: str, authorization: str | None
+) -> tuple[int, Mapping[str, str], bytes]:
+    """One GET; credentials are dropped on a redirect away from the server's origin."""
+    headers = {"Authorization": authorization} if authorization else {}
     try:
-        with _opener.open(request, timeout=timeout) as response:
-            return int(response.status), response.headers, bytes(response.read(1 << 20))
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code), exc.headers, bytes(exc.read(1 << 20))
-    except (urllib.error.URLError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Unreachable(str(reason) or type(exc).__name__) from exc
-    except OSError as exc:
-        raise _Unreachable(str(exc)) from exc
+        async with await connection.send("GET", url, headers=headers) as response:
+            return response.status, response.headers, await read_prefix(response, MAX_BODY)
+    except RegistryHttpError as exc:
+        if exc.trouble in (Trouble.TIMEOUT, Trouble.UNREACHABLE, Trouble.FAILED):
+            raise _Unreachable(exc.detail) from exc
+        raise LoginError(str(exc)) from exc
+
+
+async def _token(
+    connection: RegistryConnection,
+    realm: str,
+    query: list[tuple[str, str]],
+    credentials: BasicCredentials,
+) -> str:
+    try:
+        answer = await fetch_token_body(
+            connection.session(),
+            realm,
+            query,
+            credentials,
+            registry=connection.url,
+            description=connection.url,
+        )
+    except RegistryHttpError as exc:
+        if exc.status is None:
+            raise _Unreachable(exc.detail) from exc
+        _refused_unless_ok(exc.status, exc.body, connection.url)
+        raise LoginError(f"{realm} did not answer with a token") from exc
+    token = answer.get("token") or answer.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise LoginError(f"{realm} did not answer with a token")
+    return token
 
 
 def _refused_unless_ok(status: int, body: bytes, base: str) -> None:

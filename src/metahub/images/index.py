@@ -14,6 +14,7 @@ from typing import Literal
 
 import orjson
 
+from metahub.images.errors import ImageError
 from metahub.images.members import Resolved, member_label
 from metahub.images.spec import ImageSpec
 from metahub.oci import mediatypes
@@ -26,7 +27,7 @@ INDEX_MEDIA_TYPES: dict[IndexType, str] = {
 }
 
 
-class IndexBuildError(ValueError):
+class IndexBuildError(ImageError, ValueError):
     """Entries that cannot make one index; the message names the members."""
 
 

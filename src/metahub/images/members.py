@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from metahub.images.errors import ImageError
 from metahub.images.spec import ImageRef, ImageSpec, MemberSpec, PlatformSpec
 from metahub.oci import mediatypes
 from metahub.oci.index import Index, InvalidIndex
@@ -42,7 +43,7 @@ FOREIGN_LAYER_TYPES = frozenset(
 )
 
 
-class MemberError(ValueError):
+class MemberError(ImageError, ValueError):
     """A member that cannot become an entry; the message names it (`manifests.N`)."""
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ValidationError, field_validator
 
-from metahub.features.model import Feature
+from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
+from metahub.images.errors import ImageError
 from metahub.oci.digest import Digest, InvalidDigest
 from metahub.oci.reference import InvalidName, InvalidTag, validate_name, validate_tag
 
@@ -34,11 +34,11 @@ DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-class SpecError(ValueError):
+class SpecError(ImageError, ValueError):
     """A spec that cannot be used; the message names the file and the key."""
 
 
-class InvalidReference(ValueError):
+class InvalidReference(ImageError, ValueError):
     pass
 
 
@@ -111,25 +111,19 @@ class ImageRef:
         return text
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PlatformSpec(_Strict):
+class PlatformSpec(StrictModel):
     """An entry's platform. Omitted fields come from the member's image config."""
 
     architecture: str | None = None
     os: str | None = None
     variant: str | None = None
-    features: tuple[str, ...] = ()
+    features: FeatureTexts = ()
     osversion: str | None = None
     osfeatures: tuple[str, ...] = ()
 
     @field_validator("features")
     @classmethod
-    def _features(cls, features: tuple[str, ...]) -> tuple[str, ...]:
-        for text in features:
-            Feature.parse(text)
+    def _distinct(cls, features: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(features)) != len(features):
             raise ValueError("a feature is listed twice")
         return features
@@ -150,7 +144,7 @@ def _valid_reference(text: str) -> str:
     return text
 
 
-class MemberSpec(_Strict):
+class MemberSpec(StrictModel):
     """One member of the index: an image (or an index, which is expanded) and its platform."""
 
     image: str
@@ -166,9 +160,9 @@ class MemberSpec(_Strict):
         return ImageRef.parse(self.image)
 
 
-class ImageSpec(_Strict):
+class ImageSpec(StrictModel):
     image: str
-    tags: tuple[str, ...] = ()
+    tags: Annotated[tuple[str, ...], each(validate_tag)] = ()
     manifests: tuple[MemberSpec, ...]
     annotations: dict[str, str] = {}
 
@@ -186,13 +180,6 @@ class ImageSpec(_Strict):
         if not manifests:
             raise ValueError("name at least one member image")
         return manifests
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
-        for tag in tags:
-            validate_tag(tag)
-        return tags
 
     @property
     def ref(self) -> ImageRef:
@@ -215,25 +202,7 @@ def parse_spec(raw: Any, *, source: str = "spec") -> ImageSpec:
 
 
 def load_spec(path: Path) -> ImageSpec:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec {path} is not valid YAML: {exc}") from exc
-    return parse_spec(raw, source=str(path))
-
-
-def describe(exc: ValidationError, source: str) -> str:
-    """One line per error, each naming its key (`manifests.1.platform.features.0: ...`)."""
-    lines = [f"invalid {source}:"]
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+    return parse_spec(read_yaml(path, "spec", SpecError), source=str(path))
 
 
 def _registry_host(url: str) -> str:

@@ -15,7 +15,8 @@ import aiohttp
 from metahub import errors
 from metahub.config import Settings
 from metahub.management.service import ManagementService
-from metahub.store.database import default_url, open_database
+from metahub.store.database import open_engine
+from metahub.store.files import secure_data_dir
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -52,8 +53,8 @@ class LocalBackend:
 
     @classmethod
     async def open(cls, settings: Settings) -> LocalBackend:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = await open_database(settings.database.url or default_url(settings.data_dir))
+        secure_data_dir(settings.data_dir)
+        engine = await open_engine(settings)
         service = ManagementService(engine)
         await service.import_config(settings.machine_types)
         return cls(service)

@@ -2,14 +2,15 @@
 
 A warm pull never waits on the database. Every `refresh_interval` seconds the directory reloads
 both tables (small: hundreds of rows), so a credential revoked or a type changed through any
-replica takes effect everywhere within that interval.
+replica takes effect everywhere within that interval; a change made through this process's
+management service reloads it at once (`changed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,10 +19,12 @@ from metahub.auth.passwords import Account
 from metahub.config import MachineTypeConfig
 from metahub.features.selection import MachineProfile
 from metahub.management.ids import config_credential_id
-from metahub.management.records import aware
+from metahub.management.records import Change, aware
 from metahub.store.schema import credentials, machine_types
 
 log = logging.getLogger("metahub.directory")
+# Changes to these reach the hot path; admins and their tokens are not kept here.
+_KEPT = frozenset({"machine_type", "credential", "config"})
 
 
 class Directory:
@@ -34,10 +37,18 @@ class Directory:
             )
             for m in configured
         }
-        self.profiles: dict[str, MachineProfile] = {}
+        self._profiles: Mapping[str, MachineProfile] = {}
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
         self._tags: dict[str, str] = {}
+        # One load at a time: two changes in quick succession each start a load, and the read
+        # made after the second commit must be the one that stays.
+        self._loading = asyncio.Lock()
+
+    @property
+    def profiles(self) -> Mapping[str, MachineProfile]:
+        """The machine types by name, as last loaded; a load replaces the mapping whole."""
+        return self._profiles
 
     def account(self, login: str) -> Account | None:
         return self._accounts.get(login)
@@ -50,6 +61,10 @@ class Directory:
         return secret_tag is None or self._tags.get(credential_id) == secret_tag
 
     async def load(self) -> None:
+        async with self._loading:
+            await self._load()
+
+    async def _load(self) -> None:
         async with self._engine.connect() as connection:
             # Credentials first: a credential's machine type was committed before it (or with
             # it), so every credential read here finds its type in the second read, even while
@@ -80,12 +95,16 @@ class Directory:
             for row in creds
         }
         accounts.update(self._configured)
-        # Swapped in place and at once: the hot path holds references to these mappings.
-        self.profiles.clear()
-        self.profiles.update(profiles)
+        # Each mapping is swapped whole: a reader sees the last load's or this one's, never a mix.
+        self._profiles = profiles
         self._accounts = accounts
         self._by_id = {a.credential_id: a for a in accounts.values() if a.credential_id}
         self._tags = {cid: account.secret_tag for cid, account in self._by_id.items()}
+
+    async def changed(self, change: Change) -> None:
+        """A management change has committed: reload if it touched what is kept here."""
+        if change.subject in _KEPT:
+            await self.load()
 
     async def refresh_forever(self, interval: float) -> None:
         while True:

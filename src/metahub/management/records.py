@@ -85,6 +85,19 @@ class AuditEntry:
         return data
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change, named as its audit entry is: `credential.revoke` of `ci-1`."""
+
+    action: str
+    target: str
+
+    @property
+    def subject(self) -> str:
+        """What changed: `machine_type`, `credential`, `admin`, `admin_token` or `config`."""
+        return self.action.partition(".")[0]
+
+
 def aware(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; MetaHub writes UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -3,15 +3,17 @@
 Secrets are generated here and returned once (IssuedSecret); only argon2 hashes (passwords) and
 sha256 hashes (admin tokens) are stored. Machine types from the YAML config are imported as
 config-managed and cannot be changed through this service.
+
+Each committed change is announced to the listeners given to `on_change`: a running server's
+directory reloads, so a new credential pulls and a revoked one stops at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +25,13 @@ from metahub import errors
 from metahub.auth.passwords import hash_password
 from metahub.config import ConfigError, MachineTypeConfig
 from metahub.features.model import Feature, InvalidFeature
+from metahub.features.names import InvalidName, check_admin_login, check_login, check_name
+from metahub.features.selection import MODES
 from metahub.management.ids import config_credential_id
 from metahub.management.records import (
     AdminToken,
     AuditEntry,
+    Change,
     Credential,
     IssuedSecret,
     MachineType,
@@ -37,17 +42,9 @@ from metahub.oci.platform import InvalidPlatform, parse_platform
 from metahub.store.locks import hold_startup_lock
 from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
-LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+/=-]{0,254}\Z")
-# An admin's login is a path segment of the API (/admins/{login}), so it has no '/'.
-ADMIN_LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]{0,254}\Z")
 TOKEN_PREFIX = "mha_"
-MODES = ("best", "exact")
-
-
-class Conflict(errors.RegistryError):
-    code = "CONFLICT"
-    status = 409
+# Called after a change has committed; what it raises reaches the caller of the change.
+ChangeListener = Callable[[Change], Awaitable[None]]
 
 
 def invalid(field: str, message: str) -> errors.RegistryError:
@@ -67,6 +64,15 @@ def token_hash(token: str) -> str:
 class ManagementService:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._listeners: list[ChangeListener] = []
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Have `listener` told of every change once it has committed (a server's directory)."""
+        self._listeners.append(listener)
+
+    async def _announce(self, change: Change) -> None:
+        for listener in self._listeners:
+            await listener(change)
 
     # -- machine types ---------------------------------------------------------------------
 
@@ -115,9 +121,12 @@ class ManagementService:
                         updated=_now(),
                     )
                 )
-                await _audit(connection, actor, "machine_type.create", name, values)
+                change = await _audit(connection, actor, "machine_type.create", name, values)
         except IntegrityError as exc:
-            raise Conflict(f"machine type {name!r} already exists", detail={"name": name}) from exc
+            raise errors.Conflict(
+                f"machine type {name!r} already exists", detail={"name": name}
+            ) from exc
+        await self._announce(change)
         return await self.get_machine_type(name)
 
     async def update_machine_type(
@@ -148,7 +157,8 @@ class ManagementService:
                 .where(machine_types.c.name == name)
                 .values(**values, revision=machine_types.c.revision + 1, updated=_now())
             )
-            await _audit(connection, actor, "machine_type.update", name, values)
+            change = await _audit(connection, actor, "machine_type.update", name, values)
+        await self._announce(change)
         return await self.get_machine_type(name)
 
     async def delete_machine_type(self, actor: str, name: str) -> None:
@@ -156,12 +166,13 @@ class ManagementService:
         async with self.engine.begin() as connection:
             await connection.execute(delete(credentials).where(credentials.c.machine_type == name))
             await connection.execute(delete(machine_types).where(machine_types.c.name == name))
-            await _audit(connection, actor, "machine_type.delete", name, {})
+            change = await _audit(connection, actor, "machine_type.delete", name, {})
+        await self._announce(change)
 
     async def _editable(self, name: str) -> MachineType:
         current = await self.get_machine_type(name)
         if current.config_managed:
-            raise Conflict(
+            raise errors.Conflict(
                 f"machine type {name!r} comes from the config file; change it there",
                 detail={"name": name},
             )
@@ -176,6 +187,7 @@ class ManagementService:
             await self._import_config(configured)
         except IntegrityError:
             await self._import_config(configured)
+        await self._announce(Change("config.import", "machine_types"))
 
     async def _import_config(self, configured: Sequence[MachineTypeConfig]) -> None:
         names = [entry.name for entry in configured]
@@ -274,8 +286,7 @@ class ManagementService:
     ) -> IssuedSecret:
         await self.get_machine_type(machine_type)
         login = login or f"{machine_type}-{secrets.token_hex(4)}"
-        if not LOGIN_RE.match(login):
-            raise invalid("login", "use letters, digits and . _ @ + / = -, no ':'")
+        _checked("login", check_login, login)
         expires = _future(expires)
         password = secrets.token_urlsafe(24)
         hashed = await asyncio.to_thread(hash_password, password)
@@ -293,7 +304,7 @@ class ManagementService:
                         expires=expires,
                     )
                 )
-                await _audit(
+                change = await _audit(
                     connection,
                     actor,
                     "credential.create",
@@ -301,13 +312,14 @@ class ManagementService:
                     {"id": credential_id, "machine_type": machine_type},
                 )
         except IntegrityError as exc:
-            raise Conflict(f"login {login!r} is taken", detail={"login": login}) from exc
+            raise errors.Conflict(f"login {login!r} is taken", detail={"login": login}) from exc
+        await self._announce(change)
         return IssuedSecret(credential_id, login, password)
 
     async def rotate_credential(self, actor: str, credential_id: str) -> IssuedSecret:
         credential = await self._changeable(credential_id)
         if credential.revoked is not None:
-            raise Conflict(
+            raise errors.Conflict(
                 f"credential {credential.login!r} is revoked; create a new one",
                 detail={"id": credential_id},
             )
@@ -319,23 +331,27 @@ class ManagementService:
                 .where(credentials.c.id == credential_id)
                 .values(password_hash=hashed)
             )
-            await _audit(
+            change = await _audit(
                 connection, actor, "credential.rotate", credential.login, {"id": credential_id}
             )
+        await self._announce(change)
         return IssuedSecret(credential_id, credential.login, password)
 
     async def revoke_credential(self, actor: str, credential_id: str) -> Credential:
         credential = await self._changeable(credential_id)
+        change = None
         async with self.engine.begin() as connection:
             result = await connection.execute(
                 update(credentials)
                 .where(credentials.c.id == credential_id, credentials.c.revoked.is_(None))
                 .values(revoked=_now())
             )
-            if result.rowcount:  # revoking twice changes nothing, so it is not audited
-                await _audit(
+            if result.rowcount:  # revoking twice changes nothing: not audited, not announced
+                change = await _audit(
                     connection, actor, "credential.revoke", credential.login, {"id": credential_id}
                 )
+        if change is not None:
+            await self._announce(change)
         return await self.get_credential(credential_id)
 
     async def expire_credential(self, actor: str, credential_id: str, when: datetime) -> Credential:
@@ -345,19 +361,20 @@ class ManagementService:
             await connection.execute(
                 update(credentials).where(credentials.c.id == credential_id).values(expires=when)
             )
-            await _audit(
+            change = await _audit(
                 connection,
                 actor,
                 "credential.expire",
                 credential.login,
                 {"id": credential_id, "expires": aware(when).isoformat()},
             )
+        await self._announce(change)
         return await self.get_credential(credential_id)
 
     async def _changeable(self, credential_id: str) -> Credential:
         credential = await self.get_credential(credential_id)
         if credential.config_managed:
-            raise Conflict(
+            raise errors.Conflict(
                 f"credential {credential.login!r} comes from the config file; change it there"
             )
         return credential
@@ -365,8 +382,7 @@ class ManagementService:
     # -- admins and their tokens -----------------------------------------------------------
 
     async def create_admin(self, actor: str, login: str, password: str) -> None:
-        if not ADMIN_LOGIN_RE.match(login):
-            raise invalid("login", "use letters, digits and . _ @ + = -")
+        _checked("login", check_admin_login, login)
         if len(password) < 12:
             raise invalid("password", "use at least 12 characters")
         hashed = await asyncio.to_thread(hash_password, password)
@@ -375,9 +391,12 @@ class ManagementService:
                 await connection.execute(
                     insert(admins).values(login=login, password_hash=hashed, created=_now())
                 )
-                await _audit(connection, actor, "admin.create", login, {})
+                change = await _audit(connection, actor, "admin.create", login, {})
         except IntegrityError as exc:
-            raise Conflict(f"admin {login!r} already exists", detail={"login": login}) from exc
+            raise errors.Conflict(
+                f"admin {login!r} already exists", detail={"login": login}
+            ) from exc
+        await self._announce(change)
 
     async def list_admins(self) -> list[str]:
         async with self.engine.connect() as connection:
@@ -402,7 +421,8 @@ class ManagementService:
             result = await connection.execute(delete(admins).where(admins.c.login == login))
             if result.rowcount == 0:
                 raise errors.NotFound(f"admin {login!r} does not exist")
-            await _audit(connection, actor, "admin.delete", login, {})
+            change = await _audit(connection, actor, "admin.delete", login, {})
+        await self._announce(change)
 
     async def create_admin_token(
         self, actor: str, admin: str, name: str, *, expires: datetime | None = None
@@ -422,9 +442,10 @@ class ManagementService:
                     expires=expires,
                 )
             )
-            await _audit(
+            change = await _audit(
                 connection, actor, "admin_token.create", admin, {"id": token_id, "name": name}
             )
+        await self._announce(change)
         return IssuedSecret(token_id, admin, token)
 
     async def list_admin_tokens(self, admin: str | None = None) -> list[AdminToken]:
@@ -445,7 +466,8 @@ class ManagementService:
             )
             if result.rowcount == 0:
                 raise errors.NotFound(f"no active admin token {token_id!r}")
-            await _audit(connection, actor, "admin_token.revoke", token_id, {})
+            change = await _audit(connection, actor, "admin_token.revoke", token_id, {})
+        await self._announce(change)
 
     async def admin_for_token(self, token: str) -> str | None:
         """The admin a token speaks for, if it is live."""
@@ -481,12 +503,14 @@ class ManagementService:
 
 async def _audit(
     connection: AsyncConnection, actor: str, action: str, target: str, detail: dict[str, Any]
-) -> None:
+) -> Change:
+    """Log a change in its transaction; the Change returned is announced once that commits."""
     await connection.execute(
         insert(audit_log).values(
             at=_now(), actor=actor, action=action, target=target, detail=detail
         )
     )
+    return Change(action, target)
 
 
 async def _refuse_taken_logins(
@@ -533,10 +557,7 @@ def _future(expires: datetime | None) -> datetime | None:
 def _validated(
     *, name: str, features: Sequence[str], mode: str, platforms: Sequence[str]
 ) -> dict[str, Any]:
-    if not NAME_RE.match(name):
-        raise invalid(
-            "name", "use letters, digits, '.', '_' and '-', starting with one of the first two"
-        )
+    _checked("name", check_name, name)
     for position, text in enumerate(features):
         try:
             Feature.parse(text)
@@ -550,6 +571,13 @@ def _validated(
         except InvalidPlatform as exc:
             raise invalid(f"platforms.{position}", str(exc)) from exc
     return {"name": name, "features": list(features), "mode": mode, "platforms": list(platforms)}
+
+
+def _checked(field: str, check: Callable[[str], str], value: str) -> None:
+    try:
+        check(value)
+    except InvalidName as exc:
+        raise invalid(field, str(exc)) from exc
 
 
 def _machine_type(row: Any, count: int) -> MachineType:

@@ -1,8 +1,14 @@
-"""Repository names and tags, validated by the distribution spec's grammar."""
+"""Repository names and tags, validated by the distribution spec's grammar.
+
+`validate_*` raise ValueErrors for any caller. `checked_*` raise the registry's errors
+(NAME_INVALID, TAG_INVALID, DIGEST_INVALID, all 400): the one place that a client's bad name,
+tag or digest is answered, for the registry routes and the image references of explain alike.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from metahub import errors
 from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
@@ -56,20 +62,33 @@ def split_image(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
+def checked_name(name: str, *, detail: Any = None) -> str:
+    try:
+        return validate_name(name)
+    except InvalidName as exc:
+        raise errors.NameInvalid(str(exc), detail=detail or {"name": name}) from exc
+
+
+def checked_digest(digest: str, *, detail: Any = None) -> str:
+    try:
+        Digest.parse(digest)
+    except InvalidDigest as exc:
+        raise errors.DigestInvalid(str(exc), detail=detail or {"digest": digest}) from exc
+    return digest
+
+
+def checked_reference(reference: str, *, detail: Any = None) -> str:
+    """A tag, or a digest (anything with a ':')."""
+    if looks_like_digest(reference):
+        return checked_digest(reference, detail=detail)
+    try:
+        return validate_tag(reference)
+    except InvalidTag as exc:
+        raise errors.TagInvalid(str(exc), detail=detail or {"tag": reference}) from exc
+
+
 def parse_image(image: str) -> tuple[str, str]:
     """`name:tag` or `name@digest`, each part checked: a RegistryError (400) names what is wrong."""
     name, reference = split_image(image)
-    try:
-        validate_name(name)
-    except InvalidName as exc:
-        raise errors.NameInvalid(str(exc), detail={"image": image}) from exc
-    try:
-        if looks_like_digest(reference):
-            Digest.parse(reference)
-        else:
-            validate_tag(reference)
-    except InvalidDigest as exc:
-        raise errors.DigestInvalid(str(exc), detail={"image": image}) from exc
-    except InvalidTag as exc:
-        raise errors.TagInvalid(str(exc), detail={"image": image}) from exc
-    return name, reference
+    detail = {"image": image}
+    return checked_name(name, detail=detail), checked_reference(reference, detail=detail)

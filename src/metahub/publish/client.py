@@ -12,29 +12,27 @@ blobs are streamed in chunks, never held whole.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-import orjson
 from yarl import URL
 
-from metahub.client.challenge import parse_challenge
+from metahub.client.auth import BasicCredentials, pull_scope, push_scope
+from metahub.client.errors import RegistryHttpError
+from metahub.client.http import Body, RegistryConnection
+from metahub.client.media import media_type_of
 from metahub.client.retry import RetryPolicy
+from metahub.client.urls import base_url
+from metahub.images.errors import ImageError
 from metahub.images.members import Fetched
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 from metahub.publish.credentials import Credentials
-from metahub.upstream.registry import base_url, media_type_of, next_link
 
 CHUNK_SIZE = 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-TOKEN_EXPIRY_MARGIN = 10.0
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MANIFEST_ACCEPT = ", ".join(
     [
         mediatypes.OCI_INDEX,
@@ -44,10 +42,18 @@ MANIFEST_ACCEPT = ", ".join(
     ]
 )
 
-Body = bytes | Callable[[], AsyncIterator[bytes]]
+__all__ = [
+    "MANIFEST_ACCEPT",
+    "BlobDownload",
+    "Body",
+    "RegistryClient",
+    "RegistryClientError",
+    "pull_scope",
+    "push_scope",
+]
 
 
-class RegistryClientError(Exception):
+class RegistryClientError(ImageError):
     """A request the registry refused or could not answer; the message names the registry."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -59,14 +65,6 @@ class RegistryClientError(Exception):
 class BlobDownload:
     size: int
     chunks: AsyncIterator[bytes]
-
-
-def pull_scope(repository: str) -> str:
-    return f"repository:{repository}:pull"
-
-
-def push_scope(repository: str) -> str:
-    return f"repository:{repository}:pull,push"
 
 
 class RegistryClient:
@@ -84,30 +82,26 @@ class RegistryClient:
         self.url = base_url(host, insecure=insecure)
         self.description = f"registry {host}"
         self.credentials = credentials
-        self._basic = (
-            aiohttp.BasicAuth(credentials.username, credentials.password)
-            if credentials is not None
-            else None
+        self._http = RegistryConnection(
+            self.url,
+            description=self.description,
+            credentials=(
+                BasicCredentials(credentials.username, credentials.password)
+                if credentials is not None
+                else None
+            ),
+            account=credentials.username if credentials is not None else None,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            ),
+            retry=retry or RetryPolicy(retries=2, base_delay=0.2, max_delay=5.0),
+            # A push is not in a client's way: a read that timed out is worth another try.
+            retry_timeouts=True,
+            chunk_size=CHUNK_SIZE,
         )
-        self._retry = retry or RetryPolicy(retries=2, base_delay=0.2, max_delay=5.0)
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
-        self._session: aiohttp.ClientSession | None = None
-        self._scheme: str | None = None  # "bearer" or "basic", once the registry said
-        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
-        self._challenge: dict[str, str] = {}
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, auto_decompress=False, raise_for_status=False
-            )
-        return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -129,7 +123,7 @@ class RegistryClient:
                     f"{repository}:{reference} is not in {self.description}", 404
                 )
             await self._expect(response, (200,), f"GET {path}")
-            data = await _read_limited(response, MAX_MANIFEST_BYTES, self.description)
+            data = await self._read_limited(response, MAX_MANIFEST_BYTES)
             media_type = media_type_of(response.headers.get("Content-Type"), data)
         digest = Digest.of(data)
         if ":" in reference:
@@ -181,7 +175,7 @@ class RegistryClient:
         except BaseException:
             response.release()
             raise
-        return BlobDownload(size, _stream(response, self.description))
+        return BlobDownload(size, self._stream(response))
 
     async def blob(self, repository: str, digest: str, limit: int) -> bytes:
         download = await self.open_blob(repository, digest)
@@ -194,16 +188,10 @@ class RegistryClient:
         return data
 
     async def tags(self, repository: str) -> list[str]:
-        path: str | None = f"/v2/{repository}/tags/list"
-        found: list[str] = []
-        while path:
-            response = await self._request("GET", path, (pull_scope(repository),))
-            async with response:
-                await self._expect(response, (200,), f"GET {path}")
-                body = orjson.loads(await _read_limited(response, 64 << 20, self.description))
-                found.extend(body.get("tags") or [])
-                path = next_link(response.headers.get("Link"))
-        return found
+        with _mapped():
+            return await self._http.tags(
+                f"/v2/{repository}/tags/list", scopes=(pull_scope(repository),)
+            )
 
     # -- writing -------------------------------------------------------------------------
 
@@ -260,7 +248,7 @@ class RegistryClient:
             )
         return digest
 
-    # -- HTTP with authentication --------------------------------------------------------
+    # -- HTTP, with the client's failures as RegistryClientError ---------------------------
 
     async def _request(
         self,
@@ -272,149 +260,10 @@ class RegistryClient:
         params: Mapping[str, str] | None = None,
         body: Body | None = None,
     ) -> aiohttp.ClientResponse:
-        url = path if path.startswith(("http://", "https://")) else self.url + path
-        scope_key = tuple(sorted(set(scopes)))
-        for attempt in range(2):
-            request_headers = dict(headers or {})
-            authorization = self._authorization(scope_key)
-            if authorization:
-                request_headers["Authorization"] = authorization
-            response = await self._send(method, url, request_headers, params, body)
-            if response.status != 401:
-                return response
-            challenge = response.headers.get("WWW-Authenticate", "")
-            detail = await _error_text(response)
-            response.release()
-            if attempt == 1 or not await self._answer(challenge, scope_key, authorization):
-                who = f"as {self.credentials.username}" if self.credentials else "anonymously"
-                raise RegistryClientError(
-                    f"{self.description} refused {method} {_path(url)} {who}: {detail}", 401
-                )
-        raise AssertionError("unreachable")
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        params: Mapping[str, str] | None,
-        body: Body | None,
-    ) -> aiohttp.ClientResponse:
-        """One request; reads (GET, HEAD) are retried on connection errors, 5xx and 429."""
-        attempt = 0
-        idempotent = method in ("GET", "HEAD")
-        while True:
-            data: Any = body() if callable(body) else body
-            try:
-                response = await self._client().request(
-                    method, url, headers=headers, params=params, data=data, allow_redirects=False
-                )
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                delay = self._retry.delay(attempt, None) if idempotent else None
-                if delay is None:
-                    raise RegistryClientError(
-                        f"{self.description} is unreachable ({method} {_path(url)}): "
-                        f"{exc or type(exc).__name__}"
-                    ) from exc
-            except aiohttp.ClientError as exc:
-                raise RegistryClientError(f"{self.description} failed: {exc}") from exc
-            else:
-                if response.status in REDIRECTS and "Location" in response.headers:
-                    return await self._follow(method, response)
-                if response.status not in RETRYABLE or not idempotent:
-                    return response
-                delay = self._retry.delay(attempt, response.headers.get("Retry-After"))
-                if delay is None:
-                    return response
-                response.release()
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _follow(
-        self, method: str, response: aiohttp.ClientResponse
-    ) -> aiohttp.ClientResponse:
-        """Blob redirects (object storage, a CDN) are followed without our credentials."""
-        location = response.url.join(URL(response.headers["Location"]))
-        response.release()
-        for _ in range(5):
-            try:
-                followed = await self._client().request(method, location, allow_redirects=False)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise RegistryClientError(
-                    f"{self.description}: redirect to {location} failed: {exc}"
-                ) from exc
-            if followed.status not in REDIRECTS or "Location" not in followed.headers:
-                return followed
-            location = followed.url.join(URL(followed.headers["Location"]))
-            followed.release()
-        raise RegistryClientError(f"{self.description} redirected too often")
-
-    def _authorization(self, scope_key: tuple[str, ...]) -> str | None:
-        if self._scheme == "basic" and self._basic is not None:
-            return self._basic.encode()
-        if self._scheme == "bearer":
-            now = time.monotonic()
-            cached = self._tokens.get(scope_key)
-            if cached and cached[1] > now:
-                return f"Bearer {cached[0]}"
-            # A token for more scopes serves too: the PUT that ends a mount-started upload
-            # needs only the push scope the mount's token already holds.
-            wanted = set(scope_key)
-            for key, (token, expiry) in self._tokens.items():
-                if expiry > now and wanted <= set(key):
-                    return f"Bearer {token}"
-        return None
-
-    async def _answer(self, header: str, scope_key: tuple[str, ...], sent: str | None) -> bool:
-        """Whether the challenge can be met (concurrent requests may all meet one at once)."""
-        scheme, params = parse_challenge(header)
-        if scheme == "basic":
-            if self._basic is None or (sent or "").startswith("Basic "):
-                return False  # no credentials, or these very ones were refused
-            self._scheme = "basic"
-            return True
-        if scheme == "bearer" and "realm" in params:
-            self._scheme = "bearer"
-            self._challenge = params
-            await self._fetch_token(params, scope_key)
-            return True
-        return False
-
-    async def _fetch_token(self, challenge: dict[str, str], scope_key: tuple[str, ...]) -> None:
-        query: list[tuple[str, str]] = []
-        if "service" in challenge:
-            query.append(("service", challenge["service"]))
-        for scope in scope_key or ((challenge["scope"],) if "scope" in challenge else ()):
-            query.append(("scope", scope))
-        if self.credentials is not None:
-            query.append(("account", self.credentials.username))
-        realm = challenge["realm"]
-        try:
-            async with self._client().get(realm, params=query, auth=self._basic) as response:
-                if response.status in (401, 403):
-                    raise RegistryClientError(
-                        f"{self.description}: its token service {realm} refused "
-                        f"{'the credentials' if self._basic else 'an anonymous login'} "
-                        f"({response.status})",
-                        response.status,
-                    )
-                if response.status != 200:
-                    raise RegistryClientError(
-                        f"{self.description}: token service {realm} answered {response.status}"
-                    )
-                body = orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            raise RegistryClientError(
-                f"{self.description}: token service {realm} failed: {exc}"
-            ) from exc
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str):
-            raise RegistryClientError(f"{self.description}: token service {realm} sent no token")
-        lifetime = float(body.get("expires_in") or 60)
-        expiry = time.monotonic() + max(lifetime - TOKEN_EXPIRY_MARGIN, 1.0)
-        self._tokens[scope_key] = (token, expiry)
-
-    # -- helpers -------------------------------------------------------------------------
+        with _mapped():
+            return await self._http.request(
+                method, path, scopes=scopes, headers=headers, params=params, body=body
+            )
 
     def _location(self, response: aiohttp.ClientResponse) -> str:
         location = response.headers.get("Location")
@@ -427,49 +276,28 @@ class RegistryClient:
     ) -> None:
         if response.status in statuses:
             return
-        detail = await _error_text(response)
-        raise RegistryClientError(
-            f"{self.description} answered {response.status} to {what}: {detail}", response.status
-        )
+        with _mapped():
+            raise await self._http.unexpected(response, what)
+
+    async def _read_limited(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
+        with _mapped():
+            return await self._http.read(response, limit)
+
+    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        chunks = self._http.stream(response)
+        try:
+            with _mapped():
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            # A reader that stops early closes only this generator: the client's goes too.
+            await chunks.aclose()
+            response.release()
 
 
-async def _error_text(response: aiohttp.ClientResponse) -> str:
-    """The registry's own words from an error body, or the status reason."""
+@contextmanager
+def _mapped() -> Iterator[None]:
     try:
-        body = orjson.loads(await response.content.read(64 * 1024))
-        parts = [
-            f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
-            for error in body.get("errors", [])
-            if isinstance(error, dict)
-        ]
-        if parts:
-            return "; ".join(parts)
-    except (orjson.JSONDecodeError, AttributeError, aiohttp.ClientError, TimeoutError):
-        pass
-    return response.reason or str(response.status)
-
-
-async def _read_limited(response: aiohttp.ClientResponse, limit: int, who: str) -> bytes:
-    data = bytearray()
-    try:
-        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-            data += chunk
-            if len(data) > limit:
-                raise RegistryClientError(f"{who} sent more than {limit} bytes")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RegistryClientError(f"{who} broke off a response: {exc}") from exc
-    return bytes(data)
-
-
-async def _stream(response: aiohttp.ClientResponse, who: str) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-            yield chunk
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RegistryClientError(f"{who} broke off a download: {exc}") from exc
-    finally:
-        response.release()
-
-
-def _path(url: str) -> str:
-    return URL(url).path
+        yield
+    except RegistryHttpError as exc:
+        raise RegistryClientError(exc.message, exc.status) from exc

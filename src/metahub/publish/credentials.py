@@ -21,11 +21,13 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from metahub.images.errors import ImageError
+
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-class CredentialsError(ValueError):
+class CredentialsError(ImageError, ValueError):
     """Credentials that are there but unusable; the message says where they came from."""
 
 

@@ -6,7 +6,8 @@ is a string appended to a list; the list goes out in one write once it holds `ma
 `interval` seconds after its first line, and when the process exits.
 
 Plain lines keep the application log's shape (`<time> INFO metahub.access: ...`) so one reader
-takes both; JSON lines are written bare, one object a line.
+takes both; JSON lines are written bare, one object a line. Fields of a plain line are
+`escaped`: a client's `%0a` in a path must not start a line of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,25 @@ import os
 import time
 
 LOGGER_NAME = "metahub.access"
+
+
+def escaped(field: str) -> str:
+    """`field` safe in a plain line: unprintable characters (line breaks, terminal escapes)
+    as `\\xHH`, `\\uHHHH` or `\\UHHHHHHHH`, and the backslash and `"` escaped with a backslash."""
+    if field.isprintable() and '"' not in field and "\\" not in field:
+        return field  # nearly always: nothing to copy
+    return "".join(_escape(c) for c in field)
+
+
+def _escape(char: str) -> str:
+    if char in '"\\':
+        return "\\" + char
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class AccessLog:

@@ -233,7 +233,6 @@ async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) ->
         platforms=body.platforms,
         description=body.description,
     )
-    await hub.directory.load()
     return created.to_json()
 
 
@@ -264,7 +263,6 @@ async def update_machine_type(
         platforms=body.platforms,
         description=body.description,
     )
-    await hub.directory.load()
     return updated.to_json()
 
 
@@ -277,7 +275,6 @@ async def update_machine_type(
 )
 async def delete_machine_type(name: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.delete_machine_type(actor, name)
-    await hub.directory.load()
     return Response(status_code=204)
 
 
@@ -305,7 +302,6 @@ async def create_credential(
     issued = await hub.management.create_credential(
         actor, name, login=body.login, expires=body.expires
     )
-    await hub.directory.load()
     return _issued(issued, request, "password")
 
 
@@ -338,7 +334,6 @@ async def rotate_credential(
     credential_id: str, request: Request, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
     issued = await hub.management.rotate_credential(actor, credential_id)
-    await hub.directory.load()
     return _issued(issued, request, "password")
 
 
@@ -350,7 +345,6 @@ async def rotate_credential(
 )
 async def revoke_credential(credential_id: str, hub: HubDep, actor: Admin) -> dict[str, Any]:
     revoked = await hub.management.revoke_credential(actor, credential_id)
-    await hub.directory.load()
     return revoked.to_json()
 
 
@@ -364,7 +358,6 @@ async def expire_credential(
     credential_id: str, body: ExpireIn, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
     expired = await hub.management.expire_credential(actor, credential_id, body.at)
-    await hub.directory.load()
     return expired.to_json()
 
 

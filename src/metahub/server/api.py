@@ -85,13 +85,13 @@ def create_api(get_hub: HubGetter) -> FastAPI:
 
     @api.exception_handler(errors.RegistryError)
     async def registry_error(request: Request, exc: errors.RegistryError) -> Response:
-        return _error_response(exc)
+        return web_error_response(exc)
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         fields = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return _error_response(errors.InvalidRequest(message, detail=fields))
+        return web_error_response(errors.InvalidRequest(message, detail=fields))
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -108,7 +108,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
             error = errors.Unsupported(str(exc.detail))
         else:
             error = errors.RegistryError(str(exc.detail), status=exc.status_code)
-        return _error_response(error)
+        return web_error_response(error)
 
     api.include_router(router)
 
@@ -130,7 +130,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
     ) -> dict[str, Any]:
         """Every entry of the image's index judged for the machine type, and which was chosen."""
         name, reference = parse_image(image)
-        profile = hub.manifests.named_profile(machine_type)
+        profile = hub.profiles.named(machine_type)
         filtering = await hub.manifests.explain(name, reference, profile)
         return explanation_json(image, profile, filtering)
 
@@ -145,10 +145,8 @@ def _field(location: Sequence[Any]) -> str:
     return ".".join(str(part) for part in parts)
 
 
-def _error_response(error: errors.RegistryError) -> Response:
-    return Response(
-        error.body(),
-        status_code=error.status,
-        media_type="application/json",
-        headers=error.headers,
-    )
+def web_error_response(error: errors.RegistryError) -> Response:
+    """An error for the Starlette side (API, `/`): the same status, headers and body as
+    `http.error_response` gives the registry's."""
+    status, headers, body = error.rendered()
+    return Response(body, status_code=status, headers=headers)

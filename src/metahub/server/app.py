@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from metahub import errors
 from metahub.config import Settings
 from metahub.hub import Hub
-from metahub.server.api import create_api
+from metahub.server.api import create_api, web_error_response
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.observe import Observe
 from metahub.server.registry import registry_endpoint
@@ -111,13 +111,29 @@ class MetaHubApp:
             await asyncio.wait_for(upstream.ping(), READY_TIMEOUT)
         except (errors.RegistryError, TimeoutError) as exc:
             if upstream.warm:
-                return JSONResponse({"status": "ready", "upstream": "unreachable", "cache": "warm"})
+                return JSONResponse(
+                    {
+                        "status": "ready",
+                        "upstream": "unreachable",
+                        "cache": "warm",
+                        **self._blob_cache_state(),
+                    }
+                )
             message = exc.message if isinstance(exc, errors.RegistryError) else "timed out"
             return JSONResponse(
                 {"status": "unready", "upstream": upstream.description, "error": message},
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "upstream": "reachable"})
+        return JSONResponse(
+            {"status": "ready", "upstream": "reachable", **self._blob_cache_state()}
+        )
+
+    def _blob_cache_state(self) -> dict[str, str]:
+        """The blob cache's state: degraded while it cannot write and blobs bypass it."""
+        cache = self.hub.blobs.cache
+        if cache is None:
+            return {}
+        return {"blob_cache": "degraded" if cache.degraded else "ok"}
 
 
 def build_app(settings: Settings) -> Observe:
@@ -138,5 +154,4 @@ async def _metrics(request: StarletteRequest) -> StarletteResponse:
 
 
 async def _not_found(request: StarletteRequest, exc: Exception) -> StarletteResponse:
-    error = errors.NotFound(f"nothing at {request.url.path}")
-    return StarletteResponse(error.body(), status_code=404, media_type="application/json")
+    return web_error_response(errors.NotFound(f"nothing at {request.url.path}"))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from metahub.config import load_config
+from metahub.logsetup import setup_logging
 from metahub.server.app import build_app
 from metahub.server.observe import Observe
 
@@ -16,13 +16,5 @@ CONFIG_ENV = "METAHUB_CONFIG"
 def create_app() -> Observe:
     settings = load_config(Path(os.environ[CONFIG_ENV]))
     # Each worker is a fresh process: logging is set up here, not inherited.
-    logging.basicConfig(
-        level=settings.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The format above shows no thread or process: records are made without looking them up
-    # (the access log has a buffered writer of its own, server/accesslog.py).
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+    setup_logging(settings.log.level)
     return build_app(settings)

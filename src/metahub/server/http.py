@@ -62,15 +62,14 @@ def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     A field sent on several lines means the same as one line listing the values (RFC 9110,
     5.3): docker sends one `Accept` line per manifest type it takes.
     """
-    headers: dict[str, str] = {}
+    fields: dict[str, list[str]] = {}
     for key, value in raw:
-        name = key.decode("latin-1")
-        text = value.decode("latin-1")
-        if name in headers:
-            headers[name] = f"{headers[name]}, {text}"
-        else:
-            headers[name] = text
-    return headers
+        fields.setdefault(key.decode("latin-1"), []).append(value.decode("latin-1"))
+    # Joined once per name: joining as lines arrive copies the growing value every time.
+    return {
+        name: values[0] if len(values) == 1 else ", ".join(values)
+        for name, values in fields.items()
+    }
 
 
 @dataclass(slots=True)
@@ -134,8 +133,8 @@ class StreamResponse:
 
 
 def error_response(error: RegistryError) -> Response:
-    headers = {"content-type": "application/json", **error.headers}
-    return Response(error.status, headers, error.body())
+    status, headers, body = error.rendered()
+    return Response(status, headers, body)
 
 
 def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:

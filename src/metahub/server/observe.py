@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from metahub import metrics
-from metahub.server.accesslog import LOGGER_NAME, AccessLog
+from metahub.server.accesslog import LOGGER_NAME, AccessLog, escaped
 
 access_log = logging.getLogger(LOGGER_NAME)  # its level says whether access lines are written
 
@@ -131,4 +131,5 @@ class Observe:
                 ).decode()
             )
         else:
+            address, method, path = escaped(address), escaped(method), escaped(path)
             self.access.write(f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms')

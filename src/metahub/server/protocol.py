@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol, with a response's head and a small body sent in one system call.
+"""uvicorn's HTTP protocol: a response's head and small body in one system call, and limits on
+what a client may send before the application sees a request.
 
 uvicorn writes the status line and headers, then the body, each with its own `transport.write`,
 and uvloop sends each at once: two `send` system calls for every manifest, which the profile of
@@ -6,6 +7,10 @@ warm pulls put at two fifths of the server's CPU (docs/decisions.md). Here small
 one turn of the event loop are joined and sent together at the end of that turn. Large writes
 (blob chunks) go out as they come, after anything held back, so streaming and its back-pressure
 are unchanged.
+
+A request's head is bounded in fields, bytes and time: without limits one unauthenticated
+request with 150,000 `Accept` lines held the event loop for seconds, and connections that drip
+header lines stay open for ever. The refusals are registry error bodies, like every other answer.
 """
 
 from __future__ import annotations
@@ -14,6 +19,16 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from metahub import errors
+
+# The most header fields and bytes (request line included) one request may send: far above what
+# docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_BYTES = 64 * 1024
+# How long a client may take from a request's first byte (or the connection's start) to the end
+# of its headers.
+HEADER_TIMEOUT = 10.0
 
 # Writes up to this size are held until the end of the turn; the head of a response and a
 # manifest fit, a blob chunk does not.
@@ -60,7 +75,110 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop reading a request whose head is refused."""
+
+
+_STATUS_TEXT = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+}
+
+
+def refusal(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection, with a registry error body."""
+    error = errors.Unsupported(message, status=status).rendered()
+    fields = b"".join(
+        b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in error.headers.items()
+    )
+    head = b"HTTP/1.1 %d %s\r\n%scontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        status,
+        _STATUS_TEXT[status],
+        fields,
+        len(error.body),
+    )
+    return head + error.body
+
+
 class MetaHubHttpProtocol(HttpToolsProtocol):
+    _head_fields = 0
+    _head_bytes = 0
+    _head_timer: asyncio.TimerHandle | None = None
+    _in_head = False  # a request has begun and its headers are not complete
+    _refusal: bytes | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_fields = 0
+        self._head_bytes = 0
+        self._in_head = True
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(0, len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(1, len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers every parser error here, ours included: give each its own status, and
+        # a registry error body instead of plain text.
+        response = self._refusal or refusal(400, "malformed HTTP request")
+        self._refuse(response)
+
+    def _count(self, fields: int, size: int) -> None:
+        self._head_fields += fields
+        self._head_bytes += size
+        if self._head_fields > MAX_HEADER_FIELDS or self._head_bytes > MAX_HEADER_BYTES:
+            self._refusal = refusal(
+                431,
+                f"request headers exceed {MAX_HEADER_FIELDS} fields or "
+                f"{MAX_HEADER_BYTES // 1024} KiB",
+            )
+            raise _HeadRefused
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head is late while the previous response still streams: a 408 now
+            # would cut into that response, so look again later.
+            self._arm_head_timer()
+        elif not self._in_head:
+            # A connection opened and never used: close it quietly, as after keep-alive.
+            self.transport.close()
+        else:
+            message = f"request headers not received within {HEADER_TIMEOUT:g} s"
+            self._refuse(refusal(408, message))
+
+    def _refuse(self, response: bytes) -> None:
+        self._disarm_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()

@@ -10,11 +10,10 @@ from urllib.parse import quote
 import orjson
 
 from metahub import errors
-from metahub.auth.tokens import Principal
+from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
-from metahub.oci.digest import Digest, InvalidDigest, looks_like_digest
-from metahub.oci.reference import InvalidName, InvalidTag, validate_name, validate_tag
+from metahub.oci.reference import checked_digest, checked_name, checked_reference
 from metahub.server.authn import authenticate
 from metahub.server.http import Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
@@ -41,12 +40,14 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
     if request.method not in READ_METHODS or kind == "uploads":
         raise _read_only(request)
     if kind == "manifests":
-        return await _manifest(request, hub, principal, name, _valid_reference(reference))
+        reference = checked_reference(reference)
+        profile = hub.profiles.for_principal(principal)
+        return await _manifest(request, hub, profile, name, reference)
     if kind == "tags":
         return await _tags_list(request, hub, name)
     if kind == "blobs":
-        return await _blob(request, hub, name, _valid_digest(reference))
-    return await _referrers(request, hub, name, _valid_digest(reference))
+        return await _blob(request, hub, name, checked_digest(reference))
+    return await _referrers(request, hub, name, checked_digest(reference))
 
 
 def _route(path: str) -> tuple[str, str, str]:
@@ -54,15 +55,15 @@ def _route(path: str) -> tuple[str, str, str]:
         match = pattern.match(path)
         if match is not None:
             groups = match.groupdict()
-            return _valid_name(groups["name"]), groups["kind"], groups.get("ref") or ""
+            return checked_name(groups["name"]), groups["kind"], groups.get("ref") or ""
     raise errors.NotFound(f"no registry API route for {path}")
 
 
 async def _manifest(
-    request: Request, hub: Hub, principal: Principal, name: str, reference: str
+    request: Request, hub: Hub, profile: MachineProfile | None, name: str, reference: str
 ) -> Response:
     served = await hub.manifests.get(
-        name, reference, principal, accepts_index=_accepts_index(request.headers.get("accept"))
+        name, reference, profile, accepts_index=_accepts_index(request.headers.get("accept"))
     )
     digest = served.digest.encode("latin-1")
     headers = [
@@ -151,26 +152,3 @@ def _read_only(request: Request) -> errors.RegistryError:
     return errors.Unsupported(
         f"{request.method} is not supported: MetaHub is a read-only proxy; push to the upstream"
     )
-
-
-def _valid_name(name: str) -> str:
-    try:
-        return validate_name(name)
-    except InvalidName as exc:
-        raise errors.NameInvalid(str(exc), detail={"name": name}) from exc
-
-
-def _valid_digest(reference: str) -> str:
-    try:
-        return str(Digest.parse(reference))
-    except InvalidDigest as exc:
-        raise errors.DigestInvalid(str(exc), detail={"digest": reference}) from exc
-
-
-def _valid_reference(reference: str) -> str:
-    if looks_like_digest(reference):
-        return _valid_digest(reference)
-    try:
-        return validate_tag(reference)
-    except InvalidTag as exc:
-        raise errors.TagInvalid(str(exc), detail={"tag": reference}) from exc

@@ -3,14 +3,21 @@
 A blob is downloaded once into a temporary file and renamed into place only after its digest
 verifies. While it downloads, every further request for it reads the same growing file (fan-out):
 N concurrent clients cost one upstream download, and each starts streaming at once.
+
+When the disk refuses a download (full, mostly), the cache steps aside rather than failing the
+pull: every reader takes the rest of the blob straight from the upstream, verified over all it
+was sent, and the cache reports itself degraded until it stores a blob again. Files are private
+to the process (0600 in 0700 directories) whatever the umask.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
+import stat
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,11 +27,16 @@ from metahub import errors, metrics
 from metahub.cache.singleflight import SingleFlight
 from metahub.fileio import CHUNK_SIZE, read_chunks
 from metahub.oci.digest import Digest
+from metahub.serving.verify import verified
 from metahub.upstream.base import BlobStream, ByteRange
 
 log = logging.getLogger("metahub.serving.blobs")
 
-Opener = Callable[[], Awaitable[BlobStream]]
+Opener = Callable[[ByteRange | None], Awaitable[BlobStream]]  # the blob, or the rest of it
+
+
+class _Unwritable(Exception):
+    """The cache's disk refused a write; the OSError is the cause."""
 
 
 @dataclass(slots=True)
@@ -33,9 +45,12 @@ class _Download:
     size: int
     media_type: str
     temp: Path
+    opener: Opener
+    source: str
     written: int = 0
     done: bool = False
     error: errors.RegistryError | None = None
+    unwritable: bool = False  # the disk refused it: readers take the rest from the upstream
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -50,8 +65,11 @@ class BlobCache:
         self.max_size = max_size
         self._blobs = path / "blobs"
         self._temp = path / "tmp"
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._temp.mkdir(parents=True, exist_ok=True)
+        for directory in (path, self._blobs, self._temp):
+            _private_dir(directory)
+        # The one call that writes blob bytes to disk: where a full disk shows up.
+        self.write: Callable[[int, memoryview], int] = os.write
+        self.degraded = False  # the last download could not be written: serving without cache
         for leftover in self._temp.iterdir():  # downloads a crash interrupted
             leftover.unlink(missing_ok=True)
         self._index: OrderedDict[str, int] = OrderedDict()
@@ -64,9 +82,12 @@ class BlobCache:
     def _load_index(self) -> None:
         found = []
         for algorithm_dir in self._blobs.iterdir():
+            _private_dir(algorithm_dir)
             for file in algorithm_dir.iterdir():
-                stat = file.stat()
-                found.append((stat.st_atime, f"{algorithm_dir.name}:{file.name}", stat.st_size))
+                info = file.stat()
+                if stat.S_IMODE(info.st_mode) != 0o600:  # kept by a version that did not care
+                    file.chmod(0o600)
+                found.append((info.st_atime, f"{algorithm_dir.name}:{file.name}", info.st_size))
         for _, digest, size in sorted(found):  # least recently used first
             self._index[digest] = size
             self._bytes += size
@@ -78,6 +99,10 @@ class BlobCache:
 
     def _path(self, digest: Digest) -> Path:
         return self._blobs / digest.algorithm / digest.hex
+
+    def knows(self, digest: str) -> bool:
+        """Whether the blob is cached, downloading, or about to be."""
+        return digest in self._index or digest in self._downloads or self._starts.in_flight(digest)
 
     def size_of(self, digest: str) -> int | None:
         size = self._index.get(digest)
@@ -105,51 +130,58 @@ class BlobCache:
             size, "application/octet-stream", read_chunks(path, first, last - first + 1), window
         )
 
-    async def fetch(self, digest: str, opener: Opener) -> BlobStream:
+    async def fetch(self, digest: str, opener: Opener, source: str) -> BlobStream:
         """Stream a blob while it is downloaded into the cache, sharing one download.
 
         Requests that arrive while the upstream is still being asked wait for that same answer,
-        so however many clients ask at once, the upstream is asked once.
+        so however many clients ask at once, the upstream is asked once. `source` names the
+        upstream in messages.
         """
         download = self._downloads.get(digest)
         if download is None:
-            download = await self._starts.do(digest, lambda: self._start(digest, opener))
+            download = await self._starts.do(digest, lambda: self._start(digest, opener, source))
         else:
             self._joined.inc()
         return BlobStream(download.size, download.media_type, self._follow(download))
 
-    async def _start(self, digest: str, opener: Opener) -> _Download:
-        upstream = await opener()
+    async def _start(self, digest: str, opener: Opener, source: str) -> _Download:
+        upstream = await opener(None)
         parsed = Digest.parse(digest)
         temp = self._temp / f"{parsed.hex}.{secrets.token_hex(6)}"
-        download = _Download(parsed, upstream.size, upstream.media_type, temp)
-        temp.touch()
+        download = _Download(parsed, upstream.size, upstream.media_type, temp, opener, source)
+        try:
+            fd = _create_private(temp)
+        except OSError as exc:
+            self._cannot_write(download, exc)
+            download.done = True
+            await upstream.close()
+            return download
         self._downloads[digest] = download
-        download.task = asyncio.create_task(self._download(download, upstream))
+        download.task = asyncio.create_task(self._download(download, upstream, fd))
         return download
 
-    async def _download(self, download: _Download, upstream: BlobStream) -> None:
+    async def _download(self, download: _Download, upstream: BlobStream, fd: int) -> None:
         key = str(download.digest)
         hasher = download.digest.hasher()
         try:
-            with download.temp.open("wb") as out:
+            try:
                 async for chunk in upstream.chunks:
                     hasher.update(chunk)
-                    await asyncio.to_thread(out.write, chunk)
+                    await asyncio.to_thread(self._write_all, fd, chunk)
                     download.written += len(chunk)
                     download.notify()
+            finally:
+                os.close(fd)
             if download.written != download.size or hasher.hexdigest() != download.digest.hex:
                 metrics.DIGEST_MISMATCHES.inc()
                 raise errors.UpstreamError(
                     f"upstream blob {key} did not match its digest "
                     f"({download.written} bytes, sha {hasher.hexdigest()[:12]}...): discarded"
                 )
-            target = self._path(download.digest)
-            target.parent.mkdir(exist_ok=True)
-            os.replace(download.temp, target)
-            self._bytes += download.size - self._index.get(key, 0)
-            self._index[key] = download.size
-            self._evict()
+            self._keep(download)
+            self.degraded = False
+        except _Unwritable as exc:
+            self._cannot_write(download, exc.__cause__ or exc)
         except errors.RegistryError as exc:
             download.error = exc
             log.warning("blob %s not cached: %s", key, exc.message)
@@ -161,22 +193,61 @@ class BlobCache:
             download.done = True
             download.notify()
             self._downloads.pop(key, None)
-            if download.error is not None:
+            if download.error is not None or download.unwritable:
                 download.temp.unlink(missing_ok=True)
 
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self.write(fd, view) :]
+        except OSError as exc:
+            raise _Unwritable from exc
+
+    def _keep(self, download: _Download) -> None:
+        """Move a verified download into place and count it."""
+        key = str(download.digest)
+        target = self._path(download.digest)
+        try:
+            _private_dir(target.parent)
+            os.replace(download.temp, target)
+        except OSError as exc:
+            raise _Unwritable from exc
+        self._bytes += download.size - self._index.get(key, 0)
+        self._index[key] = download.size
+        self._evict()
+
+    def _cannot_write(self, download: _Download, cause: BaseException) -> None:
+        download.unwritable = True
+        self.degraded = True
+        metrics.BLOB_CACHE_WRITE_ERRORS.inc()
+        log.warning(
+            "blob %s cannot be written to the cache in %s (%s): served straight from %s",
+            download.digest,
+            self.root,
+            cause,
+            download.source,
+        )
+
     async def _follow(self, download: _Download) -> AsyncIterator[bytes]:
-        """Read the growing file; the last byte only after the digest verified."""
+        """Read the growing file; the last byte only after the digest verified.
+
+        When the disk refuses the download, the rest comes from the upstream, verified over
+        the bytes this reader already sent and those it sends now.
+        """
         fd = await asyncio.to_thread(self._open, download)
         offset = 0
         try:
-            while offset < download.size:
-                verified = download.done and download.error is None
+            while fd is not None and offset < download.size:
                 if download.error is not None:
                     raise download.error
-                limit = download.written if verified else min(download.written, download.size - 1)
+                complete = download.done and not download.unwritable
+                limit = download.written if complete else min(download.written, download.size - 1)
                 if offset >= limit:
-                    if verified:
-                        break
+                    if complete:
+                        return
+                    if download.unwritable:
+                        break  # what reached the disk is sent; the rest is not coming
                     await download.changed.wait()
                     continue
                 chunk = await asyncio.to_thread(
@@ -184,14 +255,25 @@ class BlobCache:
                 )
                 offset += len(chunk)
                 yield chunk
+            if not download.unwritable:
+                return
+            sent = await asyncio.to_thread(_hash_prefix, fd, offset, download.digest)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+        async for chunk in _rest_from_upstream(download, sent, offset):
+            yield chunk
 
-    def _open(self, download: _Download) -> int:
-        """The download's file: the temporary one, or where it went once verified."""
+    def _open(self, download: _Download) -> int | None:
+        """The download's file: the temporary one, where it went once verified, or None when
+        the disk refused it."""
+        if download.unwritable:
+            return None
         try:
             return os.open(download.temp, os.O_RDONLY)
         except FileNotFoundError:
+            if download.unwritable:
+                return None
             if download.error is not None:
                 raise download.error from None
         try:  # verified and renamed into place before this reader began
@@ -214,3 +296,55 @@ class BlobCache:
         if size is not None:
             self._bytes -= size
             metrics.BLOB_CACHE_BYTES.set(self._bytes)
+
+
+async def _rest_from_upstream(
+    download: _Download, sent: hashlib._Hash, offset: int
+) -> AsyncIterator[bytes]:
+    """The blob from `offset` on, straight from the upstream; `sent` hashed what came before."""
+    digest = str(download.digest)
+    window = ByteRange(offset, None) if offset else None
+    stream = await download.opener(window)
+    try:
+        expected = (offset, download.size - 1) if offset else None
+        if stream.size != download.size or stream.content_range != expected:
+            raise errors.UpstreamError(
+                f"{download.source} answered for blob {digest} differently when asked again "
+                f"for the rest ({stream.size} bytes, range {stream.content_range})"
+            )
+        rest = verified(
+            stream.chunks, digest, download.size, download.source, hasher=sent, offset=offset
+        )
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await stream.close()
+
+
+def _hash_prefix(fd: int | None, length: int, digest: Digest) -> hashlib._Hash:
+    """A hasher fed the first `length` bytes of the open file `fd`."""
+    hasher = digest.hasher()
+    offset = 0
+    while fd is not None and offset < length:
+        chunk = os.pread(fd, min(CHUNK_SIZE, length - offset), offset)
+        if not chunk:
+            raise errors.BlobUnknown(f"blob {digest} was cut short in the cache while read")
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # mkdir's mode passes through the umask, and the directory may be old
+
+
+def _create_private(path: Path) -> int:
+    """A new file only this process's user can read, opened for writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600 even where the umask took bits away
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -3,6 +3,10 @@
 A manifest asked for by digest is served with exactly those bytes: either a filtered index this
 MetaHub made (from the store) or the upstream's own document, since a client that pins a digest
 verifies the bytes against it. Only a tag can resolve to a filtered index.
+
+The caller has authenticated the request to a MachineProfile (None: unfiltered) already.
+Filtering is two steps: `filtering` selects (reading the upstream, storing nothing), which is
+all an explanation needs; `record` stores what it made, so a later pull by digest finds it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from metahub import errors
-from metahub.auth.profile_logins import ProfileLoginError, ProfileLogins, is_profile_login
-from metahub.auth.tokens import Principal
 from metahub.cache.lru import SizedLRU
 from metahub.cache.singleflight import SingleFlight
 from metahub.features.selection import (
@@ -56,6 +58,7 @@ class Filtering:
     filtered: bool  # False: the index has no features and passes through untouched
     nested: dict[int, Filtering] = field(default_factory=dict)
     error: str | None = None
+    kept: list[Entry] = field(default_factory=list)  # the entries `served` lists, once filtered
 
 
 class ManifestService:
@@ -63,17 +66,13 @@ class ManifestService:
         self,
         upstream: Upstream,
         store: FilteredDigestStore,
-        profiles: Mapping[str, MachineProfile],
         matchers: Matchers,
         *,
         filtered_cache_bytes: int = 64 * 1024 * 1024,
-        profile_logins: ProfileLogins | None = None,
     ) -> None:
         self.upstream = upstream
         self.store = store
-        self.profiles = profiles
         self.matchers = matchers
-        self.profile_logins = profile_logins
         # (repository, upstream index digest, machine type revision) -> what that type gets.
         self._filtered: SizedLRU[tuple[str, str, str], ServedManifest] = SizedLRU(
             "filtered", filtered_cache_bytes, lambda served: len(served.data) + 256
@@ -82,44 +81,15 @@ class ManifestService:
             "filtered"
         )
 
-    def profile(self, principal: Principal) -> MachineProfile | None:
-        if principal.machine_type is None:
-            return None
-        try:
-            profile = self._lookup(principal.machine_type)
-        except ProfileLoginError as exc:
-            raise errors.Unauthorized(f"{exc}; log in again") from exc
-        if profile is None:
-            raise errors.Unauthorized(
-                f"machine type {principal.machine_type!r} no longer exists; log in again"
-            )
-        return profile
-
-    def named_profile(self, name: str) -> MachineProfile:
-        """A machine type, or a profile login's (`hpc/cpu=zen3`), by name: for explaining."""
-        try:
-            profile = self._lookup(name)
-        except ProfileLoginError as exc:
-            raise errors.NotFound(str(exc), detail=exc.detail or {"machine_type": name}) from exc
-        if profile is None:
-            known = ", ".join(sorted(self.profiles)) or "none configured"
-            raise errors.NotFound(
-                f"machine type {name!r} does not exist (known: {known})",
-                detail={"machine_type": name},
-            )
-        return profile
-
-    def _lookup(self, name: str) -> MachineProfile | None:
-        profile = self.profiles.get(name)
-        if profile is None and self.profile_logins is not None and is_profile_login(name):
-            # A profile login's machine type is rebuilt from its name (cached).
-            return self.profile_logins.profile(name)
-        return profile
-
     async def get(
-        self, name: str, reference: str, principal: Principal, *, accepts_index: bool = True
+        self,
+        name: str,
+        reference: str,
+        profile: MachineProfile | None,
+        *,
+        accepts_index: bool = True,
     ) -> ServedManifest:
-        profile = self.profile(principal)
+        """The manifest `profile` is served (None: the upstream's, unfiltered)."""
         if looks_like_digest(reference):
             return await self._by_digest(name, reference)
         manifest = await self.upstream.get_manifest(name, reference)
@@ -150,9 +120,10 @@ class ManifestService:
         manifest: Manifest,
         profile: MachineProfile,
     ) -> ServedManifest:
-        filtering = await self.filter(key[0], reference, manifest, profile)
+        filtering = await self.filtering(key[0], reference, manifest, profile)
         if filtering.served is None:
             raise _no_match(key[0], reference, profile, filtering)
+        await self.record(key[0], reference, filtering, profile)
         self._filtered.put(key, filtering.served)
         return filtering.served
 
@@ -160,19 +131,17 @@ class ManifestService:
         manifest = await self.upstream.get_manifest(name, reference)
         if not mediatypes.is_index(manifest.media_type):
             return Filtering(manifest, [], _as_served(manifest), filtered=False)
-        return await self.filter(name, reference, manifest, profile, record=False)
+        return await self.filtering(name, reference, manifest, profile)
 
-    async def filter(
+    async def filtering(
         self,
         name: str,
         reference: str,
         manifest: Manifest,
         profile: MachineProfile,
         depth: int = 0,
-        *,
-        record: bool = True,
     ) -> Filtering:
-        """Select from an index (and the indexes it holds) for a machine type; store the result.
+        """Select from an index (and the indexes it holds) for a machine type; store nothing.
 
         Nested indexes are filtered first, so one in which nothing fits counts as an entry that
         does not fit, and its platform falls back to the next best entry as any other would.
@@ -186,8 +155,8 @@ class ManifestService:
         result = Filtering(manifest, [], None, filtered=True)
         for entry in nests:
             child = await self.upstream.get_manifest(name, entry.digest)
-            result.nested[entry.position] = await self.filter(
-                name, entry.digest, child, profile, depth + 1, record=record
+            result.nested[entry.position] = await self.filtering(
+                name, entry.digest, child, profile, depth + 1
             )
         unfit = {
             position: "nothing in this nested index fits"
@@ -214,22 +183,32 @@ class ManifestService:
             result.error = str(error)
             return result
         data = index.with_entries(kept)
-        digest = str(Digest.of(data))
-        result.served = ServedManifest(data, manifest.media_type, digest)
-        if not record:  # an explanation: nothing is served, so nothing is stored or logged
-            return result
+        result.served = ServedManifest(data, manifest.media_type, str(Digest.of(data)))
+        result.kept = kept
+        return result
+
+    async def record(
+        self, name: str, reference: str, filtering: Filtering, profile: MachineProfile
+    ) -> None:
+        """Store every index a filtering made, nested ones before the index that lists them,
+        so a pull by digest finds each; and log each, as it is about to be served."""
+        for nested in filtering.nested.values():
+            await self.record(name, nested.upstream.digest, nested, profile)
+        served = filtering.served
+        if served is None or not filtering.filtered:
+            return  # nothing fits, or the upstream's own bytes: nothing was made
+        upstream = filtering.upstream
         await self.store.put(
-            digest,
-            StoredManifest(name, manifest.media_type, data),
+            served.digest,
+            StoredManifest(name, served.media_type, served.data),
             machine_type=profile.name,
-            upstream_digest=manifest.digest,
+            upstream_digest=upstream.digest,
         )
         log.info(
             "filtered %s:%s for machine type %s: upstream %s -> %s, chosen %s",
-            name, reference, profile.name, manifest.digest, digest,
-            " ".join(entry.digest for entry in kept),
+            name, reference, profile.name, upstream.digest, served.digest,
+            " ".join(entry.digest for entry in filtering.kept),
         )  # fmt: skip
-        return result
 
     @staticmethod
     def _with_nested(entry: Entry, nested: Mapping[int, Filtering]) -> Entry:

@@ -7,11 +7,20 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from metahub.config import Settings
 from metahub.store.migrate import upgrade
 
 
 def default_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'metahub.db'}"
+
+
+async def open_engine(settings: Settings) -> AsyncEngine:
+    """The configured database (`database.url`, else a SQLite file in data_dir), up to date.
+
+    The caller has made data_dir private first (store/files.py: secure_data_dir).
+    """
+    return await open_database(settings.database.url or default_url(settings.data_dir))
 
 
 async def open_database(url: str) -> AsyncEngine:

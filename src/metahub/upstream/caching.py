@@ -2,8 +2,9 @@
 
 Wraps any Upstream (as distribution's proxy wraps its stores):
 - manifests and indexes by digest in a byte-bounded LRU (content addressed, so never stale);
-- tag -> digest for `tag_ttl` seconds; after that one HEAD revalidates it (Docker Hub does not
-  count HEADs against its rate limit) and a GET follows only when the digest moved;
+- tag -> digest for `tag_ttl` seconds, for the `tag_entries` tags asked last; after that one HEAD
+  revalidates it (Docker Hub does not count HEADs against its rate limit) and a GET follows only
+  when the digest moved;
 - identical concurrent upstream calls coalesced, so a cold tag asked by 200 nodes at once costs
   at most one HEAD and one GET;
 - stale-if-error: when the upstream is unreachable, times out, or answers 5xx/429, a tag seen
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 
 from metahub import errors, metrics
-from metahub.cache.lru import SizedLRU
+from metahub.cache.lru import CountedLRU, SizedLRU
 from metahub.cache.singleflight import SingleFlight
 from metahub.oci.digest import looks_like_digest
 from metahub.upstream.base import (
@@ -30,6 +31,8 @@ from metahub.upstream.base import (
 )
 
 log = logging.getLogger("metahub.cache")
+# A tag entry costs a few hundred bytes; 100,000 of them (tens of MB) outnumber what clusters pull.
+DEFAULT_TAG_ENTRIES = 100_000
 
 # Errors that mean "the upstream could not answer", as opposed to an answer such as 404.
 UPSTREAM_TROUBLE = (
@@ -48,7 +51,12 @@ class _TagEntry:
 
 class CachingUpstream:
     def __init__(
-        self, inner: Upstream, *, tag_ttl: float = 60.0, content_bytes: int = 64 * 1024 * 1024
+        self,
+        inner: Upstream,
+        *,
+        tag_ttl: float = 60.0,
+        content_bytes: int = 64 * 1024 * 1024,
+        tag_entries: int = DEFAULT_TAG_ENTRIES,
     ) -> None:
         self.inner = inner
         self.description = inner.description
@@ -58,8 +66,9 @@ class CachingUpstream:
         self._content: SizedLRU[tuple[str, str], Manifest] = SizedLRU(
             "manifest", content_bytes, lambda m: len(m.data) + 256
         )
-        self._tags: dict[tuple[str, str], _TagEntry] = {}
-        self._flights: SingleFlight[tuple[str, str, str], object] = SingleFlight("manifest")
+        # Bounded: every tag a client names once would otherwise stay for the process's life.
+        self._tags: CountedLRU[tuple[str, str], _TagEntry] = CountedLRU(tag_entries)
+        self._flights: SingleFlight[tuple[str, str, str], Manifest] = SingleFlight("manifest")
         self._tag_hit = metrics.CACHE.labels("tag", "hit")  # every warm pull counts one
 
     @property
@@ -76,7 +85,7 @@ class CachingUpstream:
             return await self._by_digest(name, entry.digest)
         metrics.CACHE.labels("tag", "stale" if entry else "miss").inc()
         try:
-            result = await self._flights.do(
+            return await self._flights.do(
                 ("tag", name, reference), lambda: self._resolve_tag(name, reference, entry)
             )
         except UPSTREAM_TROUBLE as exc:
@@ -91,10 +100,8 @@ class CachingUpstream:
             )
             return replace(cached, stale=True)
         except errors.ManifestUnknown:
-            self._tags.pop(key, None)  # deleted upstream: forget it rather than serve it
+            self._tags.pop(key)  # deleted upstream: forget it rather than serve it
             raise
-        assert isinstance(result, Manifest)
-        return result
 
     async def _resolve_tag(self, name: str, tag: str, entry: _TagEntry | None) -> Manifest:
         if entry is not None:
@@ -104,18 +111,16 @@ class CachingUpstream:
                 return await self._by_digest(name, entry.digest)
         manifest = await self.inner.get_manifest(name, tag)
         self._content.put((name, manifest.digest), manifest)
-        self._tags[(name, tag)] = _TagEntry(manifest.digest, time.monotonic())
+        self._tags.put((name, tag), _TagEntry(manifest.digest, time.monotonic()))
         return manifest
 
     async def _by_digest(self, name: str, digest: str) -> Manifest:
         cached = self._content.get((name, digest))
         if cached is not None:
             return cached
-        result = await self._flights.do(
+        return await self._flights.do(
             ("digest", name, digest), lambda: self._fetch_digest(name, digest)
         )
-        assert isinstance(result, Manifest)
-        return result
 
     async def _fetch_digest(self, name: str, digest: str) -> Manifest:
         manifest = await self.inner.get_manifest(name, digest)

@@ -3,24 +3,31 @@
 Two shapes are understood. One layout for many repositories, whose `index.json` entries carry
 full references (`qnib/bench:latest`) in `org.opencontainers.image.ref.name`; or one layout per
 repository at `<path>/<name>/`, whose ref names are bare tags (what `skopeo copy oci:` writes).
+
+Every file is read only where it lies inside the configured path, links followed: a blob file
+that links to `/etc/passwd` is a blob this upstream does not have.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from metahub import errors
-from metahub.fileio import read_chunks
+from metahub.fileio import OutsideRoot, open_within, read_chunks, read_within
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 from metahub.oci.reference import NAME_RE, TAG_RE
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 REF_NAME = "org.opencontainers.image.ref.name"
+
+log = logging.getLogger("metahub.upstream.layout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +61,7 @@ class OciLayoutUpstream:
         if cached and cached[0] == version:
             return cached[1]
         try:
-            document = orjson.loads(index_file.read_bytes())
+            document = orjson.loads(self._read(index_file))
         except (OSError, orjson.JSONDecodeError) as exc:
             raise errors.UpstreamError(
                 f"{self.description}: unreadable {index_file}: {exc}"
@@ -107,8 +114,8 @@ class OciLayoutUpstream:
             digest = str(descriptor.get("digest"))
             media_type = descriptor.get("mediaType")
         try:
-            data = await asyncio.to_thread(self._blob_path(layout, digest).read_bytes)
-        except FileNotFoundError as exc:
+            data = await asyncio.to_thread(self._read, self._blob_path(layout, digest))
+        except (FileNotFoundError, OutsideRoot) as exc:
             raise errors.ManifestUnknown(
                 f"manifest {name}@{digest} is not in {self.description}",
                 detail={"name": name, "reference": reference},
@@ -129,28 +136,46 @@ class OciLayoutUpstream:
         return ManifestHead(manifest.digest, manifest.media_type, len(manifest.data))
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
-        path = self._existing_blob(name, digest)
-        return path.stat().st_size, "application/octet-stream"
+        _, size = self._existing_blob(name, digest)
+        return size, "application/octet-stream"
 
     async def open_blob(
         self, name: str, digest: str, byte_range: ByteRange | None = None
     ) -> BlobStream:
-        path = self._existing_blob(name, digest)
-        size = path.stat().st_size
+        path, size = self._existing_blob(name, digest)
         window = byte_range.resolve(size) if byte_range else None
         first, last = window if window else (0, size - 1)
-        return BlobStream(
-            size, "application/octet-stream", read_chunks(path, first, last - first + 1), window
-        )
+        chunks = read_chunks(path, first, last - first + 1, root=self.path)
+        return BlobStream(size, "application/octet-stream", chunks, window)
 
-    def _existing_blob(self, name: str, digest: str) -> Path:
+    def _existing_blob(self, name: str, digest: str) -> tuple[Path, int]:
+        """The blob's file and size; BLOB_UNKNOWN when it is missing or lies outside the layout."""
         path = self._blob_path(self._layout_for(name), digest)
-        if not path.is_file():
+        try:
+            fd = self._open(path)
+        except OSError as exc:  # missing, unreadable, or outside the layout
             raise errors.BlobUnknown(
                 f"blob {digest} is not in {self.description}",
                 detail={"name": name, "digest": digest},
-            )
-        return path
+            ) from exc
+        try:
+            return path, os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def _open(self, path: Path) -> int:
+        try:
+            return open_within(self.path, path)
+        except OutsideRoot as exc:
+            log.warning("%s: refused %s", self.description, exc)
+            raise
+
+    def _read(self, path: Path) -> bytes:
+        try:
+            return read_within(self.path, path)
+        except OutsideRoot as exc:
+            log.warning("%s: refused %s", self.description, exc)
+            raise
 
     async def tags(self, name: str) -> list[str]:
         return list(self._layout_for(name).tags.get(name, {}))

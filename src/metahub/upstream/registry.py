@@ -4,67 +4,47 @@ Authentication follows what the upstream asks for: a Bearer challenge makes us f
 the repository's pull scope (cached until shortly before it expires), a Basic challenge makes us
 send the configured credentials. Every failure becomes a RegistryError whose message names the
 upstream, so a client can tell our trouble from theirs.
+
+An upstream is not trusted to be well-behaved: JSON and headers of the wrong shape are a 502,
+a whole answer (a blob's: its headers) has `request_timeout` seconds, a body must keep up
+`min_rate`, and a redirect goes only to its own origin or to the `redirect_hosts`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import TypeGuard
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from metahub import errors, metrics
-from metahub.client.challenge import parse_challenge
+from metahub.client.auth import BasicCredentials, pull_scope
+from metahub.client.errors import RegistryHttpError, Trouble
+from metahub.client.http import RegistryConnection
+from metahub.client.media import media_type_of
+from metahub.client.pace import MinimumRate
+from metahub.client.redirects import RedirectPolicy
 from metahub.client.retry import RetryPolicy
+from metahub.client.urls import DOCKER_HUB_API, base_url
 from metahub.oci import mediatypes
-from metahub.oci.digest import Digest
+from metahub.oci.digest import Digest, InvalidDigest
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
-DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-DOCKER_HUB_API = "https://registry-1.docker.io"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 CHUNK_SIZE = 256 * 1024
-# A token is dropped this long before it expires so no request races its expiry.
-TOKEN_EXPIRY_MARGIN = 10.0
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
-MAX_REDIRECTS = 5
 
 
-def base_url(url: str, *, insecure: bool = False) -> str:
-    """The upstream's API root: HTTPS unless loopback/localhost (as docker does) or insecure."""
-    if "://" not in url:
-        if _is_ipv6(url):
-            url = f"[{url}]"
-        host = urlsplit(f"//{url}").hostname or ""
-        scheme = "http" if insecure or _is_loopback(host) else "https"
-        url = f"{scheme}://{url}"
-    parts = urlsplit(url)
-    if (parts.hostname or "") in DOCKER_HUB_HOSTS:
-        return DOCKER_HUB_API
-    return url.rstrip("/")
+class _UpstreamMetrics:
+    """Counts every upstream answer (or failure to get one) and every retry."""
 
+    def answered(self, method: str, outcome: str) -> None:
+        metrics.UPSTREAM.labels(method, outcome).inc()
 
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    def retrying(self) -> None:
+        metrics.UPSTREAM_RETRIES.inc()
 
 
 class RegistryUpstream:
@@ -78,31 +58,34 @@ class RegistryUpstream:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        min_rate: float = 64 * 1024,
+        min_rate_window: float = 30.0,
+        request_timeout: float = 60.0,
+        redirect_hosts: Iterable[str] | None = None,
     ) -> None:
-        self._retry = retry or RetryPolicy()
         self.url = base_url(url, insecure=insecure)
         self.description = f"upstream {self.url}"
         self._docker_hub = self.url == DOCKER_HUB_API
-        self._basic = aiohttp.BasicAuth(username, password or "") if username is not None else None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        self._request_timeout = request_timeout
+        self._http = RegistryConnection(
+            self.url,
+            description=self.description,
+            credentials=(
+                BasicCredentials(username, password or "") if username is not None else None
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            ),
+            retry=retry or RetryPolicy(),
+            observer=_UpstreamMetrics(),
+            connection_limit=256,
+            chunk_size=CHUNK_SIZE,
+            redirects=RedirectPolicy.of(redirect_hosts),
+            min_rate=MinimumRate(min_rate, min_rate_window) if min_rate > 0 else None,
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._scheme: str | None = None  # "bearer" or "basic", once the upstream told us
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
-                auto_decompress=False,
-            )
-        return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     def repository(self, name: str) -> str:
         if self._docker_hub and "/" not in name:
@@ -112,13 +95,20 @@ class RegistryUpstream:
     # -- the Upstream interface ------------------------------------------------------------
 
     async def ping(self) -> None:
-        async with await self._request("GET", "/v2/", scope=None) as response:
+        async with (
+            self._deadline("GET", "/v2/"),
+            await self._request("GET", "/v2/", scope=None) as response,
+        ):
             if response.status != 200:
                 raise self._unexpected(response, "/v2/")
 
     async def get_manifest(self, name: str, reference: str) -> Manifest:
         repo = self.repository(name)
         path = f"/v2/{repo}/manifests/{reference}"
+        async with self._deadline("GET", path):
+            return await self._get_manifest(name, reference, repo, path)
+
+    async def _get_manifest(self, name: str, reference: str, repo: str, path: str) -> Manifest:
         headers = {"Accept": mediatypes.UPSTREAM_ACCEPT}
         async with await self._request("GET", path, scope=repo, headers=headers) as response:
             if response.status == 404:
@@ -130,6 +120,12 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
             media_type = media_type_of(response.headers.get("Content-Type"), data)
+        if not _is_json_object(data):
+            at = "@" if ":" in reference else ":"
+            raise errors.UpstreamError(
+                f"{self.description} sent a manifest for {name}{at}{reference} "
+                "that is not a JSON object"
+            )
         digest = Digest.of(data)
         if ":" in reference:
             wanted = Digest.parse(reference)
@@ -146,7 +142,10 @@ class RegistryUpstream:
         repo = self.repository(name)
         path = f"/v2/{repo}/manifests/{reference}"
         headers = {"Accept": mediatypes.UPSTREAM_ACCEPT}
-        async with await self._request("HEAD", path, scope=repo, headers=headers) as response:
+        async with (
+            self._deadline("HEAD", path),
+            await self._request("HEAD", path, scope=repo, headers=headers) as response,
+        ):
             if response.status == 404:
                 raise errors.ManifestUnknown(
                     f"manifest {name}:{reference} is not known to {self.description}",
@@ -156,15 +155,18 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             digest = response.headers.get("Docker-Content-Digest")
             size = _content_length(response.headers)
-            if not digest or size is None:
-                return None
+            if not _is_digest(digest) or size is None:
+                return None  # the GET, whose bytes give the digest, decides instead
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             return ManifestHead(digest, media_type, size)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         repo = self.repository(name)
         path = f"/v2/{repo}/blobs/{digest}"
-        async with await self._request("HEAD", path, scope=repo) as response:
+        async with (
+            self._deadline("HEAD", path),
+            await self._request("HEAD", path, scope=repo) as response,
+        ):
             if response.status == 404:
                 raise self._blob_unknown(name, digest)
             if response.status != 200:
@@ -180,7 +182,8 @@ class RegistryUpstream:
         repo = self.repository(name)
         path = f"/v2/{repo}/blobs/{digest}"
         headers = {"Range": byte_range.header()} if byte_range else {}
-        response = await self._request("GET", path, scope=repo, headers=headers)
+        async with self._deadline("GET", path):  # for the headers: the body must keep min_rate
+            response = await self._request("GET", path, scope=repo, headers=headers)
         try:
             if response.status == 404:
                 raise self._blob_unknown(name, digest)
@@ -191,7 +194,7 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             media_type = response.headers.get("Content-Type", "application/octet-stream")
             if response.status == 206:
-                first, last, size = _parse_content_range(response.headers.get("Content-Range"))
+                first, last, size = self._content_range(response, byte_range)
                 return BlobStream(size, media_type, self._stream(response), (first, last))
             size = _content_length(response.headers)
             if size is None:
@@ -212,41 +215,45 @@ class RegistryUpstream:
 
     async def tags(self, name: str) -> list[str]:
         repo = self.repository(name)
-        path: str | None = f"/v2/{repo}/tags/list"
-        found: list[str] = []
-        while path:
-            async with await self._request("GET", path, scope=repo) as response:
-                if response.status == 404:
-                    raise errors.NameUnknown(
-                        f"repository {name} is not known to {self.description}",
-                        detail={"name": name},
-                    )
-                if response.status != 200:
-                    raise self._unexpected(response, path)
-                body = orjson.loads(await self._read_limited(response, 64 * 1024 * 1024))
-                found.extend(body.get("tags") or [])
-                path = next_link(response.headers.get("Link"))
-        return found
+        path = f"/v2/{repo}/tags/list"
+        try:
+            async with self._deadline("GET", path):
+                return await self._http.tags(path, scopes=(pull_scope(repo),))
+        except RegistryHttpError as exc:
+            if exc.trouble is Trouble.STATUS and exc.status == 404:
+                raise errors.NameUnknown(
+                    f"repository {name} is not known to {self.description}",
+                    detail={"name": name},
+                ) from exc
+            raise self._error(exc) from exc
 
     async def referrers(self, name: str, digest: str, artifact_type: str | None) -> Referrers:
         repo = self.repository(name)
         path = f"/v2/{repo}/referrers/{digest}"
         params = {"artifactType": artifact_type} if artifact_type else None
         headers = {"Accept": mediatypes.OCI_INDEX}
-        async with await self._request(
-            "GET", path, scope=repo, headers=headers, params=params
-        ) as response:
+        async with (
+            self._deadline("GET", path),
+            await self._request(
+                "GET", path, scope=repo, headers=headers, params=params
+            ) as response,
+        ):
             if response.status in (404, 405, 400):
                 # No referrers API upstream (distribution 2.8): nothing refers to anything.
                 return Referrers(_EMPTY_INDEX, mediatypes.OCI_INDEX, None)
             if response.status != 200:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
+            if not _is_json_object(data):
+                raise errors.UpstreamError(
+                    f"{self.description} sent referrers of {name}@{digest} "
+                    "that are not a JSON object"
+                )
             return Referrers(
                 data, mediatypes.OCI_INDEX, response.headers.get("OCI-Filters-Applied")
             )
 
-    # -- HTTP with authentication ----------------------------------------------------------
+    # -- HTTP, with the client's failures in the upstream's words ----------------------------
 
     async def _request(
         self,
@@ -257,160 +264,65 @@ class RegistryUpstream:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
-        url = path if path.startswith("http") else self.url + path
-        for attempt in range(2):
-            request_headers = dict(headers or {})
-            authorization = await self._authorization(scope)
-            if authorization:
-                request_headers["Authorization"] = authorization
-            response = await self._send(method, url, request_headers, params)
-            if response.status != 401:
-                return response
-            if attempt == 1:
-                response.release()
-                break
-            challenge = response.headers.get("WWW-Authenticate", "")
-            response.release()
-            if not await self._answer_challenge(challenge, scope, authorization):
-                break
-        raise errors.UpstreamError(
-            f"{self.description} refused MetaHub's credentials for {method} {path}"
-        )
+        scopes = (pull_scope(scope),) if scope is not None else ()
+        with self._mapped():
+            return await self._http.request(
+                method, path, scopes=scopes, headers=headers, params=params
+            )
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        params: Mapping[str, str] | None,
-    ) -> aiohttp.ClientResponse:
-        """One request, retried on connection errors, 5xx and 429; never on another 4xx."""
-        attempt = 0
-        while True:
-            try:
-                response = await self._client().request(
-                    method, url, headers=headers, params=params, allow_redirects=False
-                )
-            except TimeoutError as exc:
-                # Not retried: a slow upstream is slower still when asked again.
-                metrics.UPSTREAM.labels(method, "timeout").inc()
-                raise errors.UpstreamTimeout(f"{self.description} timed out on {method}") from exc
-            except aiohttp.ClientConnectionError as exc:
-                metrics.UPSTREAM.labels(method, "unreachable").inc()
-                delay = self._retry.delay(attempt, None)
-                if delay is None:
-                    raise errors.UpstreamUnavailable(
-                        f"{self.description} is unreachable: {exc}"
-                    ) from exc
-            except aiohttp.ClientError as exc:
-                metrics.UPSTREAM.labels(method, "error").inc()
-                raise errors.UpstreamError(f"{self.description} failed: {exc}") from exc
-            else:
-                metrics.UPSTREAM.labels(method, str(response.status)).inc()
-                if response.status in REDIRECTS and "Location" in response.headers:
-                    return await self._follow(method, response, headers)
-                if response.status not in RETRYABLE:
-                    return response
-                delay = self._retry.delay(attempt, response.headers.get("Retry-After"))
-                if delay is None:
-                    return response
-                response.release()
-            metrics.UPSTREAM_RETRIES.inc()
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _follow(
-        self, method: str, response: aiohttp.ClientResponse, headers: Mapping[str, str]
-    ) -> aiohttp.ClientResponse:
-        """Follow a redirect (S3, a CDN) without our credentials: they are for the registry.
-
-        Every other header goes along: a `Range` must reach whoever serves the bytes.
-        """
-        location = str(response.url.join(URL(response.headers["Location"])))
-        response.release()
-        forwarded = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        for _ in range(MAX_REDIRECTS):
-            try:
-                followed = await self._client().request(
-                    method, location, headers=forwarded, allow_redirects=False
-                )
-            except TimeoutError as exc:
-                metrics.UPSTREAM.labels(method, "timeout").inc()
-                raise errors.UpstreamTimeout(
-                    f"{self.description}: redirect target timed out"
-                ) from exc
-            except aiohttp.ClientError as exc:
-                metrics.UPSTREAM.labels(method, "unreachable").inc()
-                raise errors.UpstreamUnavailable(
-                    f"{self.description}: redirect target {location} failed: {exc}"
-                ) from exc
-            metrics.UPSTREAM.labels(method, str(followed.status)).inc()
-            if followed.status not in REDIRECTS or "Location" not in followed.headers:
-                return followed
-            location = str(followed.url.join(URL(followed.headers["Location"])))
-            followed.release()
-        raise errors.UpstreamError(f"{self.description} redirected more than {MAX_REDIRECTS} times")
-
-    async def _authorization(self, scope: str | None) -> str | None:
-        if self._scheme == "basic" and self._basic is not None:
-            return self._basic.encode()
-        if self._scheme == "bearer":
-            cached = self._tokens.get(_scope_key(scope))
-            if cached and cached[1] > time.monotonic():
-                return f"Bearer {cached[0]}"
-        return None
-
-    async def _answer_challenge(
-        self, header: str, scope: str | None, sent: str | None = None
-    ) -> bool:
-        scheme, params = parse_challenge(header)
-        if scheme == "basic":
-            # Concurrent first requests all meet the challenge; only a refusal of the
-            # credentials themselves ends it.
-            if self._basic is None or (sent or "").startswith("Basic "):
-                return False
-            self._scheme = "basic"
-            return True
-        if scheme == "bearer" and "realm" in params:
-            self._scheme = "bearer"
-            await self._fetch_token(params, scope)
-            return True
-        return False
-
-    async def _fetch_token(self, challenge: dict[str, str], scope: str | None) -> None:
-        query = {"service": challenge["service"]} if "service" in challenge else {}
-        if scope is not None:
-            query["scope"] = f"repository:{scope}:pull"
-        elif "scope" in challenge:
-            query["scope"] = challenge["scope"]
-        realm = challenge["realm"]
+    @asynccontextmanager
+    async def _deadline(self, method: str, path: str) -> AsyncIterator[None]:
+        """A whole answer within request_timeout: a trickle of headers or JSON ends too."""
+        deadline = asyncio.timeout(self._request_timeout)
         try:
-            async with self._client().get(realm, params=query, auth=self._basic) as response:
-                if response.status in (401, 403):
-                    raise errors.UpstreamError(
-                        f"{self.description} refused MetaHub's credentials at its token "
-                        f"service {realm} ({response.status})"
-                    )
-                if response.status != 200:
-                    raise self._unexpected(response, realm)
-                body: dict[str, Any] = orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            raise errors.UpstreamUnavailable(
-                f"{self.description}: token service {realm} failed: {exc}"
-            ) from exc
-        token = body.get("token") or body.get("access_token")
-        if not isinstance(token, str):
-            raise errors.UpstreamError(f"{self.description}: token service {realm} sent no token")
-        lifetime = float(body.get("expires_in") or 60)
-        expiry = time.monotonic() + max(lifetime - TOKEN_EXPIRY_MARGIN, 1.0)
-        self._tokens[_scope_key(scope)] = (token, expiry)
+            async with deadline:
+                yield
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise errors.UpstreamTimeout(
+                f"{self.description} did not answer {method} {path} "
+                f"within {self._request_timeout:g} s"
+            ) from None
 
-    # -- helpers --------------------------------------------------------------------------
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except RegistryHttpError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: RegistryHttpError) -> errors.RegistryError:
+        match exc.trouble:
+            case Trouble.TIMEOUT | Trouble.TOO_SLOW:
+                return errors.UpstreamTimeout(exc.message)
+            case Trouble.UNREACHABLE:
+                return errors.UpstreamUnavailable(exc.message)
+            case Trouble.UNAUTHORIZED:
+                return errors.UpstreamError(
+                    f"{self.description} refused MetaHub's credentials for "
+                    f"{exc.method} {exc.target}"
+                )
+            case Trouble.TOKEN_REFUSED:
+                return errors.UpstreamError(
+                    f"{self.description} refused MetaHub's credentials at its token service "
+                    f"{exc.target} ({exc.status})"
+                )
+            case Trouble.TOKEN_FAILED if exc.status is None:
+                return errors.UpstreamUnavailable(exc.message)
+            case Trouble.TOKEN_FAILED if exc.status == 429:
+                return self._status_error(429, exc.retry_after, exc.target)
+            case Trouble.STATUS:
+                return self._status_error(exc.status or 502, exc.retry_after, exc.target)
+        return errors.UpstreamError(exc.message)
 
     def _unexpected(self, response: aiohttp.ClientResponse, path: str) -> errors.RegistryError:
-        status = response.status
+        return self._status_error(response.status, response.headers.get("Retry-After"), path)
+
+    def _status_error(
+        self, status: int, retry_after: str | None, path: str
+    ) -> errors.RegistryError:
         if status == 429:
-            retry_after = response.headers.get("Retry-After")
             return errors.TooManyRequests(
                 f"{self.description} is rate-limiting requests",
                 headers={"Retry-After": retry_after} if retry_after else None,
@@ -419,6 +331,23 @@ class RegistryUpstream:
             return errors.UpstreamError(f"{self.description} answered {status} for {path}")
         return errors.UpstreamError(f"{self.description} answered {status} unexpectedly for {path}")
 
+    def _content_range(
+        self, response: aiohttp.ClientResponse, asked: ByteRange | None
+    ) -> tuple[int, int, int]:
+        """A 206's window and total, which must be the window asked for (or, unasked, all)."""
+        header = response.headers.get("Content-Range")
+        first, last, size = _parse_content_range(header, self.description)
+        try:
+            wanted = asked.resolve(size) if asked is not None else (0, size - 1)
+        except errors.RegistryError:
+            wanted = None  # what was asked cannot be had from a blob that size
+        if wanted != (first, last):
+            raise errors.UpstreamError(
+                f"{self.description} answered {asked.header() if asked else 'a request for all'}"
+                f" of {response.url.path} with Content-Range {header!r}"
+            )
+        return first, last, size
+
     def _blob_unknown(self, name: str, digest: str) -> errors.RegistryError:
         return errors.BlobUnknown(
             f"blob {digest} is not known to {self.description} in {name}",
@@ -426,35 +355,20 @@ class RegistryUpstream:
         )
 
     async def _read_limited(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        data = bytearray()
-        try:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                data += chunk
-                if len(data) > limit:
-                    raise errors.UpstreamError(
-                        f"{self.description} sent more than {limit} bytes for {response.url.path}"
-                    )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise errors.UpstreamError(f"{self.description} broke off a response: {exc}") from exc
-        return bytes(data)
+        with self._mapped():
+            return await self._http.read(response, limit)
 
     async def _stream(
         self, response: aiohttp.ClientResponse, *, skip: int = 0, take: int | None = None
     ) -> AsyncIterator[bytes]:
+        chunks = self._http.stream(response, skip=skip, take=take)
         try:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
-                if take is not None:
-                    if len(chunk) >= take:
-                        yield chunk[:take]
-                        return
-                    take -= len(chunk)
-                yield chunk
+            with self._mapped():
+                async for chunk in chunks:
+                    yield chunk
         finally:
+            # A reader that stops early closes only this generator: the client's goes too.
+            await chunks.aclose()
             response.release()
 
 
@@ -463,54 +377,43 @@ _EMPTY_INDEX = orjson.dumps(
 )
 
 
-def _scope_key(scope: str | None) -> str:
-    return scope or ""
-
-
-def media_type_of(header: str | None, data: bytes) -> str:
-    """A manifest's media type from its Content-Type, or from the document when that is vague."""
-    media_type = (header or "").split(";", 1)[0].strip()
-    if media_type in mediatypes.MANIFEST_TYPES:
-        return media_type
-    # Some registries answer application/json; the document's own mediaType then decides.
+def _is_digest(text: str | None) -> TypeGuard[str]:
     try:
-        declared = orjson.loads(data).get("mediaType")
-    except (orjson.JSONDecodeError, AttributeError):
-        declared = None
-    if isinstance(declared, str) and declared:
-        return declared
-    return media_type or mediatypes.OCI_MANIFEST
+        return text is not None and bool(Digest.parse(text))
+    except InvalidDigest:
+        return False
+
+
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(data), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _number(text: str | None) -> int | None:
+    """A header's non-negative decimal number (ASCII digits only), or None."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
+    return _number(headers.get("Content-Length"))
 
 
-def _parse_content_range(header: str | None) -> tuple[int, int, int]:
-    try:
-        _unit, _, spec = (header or "").partition(" ")
-        window, _, total = spec.partition("/")
-        first, _, last = window.partition("-")
-        return int(first), int(last), int(total)
-    except ValueError as exc:
-        raise errors.UpstreamError(f"upstream sent a bad Content-Range {header!r}") from exc
+def _parse_content_range(header: str | None, description: str = "upstream") -> tuple[int, int, int]:
+    """`bytes FIRST-LAST/TOTAL`, a window inside the total, or an UpstreamError."""
+    unit, _, spec = (header or "").strip().partition(" ")
+    window, _, total = spec.partition("/")
+    first, _, last = window.partition("-")
+    numbers = (_number(first), _number(last), _number(total))
+    match numbers:
+        case (int(start), int(end), int(size)) if unit == "bytes" and start <= end < size:
+            return start, end, size
+    raise errors.UpstreamError(f"{description} sent a bad Content-Range {header!r}")
 
 
 def _total_from_content_range(header: str | None) -> int | None:
     if header and "/" in header:
-        total = header.rsplit("/", 1)[1]
-        return int(total) if total.isdigit() else None
-    return None
-
-
-def next_link(header: str | None) -> str | None:
-    if not header:
-        return None
-    for part in header.split(","):
-        url, *params = part.split(";")
-        for param in params:
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "rel" and value.strip().strip('"').lower() == "next":
-                return url.strip().strip("<>")
+        return _number(header.rsplit("/", 1)[1])
     return None

@@ -1,12 +1,11 @@
 """The web UI's pages: sign-in, machine types, credentials, "try an image" and the audit log.
 
-Every change goes through the ManagementService, as the management API's do, and is followed by
-`hub.directory.load()` so the registry side sees it at once.
+Every change goes through the ManagementService, as the management API's do, which tells the
+registry side's directory so that it sees the change at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
@@ -15,15 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from metahub import errors
-from metahub.auth.passwords import hash_password
+from metahub.auth.passwords import default_verifier
 from metahub.errors import RegistryError
 from metahub.management.records import Credential, MachineType
 from metahub.oci.reference import parse_image
@@ -34,8 +31,6 @@ from metahub.serving.explain import explanation_json
 
 AUDIT_PAGE = 50
 SESSION_TOKEN_NAME = "web UI session"
-_hasher = PasswordHasher()
-_dummy_hash: list[str] = []  # made on first use: a missing admin costs what a wrong password does
 
 
 def create_ui(get_hub: HubGetter) -> Starlette:
@@ -110,13 +105,8 @@ def sign_in(pages: Pages) -> Any:
 
 async def _password_ok(page: Page, login: str, password: str) -> bool:
     stored = await page.hub.management.admin_password_hash(login)
-    if not _dummy_hash:
-        _dummy_hash.append(await asyncio.to_thread(hash_password, "no such admin"))
-    try:
-        await asyncio.to_thread(_hasher.verify, stored or _dummy_hash[0], password)
-    except (VerificationError, InvalidHashError):
-        return False
-    return stored is not None
+    # A missing admin costs what a wrong password does.
+    return await default_verifier().verify(stored, password)
 
 
 async def sign_out(page: Page) -> Response:
@@ -212,7 +202,6 @@ def new_type(pages: Pages) -> Any:
                 raise
             form.refused(exc)
             return await _type_form(pages, page, form, editing=None, status=exc.status)
-        await page.hub.directory.load()
         return page.redirect(
             f"/machine-types/{created.name}", f"Machine type {created.name} created."
         )
@@ -241,7 +230,6 @@ def edit_type(pages: Pages) -> Any:
                 raise
             form.refused(exc)
             return await _type_form(pages, page, form, editing=current, status=exc.status)
-        await page.hub.directory.load()
         return page.redirect(f"/machine-types/{name}", f"Machine type {name} saved.")
 
     return handle
@@ -250,7 +238,6 @@ def edit_type(pages: Pages) -> Any:
 async def delete_type(page: Page) -> Response:
     name = page.request.path_params["name"]
     await page.hub.management.delete_machine_type(page.admin, name)
-    await page.hub.directory.load()
     return page.redirect("/machine-types", f"Machine type {name} and its credentials deleted.")
 
 
@@ -313,7 +300,6 @@ def create_credential(pages: Pages) -> Any:
                 raise
             form.errors.update(field_errors(exc))
             return await _type_page(pages, page, name, form, status=exc.status)
-        await page.hub.directory.load()
         host = _registry_host(page)
         command = (
             f"printf '%s' '{issued.secret}' | "
@@ -332,7 +318,6 @@ def create_credential(pages: Pages) -> Any:
 async def revoke_credential(page: Page) -> Response:
     credential_id = page.request.path_params["credential_id"]
     revoked = await page.hub.management.revoke_credential(page.admin, credential_id)
-    await page.hub.directory.load()
     return page.redirect(
         f"/machine-types/{revoked.machine_type}",
         f"Credential {revoked.login} revoked; it no longer pulls, tokens included.",
@@ -362,11 +347,12 @@ def try_image(pages: Pages) -> Any:
         query = page.request.query_params
         image = query.get("image", "").strip()
         chosen_type = query.get("machine_type", "").strip()
-        profiles = page.hub.manifests.profiles
+        profiles = page.hub.profiles
+        known = profiles.names()
         context: dict[str, Any] = {
             "image": image,
             "machine_type": chosen_type,
-            "names": sorted(profiles),
+            "names": known,
             "errors": {},
             "problem": None,
             "explanations": [],
@@ -374,7 +360,7 @@ def try_image(pages: Pages) -> Any:
         if "image" not in query:
             return pages.render(page, "try.html", context)
         status = 200
-        if chosen_type and chosen_type not in profiles:
+        if chosen_type and chosen_type not in known:
             context["errors"]["machine_type"] = f"machine type {chosen_type!r} does not exist"
             status = 404
         if not image:
@@ -388,10 +374,9 @@ def try_image(pages: Pages) -> Any:
                 status = exc.status
         if context["errors"]:
             return pages.render(page, "try.html", context, status=status)
-        names = [chosen_type] if chosen_type else sorted(profiles)
         try:
-            for type_name in names:
-                profile = profiles[type_name]
+            for type_name in [chosen_type] if chosen_type else known:
+                profile = profiles.named(type_name)
                 filtering = await page.hub.manifests.explain(name, reference, profile)
                 context["explanations"].append(explanation_json(image, profile, filtering))
         except errors.RegistryError as exc:

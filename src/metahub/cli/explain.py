@@ -11,17 +11,25 @@ from rich.console import Console
 from rich.table import Table
 
 from metahub import errors
-from metahub.config import Settings
-from metahub.hub import Hub
+from metahub.cli.options import config_option, load_settings, required_config
+from metahub.config import ConfigError, Settings
 from metahub.oci.reference import parse_image
-from metahub.serving.explain import explanation_json
 
 
-def run_explain(settings: Settings, machine_type: str, image: str, *, as_json: bool) -> None:
+@click.command()
+@config_option()
+@click.option("--machine-type", required=True, help="The machine type to choose for.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.argument("image")
+def explain(machine_type: str, as_json: bool, image: str) -> None:
+    """Show which entry of IMAGE's index a machine type gets, and why each other does not."""
+    settings = load_settings(required_config())
     try:
         explanation = asyncio.run(_explain(settings, machine_type, image))
     except errors.RegistryError as exc:
         raise click.ClickException(exc.message) from exc
+    except ConfigError as exc:  # machine types that clash with the database's
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(orjson.dumps(explanation, option=orjson.OPT_INDENT_2).decode())
         return
@@ -37,10 +45,14 @@ def run_explain(settings: Settings, machine_type: str, image: str, *, as_json: b
 
 
 async def _explain(settings: Settings, machine_type: str, image: str) -> dict[str, Any]:
+    # Imported here: the hub's imports would slow every other command's start.
+    from metahub.hub import Hub
+    from metahub.serving.explain import explanation_json
+
     name, reference = parse_image(image)
     hub = await Hub.start(settings)
     try:
-        profile = hub.manifests.named_profile(machine_type)
+        profile = hub.profiles.named(machine_type)
         filtering = await hub.manifests.explain(name, reference, profile)
         return explanation_json(image, profile, filtering)
     finally:

@@ -1,87 +1,17 @@
-"""`metahub admin|machine-type|credential`: management from the shell.
-
-Each command works on the configured database (`--config FILE`) or on a running server
-(`--server URL --token TOKEN`, or METAHUB_SERVER / METAHUB_TOKEN); `--json` prints the API's JSON.
-"""
+"""`metahub admin|machine-type|credential`: management on the database or a running server."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import orjson
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from metahub import errors
-from metahub.config import ConfigError, load_config
-from metahub.management.backends import Backend, LocalBackend, RemoteBackend
-
-T = TypeVar("T")
-
-
-def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--config",
-            "config_path",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Work on this config's database directly.",
-        ),
-        click.option("--server", envvar="METAHUB_SERVER", help="Or: a running MetaHub's URL."),
-        click.option("--token", envvar="METAHUB_TOKEN", help="An admin token for --server."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def run(
-    config_path: Path | None,
-    server: str | None,
-    token: str | None,
-    work: Callable[[Backend], Awaitable[T]],
-) -> T:
-    async def go() -> T:
-        backend: Backend
-        if server is not None:
-            if not token:
-                raise click.UsageError("--server needs --token (or METAHUB_TOKEN)")
-            backend = RemoteBackend(server, token)
-        elif config_path is not None:
-            try:
-                backend = await LocalBackend.open(load_config(config_path))
-            except ConfigError as exc:
-                raise click.ClickException(str(exc)) from exc
-        else:
-            raise click.UsageError("give --config FILE, or --server URL with --token")
-        try:
-            return await work(backend)
-        finally:
-            await backend.close()
-
-    try:
-        return asyncio.run(go())
-    except errors.RegistryError as exc:
-        raise click.ClickException(exc.message) from exc
-    except (SQLAlchemyError, OSError) as exc:
-        raise click.ClickException(f"cannot use the database: {exc}") from exc
-
-
-def emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
-    """JSON as the API answers it (an object for one thing, a list for many), or a table."""
-    if as_json or table is None:
-        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
-    else:
-        Console().print(table(data if isinstance(data, list) else [data]))
+from metahub.cli.backend import backend_options, emit, with_backend
+from metahub.management.backends import Backend
 
 
 class Timestamp(click.ParamType[datetime]):
@@ -132,22 +62,6 @@ def credentials_table(rows: list[dict[str, Any]]) -> Table:
             state,
         )
     return table
-
-
-def with_backend(function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Turn `async def f(backend, **options)` into a click callback taking the backend options."""
-
-    @functools.wraps(function)
-    def callback(
-        config_path: Path | None,
-        server: str | None,
-        token: str | None,
-        as_json: bool,
-        **options: Any,
-    ) -> None:
-        run(config_path, server, token, lambda backend: function(backend, as_json, **options))
-
-    return callback
 
 
 @click.group("admin")

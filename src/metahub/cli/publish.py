@@ -10,20 +10,12 @@ from typing import cast
 import click
 from rich.console import Console
 
-from metahub.images.index import IndexBuildError, IndexType
-from metahub.images.members import MemberError
+from metahub.images.errors import ImageError
+from metahub.images.index import IndexType
 from metahub.images.spec import ImageRef, InvalidReference, SpecError, load_spec
-from metahub.publish.client import RegistryClient, RegistryClientError
+from metahub.publish.client import RegistryClient
 from metahub.publish.credentials import Credentials, CredentialsError, docker_credentials
 
-PUBLISH_ERRORS = (
-    SpecError,
-    MemberError,
-    IndexBuildError,
-    RegistryClientError,
-    CredentialsError,
-    InvalidReference,
-)
 # Wide enough that digests are never wrapped when the output goes to a file or a pipe.
 PIPE_WIDTH = 200
 
@@ -121,7 +113,7 @@ def push_command(
 
     try:
         asyncio.run(run())
-    except PUBLISH_ERRORS as exc:
+    except ImageError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -154,5 +146,5 @@ def inspect_command(reference: str, creds: str | None, raw: bool, insecure: bool
 
     try:
         asyncio.run(run())
-    except PUBLISH_ERRORS as exc:
+    except ImageError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""What `metahub detect` and `metahub login` do, behind their options in cli.py."""
+"""`metahub detect` and `metahub login`: the host tools (host/) behind their options."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import sys
 import click
 
 from metahub.host.authfiles import (
-    AuthFileError,
     check_auth_file,
     containers_auth_path,
     docker_config_path,
 )
 from metahub.host.detect import HostReport, detect
+from metahub.host.errors import HostError
 from metahub.host.login import (
     LoginError,
     LoginRefused,
@@ -107,11 +107,9 @@ def login_command(
             for path in paths:  # a damaged file fails the login before anything is written
                 check_auth_file(path)
         verified = log_in(server, chosen, password, timeout=timeout)
-    except AuthFileError as exc:
-        raise click.ClickException(str(exc)) from exc
     except LoginRefused as exc:
         raise click.ClickException(f"{server_text} refused the login: {exc}") from exc
-    except LoginError as exc:
+    except HostError as exc:
         raise click.ClickException(str(exc)) from exc
     for note in verified.notes:
         click.echo(f"note: {note}", err=True)
@@ -126,7 +124,7 @@ def login_command(
         return
     try:
         written, warnings = write_login(server, verified.login, password, paths)
-    except AuthFileError as exc:
+    except HostError as exc:
         raise click.ClickException(str(exc)) from exc
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
