@@ -22,9 +22,10 @@ test: install
 	./scripts/install-system-deps.sh test
 	$(BIN)/python -m pytest
 
-# Unit and integration tests only, without the container runtimes.
+# Unit, in-process and integration tests: no container runtime, none of the slow ones.
 test-fast: install
-	$(BIN)/python -m pytest -m "not e2e"
+	./scripts/install-system-deps.sh fast
+	$(BIN)/python -m pytest -m "not e2e and not slow"
 
 # Benchmarks, not tests: tables on stdout, JSON under benchmarks/results/ (committed for docs).
 bench: install

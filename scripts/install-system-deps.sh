@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Install the Debian packages MetaHub's demo and tests use, only when something is missing.
-# `make demo` needs a C compiler and static libc; `make test` also drives the real registry and
-# the real container runtimes, nginx (load balancer and benchmark baseline), wrk, PostgreSQL
-# (replicas) and Chromium (the web UI's browser test).
+# `make demo` needs a C compiler and static libc; `make test-fast` also the real registry and
+# PostgreSQL; `make test` also drives the real container runtimes, nginx (load balancer and
+# benchmark baseline), wrk and Chromium (the web UI's browser test).
 set -euo pipefail
 
 demo_packages=(gcc libc6-dev)
-test_packages=(docker-registry docker.io containerd runc podman skopeo busybox-static
-               uidmap iptables nginx-light wrk postgresql chromium)
+fast_packages=(docker-registry postgresql)
+test_packages=(docker.io containerd runc podman skopeo busybox-static
+               uidmap iptables nginx-light wrk chromium)
 
 case "${1:-test}" in
   demo) wanted=("${demo_packages[@]}") ;;
-  test) wanted=("${demo_packages[@]}" "${test_packages[@]}") ;;
-  *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
+  fast) wanted=("${demo_packages[@]}" "${fast_packages[@]}") ;;
+  test) wanted=("${demo_packages[@]}" "${fast_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "usage: $0 [demo|fast|test]" >&2; exit 2 ;;
 esac
 
 missing=()

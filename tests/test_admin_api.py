@@ -1,8 +1,7 @@
-"""The management API (`/api/v1`) through a real `metahub serve`, and its effects on the registry.
+"""The management API (`/api/v1`) of the app `metahub serve` runs, and its effects on the registry.
 
-The upstream is the demo's OCI layout: qnib/bench:latest offers amd64 cpu:broadwell, cpu:skylake,
-generic and cpu:broadwell+nvcap:5.2 builds and an arm64 generic one. What a machine type is
-served is checked by pulling through the registry side, with the expected entries read from the
+The hub is tests/support/admin_hub.py's, in this process. What a machine type is served is
+checked by pulling through the registry side, with the expected entries read from the demo
 layout's own files.
 """
 
@@ -19,27 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.admin_hub import ADMIN_TOKEN, CONFIG_TYPE, IMAGE, Hub, admin_hub_config
 from tests.support.demo import demo_entries
-from tests.support.metahub_server import MetaHubServer
-
-ADMIN_TOKEN = "admin-token-for-api-tests"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-ACCEPT_ALL = ", ".join(
-    [
-        OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
-CONFIG_TYPE = {
-    "name": "config-type",
-    "login": "config-login",
-    "password": "config-password",
-    "features": ["cpu:broadwell"],
-}
-IMAGE = "qnib/bench:latest"
-
+from tests.support.inprocess import InProcessHub
+from tests.support.oci import ACCEPT_ALL
 
 # -- fixtures ---------------------------------------------------------------------------------
 
@@ -59,36 +41,18 @@ def entries(layout: Path) -> dict[str, str]:
     return demo_entries(layout)
 
 
-def server_config(layout: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "upstream": {"path": str(layout)},
-        "machine_types": [CONFIG_TYPE],
-        "admin": {"tokens": [ADMIN_TOKEN]},
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
-def server(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
-    # Failed logins are tested on a server of their own; here they must not add up to a 429.
-    config = server_config(layout, login_limit={"failures": 100000})
-    (workdir / "main").mkdir()
-    with MetaHubServer(workdir / "main", config) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def anon(server: MetaHubServer) -> Iterator[httpx.Client]:
+def anon(admin_hub: Hub) -> Iterator[httpx.Client]:
     """A client with no credentials."""
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with admin_hub.client(timeout=30) as http:
         yield http
 
 
 @pytest.fixture(scope="module")
-def api(server: MetaHubServer) -> Iterator[httpx.Client]:
+def api(admin_hub: Hub) -> Iterator[httpx.Client]:
     """A client of /api/v1 with the config's admin token."""
-    with httpx.Client(
-        base_url=server.url + "/api/v1",
+    with admin_hub.client(
+        base_url=admin_hub.url + "/api/v1",
         headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
         timeout=30,
     ) as http:
@@ -408,14 +372,14 @@ def test_platforms_of_a_type_take_effect(
 
 
 def test_credential_create_list_get_never_show_the_secret(
-    api: httpx.Client, anon: httpx.Client, server: MetaHubServer
+    api: httpx.Client, anon: httpx.Client, admin_hub: Hub
 ) -> None:
     name = new_type(api)
     issued = new_credential(api, name)
     assert issued["login"].startswith(f"{name}-")
     assert len(issued["password"]) >= 24
     assert issued["docker_login"] == (
-        f"docker login -u {issued['login']} --password-stdin {server.host}"
+        f"docker login -u {issued['login']} --password-stdin {admin_hub.host}"
     )
     named = new_credential(api, name, login="rack7.node@lab")
     assert named["login"] == "rack7.node@lab"
@@ -905,19 +869,14 @@ def test_openapi_lists_every_route(anon: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def limited(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
-    """A server with the default limit: 10 failed logins a minute per address."""
-    (workdir / "limited").mkdir()
-    with MetaHubServer(workdir / "limited", server_config(layout)) as running:
+def limited(workdir: Path, layout: Path) -> Iterator[InProcessHub]:
+    """A hub with the default limit: 10 failed logins a minute per address."""
+    with InProcessHub(workdir / "limited", admin_hub_config(layout)) as running:
         yield running
 
 
-def client_from(server: MetaHubServer, address: str) -> httpx.Client:
-    return httpx.Client(
-        base_url=server.url,
-        timeout=30,
-        transport=httpx.HTTPTransport(local_address=address),
-    )
+def client_from(hub: InProcessHub, address: str) -> httpx.Client:
+    return hub.client(address=address)
 
 
 def config_basic(password: str = CONFIG_TYPE["password"]) -> dict[str, str]:
@@ -959,7 +918,7 @@ def assert_limited(response: httpx.Response) -> None:
     ids=["token-get", "token-post", "registry-basic", "admin-api"],
 )
 def test_ten_failed_logins_a_minute_then_429(
-    limited: MetaHubServer, address: str, attempt: Any, good: str
+    limited: InProcessHub, address: str, attempt: Any, good: str
 ) -> None:
     with client_from(limited, address) as client:
         for _ in range(3):  # successes are not counted
@@ -977,7 +936,7 @@ def test_ten_failed_logins_a_minute_then_429(
         assert admin_call(other, ADMIN_TOKEN).status_code == 200
 
 
-def test_anonymous_and_token_requests_are_not_failed_logins(limited: MetaHubServer) -> None:
+def test_anonymous_and_token_requests_are_not_failed_logins(limited: InProcessHub) -> None:
     with client_from(limited, "127.0.0.6") as client:
         token = token_get(client, CONFIG_TYPE["password"]).json()["token"]
         for _ in range(12):

@@ -6,6 +6,7 @@ the document declares (status, content type, body schema).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +20,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from metahub.demo.images import build_demo_layout
 from metahub.server.api import create_api
 from tests.support.metahub_server import MetaHubServer
 
@@ -28,11 +28,10 @@ MAX_EXAMPLES = 12  # per operation: the whole run stays well under half a minute
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaHubServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, demo_layout: Path) -> Iterator[MetaHubServer]:
     workdir = tmp_path_factory.mktemp("schemathesis")
-    build_demo_layout(workdir / "layout")
     config = {
-        "upstream": {"path": str(workdir / "layout")},
+        "upstream": {"path": str(demo_layout)},
         "machine_types": [
             {"name": "config-type", "login": "config-login", "password": "pw"},
         ],

@@ -231,6 +231,7 @@ def settled(read: object, quiet: float = 0.5, timeout: float = 20) -> int:
     return int(last)
 
 
+@pytest.mark.slow  # 1 GiB through a real server, its memory sampled
 def test_a_1_gib_blob_streams_in_flat_memory(
     client: httpx.Client, upstream: ScriptedRegistry, hub: MeasuredMetaHub
 ):

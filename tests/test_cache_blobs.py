@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.inprocess import InProcessHub
 from tests.support.measured import MeasuredMetaHub, PeakRss
 from tests.support.metahub_server import MetaHubServer
 from tests.support.scrape import Samples, scrape, value
@@ -221,14 +222,14 @@ def test_the_least_recently_used_blobs_are_evicted_beyond_max_size_and_the_rest_
     cache = tmp_path / "blobs"
     max_size = 2 * MiB + MiB // 2
     with (
-        MetaHubServer(tmp_path, config(upstream, cache, max_size)) as hub,
-        httpx.Client(base_url=hub.url, timeout=60) as client,
+        InProcessHub(tmp_path, config(upstream, cache, max_size)) as hub,
+        hub.client() as client,
     ):
         for blob in (a, b, a, c):  # a is used again, so b is the least recently used
             assert client.get(path_of(blob)).content == blob.content()
             wait_until(cached_file(cache, blob).exists)
         wait_until(lambda: not cached_file(cache, b).exists())
-        held = value(scrape(hub.url), "metahub_blob_cache_bytes")
+        held = value(scrape(client), "metahub_blob_cache_bytes")
         # Now a is used again and b comes back: c is the least recently used.
         assert client.get(path_of(a)).content == a.content()
         assert client.get(path_of(b)).content == b.content()
@@ -243,8 +244,8 @@ def test_the_least_recently_used_blobs_are_evicted_beyond_max_size_and_the_rest_
 
     # What is on disk is served after a restart without asking the upstream.
     with (
-        MetaHubServer(tmp_path, config(upstream, cache, max_size)) as hub,
-        httpx.Client(base_url=hub.url, timeout=60) as client,
+        InProcessHub(tmp_path, config(upstream, cache, max_size)) as hub,
+        hub.client() as client,
     ):
         assert client.get(path_of(a)).content == a.content()
         assert client.get(path_of(b)).content == b.content()
@@ -252,6 +253,7 @@ def test_the_least_recently_used_blobs_are_evicted_beyond_max_size_and_the_rest_
     assert upstream.count("GET", path_of(b)) == 2
 
 
+@pytest.mark.slow  # 256 MiB through a real server, its memory sampled
 def test_a_large_blob_goes_through_the_cache_in_flat_memory(
     client: httpx.Client, upstream: ScriptedRegistry, hub: MeasuredMetaHub, cache_dir: Path
 ):

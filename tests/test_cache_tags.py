@@ -14,9 +14,8 @@ from metahub.oci.layout_writer import LayoutWriter
 from metahub.upstream.base import Manifest, ManifestHead
 from metahub.upstream.caching import CachingUpstream
 from metahub.upstream.layout import OciLayoutUpstream
+from tests.support.oci import OCI_CONFIG, OCI_MANIFEST
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 TAGS = ("one", "two", "three")
 
 

@@ -15,7 +15,6 @@ import argon2
 import httpx
 import pytest
 
-from metahub.demo.images import build_demo_layout
 from tests.support.metahub_server import MetaHubServer
 
 PASSWORD = "correct horse battery staple"
@@ -78,11 +77,10 @@ def test_hash_password_prompts_twice_and_prints_only_the_hash():
 
 @pytest.fixture(scope="module")
 def hashed_hub(
-    tmp_path_factory: pytest.TempPathFactory, password_hash: str
+    tmp_path_factory: pytest.TempPathFactory, password_hash: str, demo_layout: Path
 ) -> Iterator[tuple[MetaHubServer, Path]]:
     tmp = tmp_path_factory.mktemp("cli-hub")
-    layout = tmp / "layout"
-    build_demo_layout(layout)
+    layout = demo_layout
     config = {
         "upstream": {"path": str(layout)},
         "machine_types": [

@@ -1,4 +1,4 @@
-"""The explain API through a real `metahub serve`, and the `metahub explain` command.
+"""The explain API of the app `metahub serve` runs (in process), and the `metahub explain` command.
 
 The upstream is the demo's OCI layout (qnib/bench:latest: amd64 cpu:broadwell, amd64 cpu:skylake,
 amd64 generic, amd64 cpu:broadwell+nvcap:5.2, arm64 generic). Expected entries, digests and
@@ -23,19 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from metahub.demo.images import build_demo_layout
+from tests.support.inprocess import InProcessHub
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import ACCEPT_ALL, OCI_INDEX, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-ACCEPT_ALL = ", ".join(
-    [
-        OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        OCI_MANIFEST,
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 ADMIN_TOKEN = "admin-token-for-tests-0001"
 HASHED_ADMIN_TOKEN = "second-admin-token-0002"
 MACHINE_TYPES = [
@@ -54,10 +45,6 @@ LOGINS = {m["name"]: (m["login"], m["password"]) for m in MACHINE_TYPES}
 SEED_CHOICE = {"type1": 0, "type2": 1, "type3": 1, "type4": 3}
 ARM64_POSITION = 4
 IMAGE = "qnib/bench:latest"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def basic(name: str) -> str:
@@ -96,10 +83,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def layout(workdir: Path) -> Path:
-    path = workdir / "layout"
-    build_demo_layout(path)
-    return path
+def layout(demo_layout: Path) -> Path:
+    return demo_layout
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +118,15 @@ def config(layout: Path, data_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
-    serve_dir = workdir / "serve"
-    serve_dir.mkdir()
-    with MetaHubServer(serve_dir, config(layout, serve_dir / "data")) as running:
+def hub(workdir: Path, layout: Path) -> Iterator[InProcessHub]:
+    hub_dir = workdir / "hub"
+    with InProcessHub(hub_dir, config(layout, hub_dir / "data")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(server: MetaHubServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as http:
+def client(hub: InProcessHub) -> Iterator[httpx.Client]:
+    with hub.client() as http:
         yield http
 
 
@@ -354,27 +338,30 @@ def test_openapi_lists_explain(client: httpx.Client) -> None:
 # --- the log -----------------------------------------------------------------------------------
 
 
-def test_served_filtered_index_is_logged(
-    client: httpx.Client, server: MetaHubServer, upstream: Upstream
-) -> None:
-    pulled = client.get(
-        "/v2/qnib/bench/manifests/latest",
-        headers={"authorization": basic("type3"), "accept": ACCEPT_ALL},
-    )
-    assert pulled.status_code == 200
-    chosen = [upstream.entries[SEED_CHOICE["type3"]]["digest"], upstream.entries[4]["digest"]]
-    deadline = time.monotonic() + 5
-    while True:
-        lines = [
-            line
-            for line in server.log().splitlines()
-            if re.search(r"\btype3\b", line) and upstream.index_digest in line
-        ]
-        if lines or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert lines, server.log()
-    assert all(digest in lines[-1] for digest in chosen), lines[-1]
+def test_served_filtered_index_is_logged(workdir: Path, layout: Path, upstream: Upstream) -> None:
+    # What `metahub serve` itself writes to its log, so this one runs the real server.
+    serve_dir = workdir / "serve"
+    serve_dir.mkdir()
+    with MetaHubServer(serve_dir, config(layout, serve_dir / "data")) as server:
+        pulled = httpx.get(
+            f"{server.url}/v2/qnib/bench/manifests/latest",
+            headers={"authorization": basic("type3"), "accept": ACCEPT_ALL},
+            timeout=30,
+        )
+        assert pulled.status_code == 200
+        chosen = [upstream.entries[SEED_CHOICE["type3"]]["digest"], upstream.entries[4]["digest"]]
+        deadline = time.monotonic() + 5
+        while True:
+            lines = [
+                line
+                for line in server.log().splitlines()
+                if re.search(r"\btype3\b", line) and upstream.index_digest in line
+            ]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert lines, server.log()
+        assert all(digest in lines[-1] for digest in chosen), lines[-1]
 
 
 # --- the command -------------------------------------------------------------------------------

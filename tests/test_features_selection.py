@@ -6,7 +6,6 @@ Expected choices come from the product's defining example and from an oracle wri
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -26,43 +25,7 @@ from metahub.features.selection import (
 )
 from metahub.oci.index import Index
 from metahub.oci.platform import PlatformKey
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-AMD64 = {"os": "linux", "architecture": "amd64"}
-ARM64 = {"os": "linux", "architecture": "arm64"}
-UNKNOWN = {"os": "unknown", "architecture": "unknown"}
-
-
-def sha(label: str) -> str:
-    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
-
-
-def image(label: str, platform: dict[str, str] | None, *features: str) -> dict[str, Any]:
-    descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": sha(label), "size": 100}
-    if platform is not None:
-        descriptor["platform"] = dict(platform)
-        if features:
-            descriptor["platform"]["features"] = list(features)
-    return descriptor
-
-
-def attestation(label: str, of: str) -> dict[str, Any]:
-    return {
-        "mediaType": OCI_MANIFEST,
-        "digest": sha(label),
-        "size": 50,
-        "platform": dict(UNKNOWN),
-        "annotations": {
-            "vnd.docker.reference.type": "attestation-manifest",
-            "vnd.docker.reference.digest": sha(of),
-        },
-    }
-
-
-def make_index(*descriptors: dict[str, Any], **top: Any) -> Index:
-    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, **top, "manifests": list(descriptors)}
-    return Index.parse(json.dumps(document).encode())
+from tests.support.oci import AMD64, ARM64, OCI_INDEX, attestation, entry, make_index, sha
 
 
 def labels(selection: Selection) -> set[str]:
@@ -96,11 +59,11 @@ ALL_LABELS = [
 
 # The product's defining example.
 SEED = make_index(
-    image("broadwell", AMD64, "cpu:broadwell"),
-    image("skylake", AMD64, "cpu:skylake"),
-    image("generic", AMD64),
-    image("broadwell-nvcap", AMD64, "cpu:broadwell", "nvcap:5.2"),
-    image("arm64", ARM64),
+    entry("broadwell", AMD64, "cpu:broadwell"),
+    entry("skylake", AMD64, "cpu:skylake"),
+    entry("generic", AMD64),
+    entry("broadwell-nvcap", AMD64, "cpu:broadwell", "nvcap:5.2"),
+    entry("arm64", ARM64),
 )
 
 
@@ -177,23 +140,23 @@ def test_verdicts_explain_every_entry(matchers: Matchers) -> None:
 )
 def test_nvcap_rules(features: list[str], chosen: str, matchers: Matchers) -> None:
     index = make_index(
-        image("nv52", AMD64, "nvcap:5.2"),
-        image("nv90a", AMD64, "nvcap:9.0a"),
-        image("generic", AMD64),
+        entry("nv52", AMD64, "nvcap:5.2"),
+        entry("nv90a", AMD64, "nvcap:9.0a"),
+        entry("generic", AMD64),
     )
     assert labels(select(index, machine(*features), matchers)) == {chosen}
 
 
 def test_group_with_no_fitting_entry_is_dropped(matchers: Matchers) -> None:
-    index = make_index(image("skylake", AMD64, "cpu:skylake"), image("arm64", ARM64))
+    index = make_index(entry("skylake", AMD64, "cpu:skylake"), entry("arm64", ARM64))
     selection = select(index, machine("cpu:broadwell"), matchers)
     assert labels(selection) == {"arm64"}
 
 
 def test_no_matching_entry(matchers: Matchers) -> None:
     index = make_index(
-        image("skylake", AMD64, "cpu:skylake"),
-        image("broadwell-nvcap", AMD64, "cpu:broadwell", "nvcap:5.2"),
+        entry("skylake", AMD64, "cpu:skylake"),
+        entry("broadwell-nvcap", AMD64, "cpu:broadwell", "nvcap:5.2"),
     )
     with pytest.raises(NoMatchingEntry) as info:
         select(index, machine("cpu:ivybridge", "nvcap:6.1", name="old-gpu-box"), matchers)
@@ -209,16 +172,16 @@ def test_no_matching_entry(matchers: Matchers) -> None:
 
 
 def test_no_matching_entry_names_a_featureless_machine(matchers: Matchers) -> None:
-    index = make_index(image("skylake", AMD64, "cpu:skylake"))
+    index = make_index(entry("skylake", AMD64, "cpu:skylake"))
     with pytest.raises(NoMatchingEntry, match="no features"):
         select(index, machine(), matchers)
 
 
 def test_attestations_follow_their_image(matchers: Matchers) -> None:
     index = make_index(
-        image("broadwell", AMD64, "cpu:broadwell"),
-        image("skylake", AMD64, "cpu:skylake"),
-        image("generic", AMD64),
+        entry("broadwell", AMD64, "cpu:broadwell"),
+        entry("skylake", AMD64, "cpu:skylake"),
+        entry("generic", AMD64),
         attestation("att-broadwell", of="broadwell"),
         attestation("att-skylake", of="skylake"),
         attestation("att-generic", of="generic"),
@@ -229,7 +192,7 @@ def test_attestations_follow_their_image(matchers: Matchers) -> None:
 
 def test_attestations_are_not_counted_as_a_platform(matchers: Matchers) -> None:
     index = make_index(
-        image("skylake", AMD64, "cpu:skylake"),
+        entry("skylake", AMD64, "cpu:skylake"),
         attestation("att-skylake", of="skylake"),
     )
     with pytest.raises(NoMatchingEntry):
@@ -238,15 +201,15 @@ def test_attestations_are_not_counted_as_a_platform(matchers: Matchers) -> None:
 
 def test_entries_without_platform_are_kept(matchers: Matchers) -> None:
     index = make_index(
-        image("skylake", AMD64, "cpu:skylake"),
-        image("generic", AMD64),
-        image("artifact", None),
+        entry("skylake", AMD64, "cpu:skylake"),
+        entry("generic", AMD64),
+        entry("artifact", None),
     )
     assert labels(select(index, machine("cpu:skylake"), matchers)) == {"skylake", "artifact"}
 
 
 def test_unreadable_feature_never_fits(matchers: Matchers) -> None:
-    index = make_index(image("bad", AMD64, "broadwell"), image("generic", AMD64))
+    index = make_index(entry("bad", AMD64, "broadwell"), entry("generic", AMD64))
     selection = select(index, machine("cpu:broadwell"), matchers)
     assert labels(selection) == {"generic"}
     bad = selection.verdicts[0]
@@ -256,16 +219,16 @@ def test_unreadable_feature_never_fits(matchers: Matchers) -> None:
 
 def test_ties_go_to_the_earlier_entry(matchers: Matchers) -> None:
     index = make_index(
-        image("first", AMD64, "cpu:haswell"),
-        image("second", AMD64, "cpu:haswell"),
+        entry("first", AMD64, "cpu:haswell"),
+        entry("second", AMD64, "cpu:haswell"),
     )
     assert labels(select(index, machine("cpu:skylake"), matchers)) == {"first"}
 
 
 def test_more_features_satisfied_wins(matchers: Matchers) -> None:
     index = make_index(
-        image("skylake", AMD64, "cpu:skylake"),
-        image("broadwell-nvcap", AMD64, "cpu:broadwell", "nvcap:5.2"),
+        entry("skylake", AMD64, "cpu:skylake"),
+        entry("broadwell-nvcap", AMD64, "cpu:broadwell", "nvcap:5.2"),
     )
     chosen = labels(select(index, machine("cpu:skylake", "nvcap:5.2"), matchers))
     assert chosen == {"broadwell-nvcap"}
@@ -286,7 +249,7 @@ def test_most_derived_microarch_is_chosen(
 ) -> None:
     ancestors = {t.name for t in archspec.cpu.TARGETS[expected].ancestors}
     assert set(order) - {expected} <= ancestors  # expected descends from every other entry
-    index = make_index(*(image(name, AMD64, f"cpu:{name}") for name in order))
+    index = make_index(*(entry(name, AMD64, f"cpu:{name}") for name in order))
     assert labels(select(index, machine("cpu:cascadelake"), matchers)) == {expected}
 
 
@@ -299,7 +262,7 @@ def test_matchers_configured_per_key() -> None:
 
 
 def test_unknown_keys_are_matched_exactly(matchers: Matchers) -> None:
-    index = make_index(image("first", AMD64, "gpu:t4"), image("generic", AMD64))
+    index = make_index(entry("first", AMD64, "gpu:t4"), entry("generic", AMD64))
     assert labels(select(index, machine("gpu:t4"), matchers)) == {"first"}
     assert labels(select(index, machine("gpu:T4"), matchers)) == {"generic"}
 
@@ -364,7 +327,7 @@ def indexes(draw: st.DrawFn) -> Index:
     for i in range(count):
         platform = draw(st.sampled_from(PLATFORMS))
         features = draw(st.lists(st.sampled_from(ENTRY_FEATURES), max_size=3, unique=True))
-        descriptors.append(image(f"entry-{i}", platform, *features))
+        descriptors.append(entry(f"entry-{i}", platform, *features))
     for i in range(draw(st.integers(0, 2))):
         descriptors.append(attestation(f"att-{i}", of=f"entry-{draw(st.integers(0, count))}"))
     return make_index(*draw(st.permutations(descriptors)))
@@ -376,8 +339,8 @@ PROPERTY_SETTINGS = settings(
 )
 
 
-def _is_attestation(entry: Any) -> bool:
-    return entry.annotations.get("vnd.docker.reference.type") == "attestation-manifest"
+def _is_attestation(candidate: Any) -> bool:
+    return candidate.annotations.get("vnd.docker.reference.type") == "attestation-manifest"
 
 
 def _images(index: Index) -> list[Any]:
@@ -399,11 +362,11 @@ def test_property_chosen_entries_fit(index: Index, features: list[str]) -> None:
     if selection is None:
         assert not any(oracle_fits(e.features, features) for e in _images(index))
         return
-    for entry in selection.kept:
-        if _is_attestation(entry):
+    for kept in selection.kept:
+        if _is_attestation(kept):
             continue
-        assert judge(entry, profile, Matchers()).fits
-        assert oracle_fits(entry.features, features), entry.features
+        assert judge(kept, profile, Matchers()).fits
+        assert oracle_fits(kept.features, features), kept.features
 
 
 @PROPERTY_SETTINGS
@@ -441,15 +404,15 @@ def test_property_generic_only_when_no_featured_entry_fits(
     selection = _select_or_none(index, machine(*features))
     if selection is None:
         return
-    for entry in selection.kept:
-        if _is_attestation(entry) or entry.features:
+    for kept in selection.kept:
+        if _is_attestation(kept) or kept.features:
             continue
         rivals = [
             e
             for e in _images(index)
-            if e.platform == entry.platform and e.features and oracle_fits(e.features, features)
+            if e.platform == kept.platform and e.features and oracle_fits(e.features, features)
         ]
-        assert rivals == [], (entry.platform, [e.features for e in rivals])
+        assert rivals == [], (kept.platform, [e.features for e in rivals])
 
 
 @PROPERTY_SETTINGS
@@ -458,15 +421,15 @@ def test_property_most_features_satisfied(index: Index, features: list[str]) -> 
     selection = _select_or_none(index, machine(*features))
     if selection is None:
         return
-    for entry in selection.kept:
-        if _is_attestation(entry):
+    for kept in selection.kept:
+        if _is_attestation(kept):
             continue
         best = max(
             len(e.features)
             for e in _images(index)
-            if e.platform == entry.platform and oracle_fits(e.features, features)
+            if e.platform == kept.platform and oracle_fits(e.features, features)
         )
-        assert len(entry.features) == best
+        assert len(kept.features) == best
 
 
 @PROPERTY_SETTINGS
@@ -478,10 +441,10 @@ def test_property_attestations_kept_only_with_their_image(
     if selection is None:
         return
     chosen_digests = {e.digest for e in selection.kept if not _is_attestation(e)}
-    for entry in index.entries:
-        if _is_attestation(entry):
-            referenced = entry.annotations["vnd.docker.reference.digest"]
-            assert (entry in selection.kept) == (referenced in chosen_digests)
+    for candidate in index.entries:
+        if _is_attestation(candidate):
+            referenced = candidate.annotations["vnd.docker.reference.digest"]
+            assert (candidate in selection.kept) == (referenced in chosen_digests)
 
 
 def test_platform_keys_used_by_properties_are_distinct() -> None:

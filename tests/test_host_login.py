@@ -366,6 +366,7 @@ def test_a_damaged_auth_file_is_named_and_left_alone(setup: Setup, host: Host) -
 # -- real runtimes with the written files ---------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_docker_pulls_the_host_s_build_with_the_written_config(
     setup: Setup, host: Host, dockerd: Dockerd
 ) -> None:
@@ -379,6 +380,7 @@ def test_docker_pulls_the_host_s_build_with_the_written_config(
     dockerd.docker("image", "rm", ref, config_dir=host.docker_config)
 
 
+@pytest.mark.e2e
 def test_docker_cannot_pull_without_the_login(setup: Setup, host: Host, dockerd: Dockerd) -> None:
     host.docker_config.mkdir()
     pulled = dockerd.docker(
@@ -388,6 +390,7 @@ def test_docker_cannot_pull_without_the_login(setup: Setup, host: Host, dockerd:
     assert "unauthorized" in pulled.stderr.lower() or "no basic auth" in pulled.stderr.lower()
 
 
+@pytest.mark.e2e
 def test_podman_pulls_the_host_s_build_with_the_written_auth_file(
     setup: Setup, tmp_path: Path
 ) -> None:

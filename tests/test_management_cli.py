@@ -31,7 +31,6 @@ import yaml
 from click.testing import CliRunner
 
 from metahub.cli import main
-from metahub.demo.images import build_demo_layout
 from tests.support.metahub_server import MetaHubServer
 
 ADMIN_TOKEN = "admin-token-for-cli-tests"
@@ -108,10 +107,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def layout(workdir: Path) -> Path:
-    path = workdir / "layout"
-    build_demo_layout(path)
-    return path
+def layout(demo_layout: Path) -> Path:
+    return demo_layout
 
 
 def config_for(layout: Path, data_dir: Path) -> dict[str, Any]:

@@ -7,7 +7,6 @@ expected digest is hashed here with hashlib, never taken from the service's answ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -24,15 +23,17 @@ from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.serving.manifests import ServedManifest
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-REFERENCE_TYPE = "vnd.docker.reference.type"
-REFERENCE_DIGEST = "vnd.docker.reference.digest"
-AMD64 = {"os": "linux", "architecture": "amd64"}
-ARM64 = {"os": "linux", "architecture": "arm64"}
-ARM64_V8 = {"os": "linux", "architecture": "arm64", "variant": "v8"}
+from tests.support.oci import (
+    AMD64,
+    ARM64,
+    ARM64_V8,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REFERENCE_DIGEST,
+    REFERENCE_TYPE,
+    sha256,
+)
 
 MACHINE_TYPES = [
     {"name": "sky", "login": "sky", "password": "sky-password", "features": ["cpu:skylake"]},
@@ -51,10 +52,6 @@ ARM_FIRST = Principal("arm-first", "arm-first")
 DRV = Principal("drv", "drv")
 ZEN = Principal("zen", "zen")
 UNFILTERED = Principal("anonymous", None)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass

@@ -10,35 +10,20 @@ import pytest
 
 from metahub.oci.index import Index, InvalidIndex, digest_of
 from metahub.oci.platform import PlatformKey
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, entry, sha
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def sha(label: str) -> str:
-    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
-
-
-def descriptor(label: str, platform: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
-    value: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": sha(label), "size": 500}
-    if platform is not None:
-        value["platform"] = platform
-    value.update(extra)
-    return value
-
-
-AMD64_SKYLAKE = descriptor(
+AMD64_SKYLAKE = entry(
     "amd64-skylake",
     {"architecture": "amd64", "os": "linux", "features": ["cpu:skylake"]},
     annotations={"org.example.note": "fast"},
 )
-AMD64_GENERIC = descriptor("amd64", {"architecture": "amd64", "os": "linux"})
-ARM64_V8 = descriptor("arm64", {"architecture": "arm64", "os": "linux", "variant": "v8"})
-WINDOWS = descriptor(
+AMD64_GENERIC = entry("amd64", {"architecture": "amd64", "os": "linux"})
+ARM64_V8 = entry("arm64", {"architecture": "arm64", "os": "linux", "variant": "v8"})
+WINDOWS = entry(
     "windows",
     {"architecture": "amd64", "os": "windows", "os.version": "10.0.17763.1"},
 )
-NO_PLATFORM = descriptor("artifact", None, artifactType="application/example")
+NO_PLATFORM = entry("artifact", None, artifactType="application/example")
 
 DOCUMENT: dict[str, Any] = {
     "schemaVersion": 2,
@@ -98,7 +83,7 @@ def test_annotations(index: Index) -> None:
 
 
 def test_non_object_annotations_read_as_none() -> None:
-    document = {"manifests": [descriptor("x", None, annotations=["not", "a", "map"])]}
+    document = {"manifests": [entry("x", None, annotations=["not", "a", "map"])]}
     assert Index.parse(encode(document)).entries[0].annotations == {}
 
 
@@ -111,7 +96,7 @@ def test_missing_fields_read_as_empty() -> None:
 
 
 def test_null_features_read_as_none() -> None:
-    document = {"manifests": [descriptor("x", {"os": "linux", "architecture": "amd64"})]}
+    document = {"manifests": [entry("x", {"os": "linux", "architecture": "amd64"})]}
     document["manifests"][0]["platform"]["features"] = None
     assert Index.parse(encode(document)).entries[0].features == ()
 
@@ -189,7 +174,7 @@ def test_with_entries_does_not_change_the_index(index: Index) -> None:
 
 def _platform_features(value: Any) -> bytes:
     platform = {"architecture": "amd64", "os": "linux", "features": value}
-    return encode({"manifests": [descriptor("x", platform)]})
+    return encode({"manifests": [entry("x", platform)]})
 
 
 @pytest.mark.parametrize(

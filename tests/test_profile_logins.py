@@ -435,6 +435,7 @@ def test_bad_profile_logins_get_no_manifest(
     assert says in refused.json()["errors"][0]["message"]
 
 
+@pytest.mark.e2e
 def test_docker_logs_in_and_pulls_with_a_profile_login(
     setup: Setup, dockerd: Dockerd, docker_config: Path
 ) -> None:
@@ -449,6 +450,7 @@ def test_docker_logs_in_and_pulls_with_a_profile_login(
     dockerd.docker("image", "rm", ref, config_dir=docker_config)
 
 
+@pytest.mark.e2e
 def test_docker_login_with_a_refused_profile_login_fails_with_the_reason(
     setup: Setup, dockerd: Dockerd, docker_config: Path
 ) -> None:

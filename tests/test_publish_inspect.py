@@ -7,7 +7,6 @@ digests, sizes and features with what the registry serves, hashed here.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from metahub.demo.images import FeatureImage, build_feature_images
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import sha256
 from tests.support.push import Pusher
 from tests.support.servers import RegistryServer, skopeo
 
@@ -29,10 +29,6 @@ BUILDS = (
     FeatureImage("cpu-broadwell", "broadwell", ("cpu:broadwell", "nvcap:5.2"), ">> broadwell"),
 )
 LOGINS = {"type-skylake": ["cpu:skylake"], "type-broadwell": ["cpu:broadwell", "nvcap:5.2"]}
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -82,6 +78,7 @@ def skopeo_raw(ref: str, creds: str | None = None) -> bytes:
     return result.stdout.encode()
 
 
+@pytest.mark.e2e
 def test_raw_is_the_registry_bytes_exactly(setup: Setup) -> None:
     ref = f"{setup.registry.host}/{REPOSITORY}:latest"
     result = inspect("--raw", ref)
@@ -89,6 +86,7 @@ def test_raw_is_the_registry_bytes_exactly(setup: Setup) -> None:
     assert result.stdout == skopeo_raw(ref)
 
 
+@pytest.mark.e2e
 def test_an_index_is_shown_as_a_table_of_its_entries(setup: Setup) -> None:
     ref = f"{setup.registry.host}/{REPOSITORY}:latest"
     result = inspect(ref)
@@ -113,6 +111,7 @@ def test_an_index_is_shown_as_a_table_of_its_entries(setup: Setup) -> None:
         ]
 
 
+@pytest.mark.e2e
 def test_a_single_manifest_shows_its_platform_config_and_layers(setup: Setup) -> None:
     ref = f"{setup.registry.host}/{REPOSITORY}:cpu-skylake"
     result = inspect(ref)
@@ -125,6 +124,7 @@ def test_a_single_manifest_shows_its_platform_config_and_layers(setup: Setup) ->
         assert layer["digest"] in out and str(layer["size"]) in out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("login", sorted(LOGINS))
 def test_through_metahub_it_shows_what_the_login_receives(setup: Setup, login: str) -> None:
     ref = f"{setup.hub.host}/{REPOSITORY}:latest"
@@ -144,6 +144,7 @@ def test_through_metahub_it_shows_what_the_login_receives(setup: Setup, login: s
         assert ", ".join(build.features) not in out
 
 
+@pytest.mark.e2e
 def test_through_metahub_with_the_login_from_docker_config(setup: Setup, tmp_path: Path) -> None:
     login = "type-broadwell"
     auth = base64.b64encode(f"{login}:{login}".encode()).decode()

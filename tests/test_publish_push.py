@@ -10,7 +10,6 @@ with HEAD requests, uploads and mounts in the registry's own request log. Finall
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -32,12 +31,10 @@ import yaml
 
 from metahub.demo.images import FeatureImage, build_feature_images
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.push import Pusher
 from tests.support.servers import RegistryServer, skopeo
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 ACCEPT = f"{OCI_INDEX}, {DOCKER_LIST}, {OCI_MANIFEST}"
 MEMBERS = "qnib/plain-featuretest"
 BUILDS = (
@@ -47,10 +44,6 @@ BUILDS = (
     ),
 )
 AUTH = ("publisher", "publisher-secret")
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -173,6 +166,7 @@ def pushed_refs(stdout: str) -> dict[str, str]:
     return refs
 
 
+@pytest.mark.e2e
 def test_push_keeps_features_makes_every_tag_and_mounts_members(setup: Setup) -> None:
     host = setup.source.host
     spec = write_spec(setup.work / "seed.yaml", seed_spec(host, "qnib/bench"))
@@ -213,6 +207,7 @@ def test_push_keeps_features_makes_every_tag_and_mounts_members(setup: Setup) ->
     assert raw(f"{host}/qnib/bench:latest") == latest
 
 
+@pytest.mark.e2e
 def test_dry_run_prints_the_index_and_pushes_nothing(setup: Setup) -> None:
     host = setup.source.host
     spec = write_spec(setup.work / "dry.yaml", seed_spec(host, "qnib/dry"))
@@ -238,6 +233,7 @@ def test_dry_run_prints_the_index_and_pushes_nothing(setup: Setup) -> None:
     assert raw(f"{host}/qnib/dry:latest") == printed
 
 
+@pytest.mark.e2e
 def test_type_docker_pushes_a_docker_manifest_list(setup: Setup) -> None:
     host = setup.source.host
     spec = write_spec(setup.work / "docker.yaml", seed_spec(host, "qnib/bench-docker"))
@@ -256,6 +252,7 @@ def test_type_docker_pushes_a_docker_manifest_list(setup: Setup) -> None:
     assert head.headers["docker-content-digest"] == sha256(data)
 
 
+@pytest.mark.e2e
 def test_a_member_that_is_an_index_is_expanded(setup: Setup) -> None:
     host = setup.source.host
     # build_feature_images tagged an index over both builds as :latest, features included.
@@ -285,6 +282,7 @@ def test_a_member_that_is_an_index_is_expanded(setup: Setup) -> None:
             assert got.status_code == 200 and sha256(got.content) == digest
 
 
+@pytest.mark.e2e
 def test_members_on_another_registry_are_copied(setup: Setup, tmp_path: Path) -> None:
     with RegistryServer(tmp_path / "target") as target:
         spec = write_spec(
@@ -321,6 +319,7 @@ def auth_source(tmp_path: Path, setup: Setup) -> Iterator[RegistryServer]:
         yield registry
 
 
+@pytest.mark.e2e
 def test_creds_log_in_to_the_registry(auth_source: RegistryServer, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "auth.yaml", seed_spec(auth_source.host, "qnib/bench"))
     refused = metahub_push(spec)
@@ -338,6 +337,7 @@ def test_creds_log_in_to_the_registry(auth_source: RegistryServer, tmp_path: Pat
     ]
 
 
+@pytest.mark.e2e
 def test_credentials_come_from_docker_config_json(
     auth_source: RegistryServer, tmp_path: Path
 ) -> None:
@@ -398,6 +398,7 @@ def hub(setup: Setup) -> Iterator[MetaHubServer]:
         yield server
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("login", "tag"), [("type-skylake", "cpu-skylake"), ("type-broadwell", "cpu-broadwell")]
 )
@@ -554,6 +555,7 @@ def token_registry(tmp_path: Path, setup: Setup) -> Iterator[tuple[RegistryServe
         tokens.close()
 
 
+@pytest.mark.e2e
 def test_push_through_token_authentication_mounts_with_both_scopes(
     token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
 ) -> None:
@@ -579,6 +581,7 @@ def test_push_through_token_authentication_mounts_with_both_scopes(
     assert "anonymously" in anonymous.stderr
 
 
+@pytest.mark.e2e
 def test_a_refused_mount_falls_back_to_copying(
     token_registry: tuple[RegistryServer, TokenServer], tmp_path: Path
 ) -> None:

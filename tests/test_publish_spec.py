@@ -7,7 +7,6 @@ digests are computed here with hashlib over the bytes compared.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,8 @@ from metahub.images.spec import (
     load_spec,
     parse_spec,
 )
+from tests.support.oci import DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 
@@ -50,10 +47,6 @@ manifests:
       features:
         - cpu:broadwell
 """
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """The registry API against a real upstream: docker-registry with htpasswd auth.
 
+MetaHub runs in this process (tests/support/inprocess.py); the upstream is a real server.
+
 Expected digests are computed here with hashlib from bytes read back from the upstream directly,
 never taken from MetaHub's answers.
 """
@@ -16,22 +18,12 @@ import httpx
 import jwt
 import pytest
 
-from metahub.demo.images import build_demo_layout
-from tests.support.metahub_server import MetaHubServer
+from tests.support.inprocess import InProcessHub
+from tests.support.oci import ACCEPT_ALL, OCI_INDEX, OCI_MANIFEST
 from tests.support.push import Pusher, sha256
 from tests.support.servers import RegistryServer
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 UPSTREAM_AUTH = ("upstream-user", "upstream-secret")
-ACCEPT_ALL = ", ".join(
-    [
-        OCI_INDEX,
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        OCI_MANIFEST,
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
-)
 MACHINE_TYPES = [
     {
         "name": "type1",
@@ -68,12 +60,10 @@ def upstream(workdir: Path) -> Iterator[RegistryServer]:
 
 
 @pytest.fixture(scope="module")
-def content(workdir: Path, upstream: RegistryServer) -> dict[str, str]:
+def content(upstream: RegistryServer, demo_layout: Path) -> dict[str, str]:
     """Push the demo images and a few special repositories; returns tag -> upstream digest."""
-    layout = workdir / "layout"
-    build_demo_layout(layout)
     pusher = Pusher(upstream.url, UPSTREAM_AUTH)
-    digests = pusher.layout(layout, "qnib/bench")
+    digests = pusher.layout(demo_layout, "qnib/bench")
     manifest = pusher.client.get(
         f"/v2/qnib/bench/manifests/{digests['cpu-skylake']}", headers={"accept": OCI_MANIFEST}
     ).content
@@ -125,17 +115,14 @@ def metahub_config(upstream: RegistryServer, **extra: object) -> dict[str, objec
 
 
 @pytest.fixture(scope="module")
-def hub(
-    workdir: Path, upstream: RegistryServer, content: dict[str, str]
-) -> Iterator[MetaHubServer]:
-    (workdir / "hub").mkdir()
-    with MetaHubServer(workdir / "hub", metahub_config(upstream)) as server:
-        yield server
+def hub(workdir: Path, upstream: RegistryServer, content: dict[str, str]) -> Iterator[InProcessHub]:
+    with InProcessHub(workdir / "hub", metahub_config(upstream)) as running:
+        yield running
 
 
 @pytest.fixture
-def client(hub: MetaHubServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=hub.url, timeout=30) as http:
+def client(hub: InProcessHub) -> Iterator[httpx.Client]:
+    with hub.client() as http:
         yield http
 
 
@@ -163,9 +150,7 @@ def error_code(response: httpx.Response) -> str:
 # -- authentication -------------------------------------------------------------------------
 
 
-def test_anonymous_ping_is_challenged_with_the_token_realm(
-    client: httpx.Client, hub: MetaHubServer
-):
+def test_anonymous_ping_is_challenged_with_the_token_realm(client: httpx.Client, hub: InProcessHub):
     response = client.get("/v2/")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == (
@@ -280,7 +265,7 @@ def test_each_machine_type_gets_its_build(
 
 
 def test_filtered_index_is_served_by_its_digest_and_head_matches_get(
-    client: httpx.Client, hub: MetaHubServer
+    client: httpx.Client, hub: InProcessHub
 ):
     headers = bearer(token(client, "qnib-type2", "repository:qnib/bench:pull"))
     head = client.head("/v2/qnib/bench/manifests/latest", headers=headers)
@@ -296,13 +281,13 @@ def test_filtered_index_is_served_by_its_digest_and_head_matches_get(
     assert head_by_digest.headers["docker-content-digest"] == digest
 
 
-def test_filtered_digest_survives_a_restart(client: httpx.Client, hub: MetaHubServer):
+def test_filtered_digest_survives_a_restart(client: httpx.Client, hub: InProcessHub):
     headers = bearer(token(client, "qnib-type4", "repository:qnib/bench:pull"))
     served = client.get("/v2/qnib/bench/manifests/latest", headers=headers)
     digest = served.headers["docker-content-digest"]
     hub.stop()
     hub.start()
-    with httpx.Client(base_url=hub.url, timeout=30) as fresh:
+    with hub.client() as fresh:
         again = fresh.get(f"/v2/qnib/bench/manifests/{digest}", headers=headers)
     assert again.status_code == 200
     assert again.content == served.content
@@ -510,7 +495,7 @@ def test_anonymous_as_a_machine_type(
     tmp_path: Path, upstream: RegistryServer, content: dict[str, str]
 ):
     config = metahub_config(upstream, anonymous={"machine_type": "type2"})
-    with MetaHubServer(tmp_path, config) as server, httpx.Client(base_url=server.url) as http:
+    with InProcessHub(tmp_path, config) as hub, hub.client() as http:
         index = http.get("/v2/qnib/bench/manifests/latest", headers={"accept": ACCEPT_ALL})
         assert index.status_code == 200
         amd64 = [
@@ -527,7 +512,7 @@ def test_anonymous_unfiltered_gets_the_upstream_index(
     tmp_path: Path, upstream: RegistryServer, content: dict[str, str]
 ):
     config = metahub_config(upstream, anonymous={"unfiltered": True})
-    with MetaHubServer(tmp_path, config) as server, httpx.Client(base_url=server.url) as http:
+    with InProcessHub(tmp_path, config) as hub, hub.client() as http:
         index = http.get("/v2/qnib/bench/manifests/latest", headers={"accept": ACCEPT_ALL})
         assert index.status_code == 200
         assert sha256(index.content) == content["latest"]
@@ -538,7 +523,7 @@ def test_wrong_upstream_credentials_are_a_502_naming_the_upstream(
 ):
     config = metahub_config(upstream)
     config["upstream"] = {"url": upstream.url, "username": "upstream-user", "password": "bad"}
-    with MetaHubServer(tmp_path, config) as server, httpx.Client(base_url=server.url) as http:
+    with InProcessHub(tmp_path, config) as hub, hub.client() as http:
         response = http.get("/v2/qnib/bench/manifests/latest", auth=("qnib-type1", "qnib-type1"))
     assert response.status_code == 502
     assert upstream.url in response.json()["errors"][0]["message"]
@@ -547,7 +532,7 @@ def test_wrong_upstream_credentials_are_a_502_naming_the_upstream(
 def test_unreachable_upstream_is_a_503_naming_it(tmp_path: Path):
     dead = "http://127.0.0.1:9"  # discard port: nothing listens on loopback there
     config = {"upstream": {"url": dead}, "machine_types": MACHINE_TYPES}
-    with MetaHubServer(tmp_path, config) as server, httpx.Client(base_url=server.url) as http:
+    with InProcessHub(tmp_path, config) as hub, hub.client() as http:
         response = http.get("/v2/qnib/bench/manifests/latest", auth=("qnib-type1", "qnib-type1"))
     assert response.status_code == 503
     assert dead in response.json()["errors"][0]["message"]

@@ -2,7 +2,8 @@
 `Retry-After`; another 4xx and a timeout never are.
 
 The upstream is a real HTTP server on loopback (tests/support/scripted_registry.py) that answers
-what each test queues before answering properly, and counts the requests where they arrive.
+what each test queues before answering properly, and counts the requests where they arrive;
+MetaHub runs in this process.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import orjson
 import pytest
 
 from metahub.client.retry import RetryPolicy
-from tests.support.metahub_server import MetaHubServer
+from tests.support.inprocess import InProcessHub
+from tests.support.oci import OCI_MANIFEST
 from tests.support.scripted_registry import DROP, Answer, Blob, ScriptedRegistry
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 RETRIES = 2
 MAX_DELAY = 2.0
 
@@ -33,7 +34,9 @@ def upstream() -> Iterator[ScriptedRegistry]:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedRegistry) -> Iterator[str]:
+def hub(
+    tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedRegistry
+) -> Iterator[InProcessHub]:
     config = {
         "upstream": {
             "url": upstream.url,
@@ -44,13 +47,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedRegistry) ->
         },
         "anonymous": {"unfiltered": True},
     }
-    with MetaHubServer(tmp_path_factory.mktemp("retry"), config) as server:
-        yield server.url
+    with InProcessHub(tmp_path_factory.mktemp("retry"), config) as running:
+        yield running
 
 
 @pytest.fixture
-def client(hub: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=hub, timeout=30) as http:
+def client(hub: InProcessHub) -> Iterator[httpx.Client]:
+    with hub.client() as http:
         yield http
 
 
@@ -246,8 +249,8 @@ def test_an_upstream_that_never_accepts_the_connection_times_out(tmp_path: Path,
         "upstream": {"url": unanswered, "connect_timeout": 0.5},
         "anonymous": {"unfiltered": True},
     }
-    with MetaHubServer(tmp_path, config) as hub:
-        response = httpx.get(f"{hub.url}/v2/retry/unanswered/manifests/latest", timeout=30)
+    with InProcessHub(tmp_path, config) as hub, hub.client() as http:
+        response = http.get("/v2/retry/unanswered/manifests/latest")
 
     assert response.status_code == 504
     assert response.json()["errors"][0]["code"] == "UPSTREAM_TIMEOUT"

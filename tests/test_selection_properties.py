@@ -9,7 +9,6 @@ and variant, with arm64/v8 read as arm64.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -27,12 +26,9 @@ from metahub.features.selection import (
     select,
 )
 from metahub.oci.index import Entry, Index
+from tests.support.oci import OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE, make_index, sha
 
 TARGETS = archspec.cpu.TARGETS
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-REFERENCE_TYPE = "vnd.docker.reference.type"
-REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 # The documented built-in aliases (two of them) and one configured for these tests.
 CPU_ALIASES = {"coffeelake": "skylake", "kabylake": "skylake", "corp-gen3": "icelake"}
@@ -179,10 +175,6 @@ def oracle_fits(entry: Entry, machine: list[str], platforms: list[str]) -> bool:
 # --- generated inputs --------------------------------------------------------------------------
 
 
-def sha(label: str) -> str:
-    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
-
-
 @st.composite
 def indexes(draw: st.DrawFn) -> Index:
     count = draw(st.integers(1, 9))
@@ -215,8 +207,7 @@ def indexes(draw: st.DrawFn) -> Index:
             }
         )
     ordered = draw(st.permutations(descriptors))
-    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": ordered}
-    return Index.parse(json.dumps(document).encode())
+    return make_index(*ordered)
 
 
 machines = st.lists(st.sampled_from(MACHINE_FEATURES), max_size=4, unique=True)

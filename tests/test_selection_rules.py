@@ -8,8 +8,6 @@ derived" has one answer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import archspec.cpu
@@ -23,53 +21,24 @@ from metahub.features.selection import (
     judge,
     select,
 )
-from metahub.oci.index import Index
+from tests.support.oci import (
+    AMD64,
+    AMD64_V2,
+    AMD64_V3,
+    ARM64,
+    ARM64_V8,
+    ARM_V7,
+    attestation,
+    entry,
+    make_index,
+    sha,
+)
 
 TARGETS = archspec.cpu.TARGETS
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-AMD64 = {"os": "linux", "architecture": "amd64"}
-AMD64_V3 = {"os": "linux", "architecture": "amd64", "variant": "v3"}
-AMD64_V2 = {"os": "linux", "architecture": "amd64", "variant": "v2"}
-ARM64 = {"os": "linux", "architecture": "arm64"}
-ARM64_V8 = {"os": "linux", "architecture": "arm64", "variant": "v8"}
-ARM_V7 = {"os": "linux", "architecture": "arm", "variant": "v7"}
-UNKNOWN = {"os": "unknown", "architecture": "unknown"}
 GENERIC = "generic"
 
 
 # --- building indexes --------------------------------------------------------------------------
-
-
-def sha(label: str) -> str:
-    return "sha256:" + hashlib.sha256(label.encode()).hexdigest()
-
-
-def entry(label: str, platform: dict[str, str] | None, *features: str) -> dict[str, Any]:
-    descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": sha(label), "size": 321}
-    if platform is not None:
-        descriptor["platform"] = dict(platform)
-        if features:
-            descriptor["platform"]["features"] = list(features)
-    return descriptor
-
-
-def attestation(label: str, of: str) -> dict[str, Any]:
-    return {
-        "mediaType": OCI_MANIFEST,
-        "digest": sha(label),
-        "size": 99,
-        "platform": dict(UNKNOWN),
-        "annotations": {
-            "vnd.docker.reference.type": "attestation-manifest",
-            "vnd.docker.reference.digest": sha(of),
-        },
-    }
-
-
-def make_index(*descriptors: dict[str, Any]) -> Index:
-    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list(descriptors)}
-    return Index.parse(json.dumps(document).encode())
 
 
 _BY_DIGEST: dict[str, str] = {}

@@ -20,9 +20,7 @@ import pytest
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.server.protocol import HOLD_LIMIT, CoalescingTransport
 from tests.support.metahub_server import MetaHubServer
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+from tests.support.oci import OCI_MANIFEST
 
 
 class RecordingTransport(asyncio.Transport):

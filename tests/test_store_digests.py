@@ -8,7 +8,6 @@ and the chosen image by digest sends no statement to the filtered-digest table.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,13 +25,10 @@ from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.serving.manifests import ServedManifest
 from metahub.store.digests import FilteredDigestStore, StoredManifest
+from tests.support.oci import AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.postgres import PostgresServer
 from tests.support.servers import free_port
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-AMD64 = {"os": "linux", "architecture": "amd64"}
 REPOSITORY = "hpc/app"
 SKY = Principal("sky", "sky")
 
@@ -43,10 +39,6 @@ async def serve(
     """What a request authenticated as `principal` is served, resolved as the registry does."""
     profile = hub.profiles.for_principal(principal)
     return await hub.manifests.get(name, reference, profile, accepts_index=accepts_index)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(scope="module")

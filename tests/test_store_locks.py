@@ -133,6 +133,7 @@ async def test_config_import_waits_for_the_lock(holder: tuple[str, AsyncEngine])
         await other.dispose()
 
 
+@pytest.mark.slow  # twelve processes importing MetaHub at once, per database
 def test_processes_starting_at_once_share_one_schema_key_and_import(
     database_url: Callable[[], str],
 ) -> None:

@@ -8,7 +8,6 @@ on them, so a failure here points at the environment rather than at MetaHub.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import platform
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import servers
+from tests.support.oci import sha256
 from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer, skopeo
 
 GREETING = "hello-from-layer"
@@ -31,10 +31,6 @@ REGISTRY_USER = "tester"
 REGISTRY_PASSWORD = "s3cret-pass"
 REF_NAME = "org.opencontainers.image.ref.name"
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def build_hello_layout(layout: Path, tag: str) -> str:
@@ -145,6 +141,11 @@ def test_missing_binary_fails_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(servers, "REGISTRY", "/nonexistent/docker-registry")
     with pytest.raises(servers.MissingBinaryError, match="/nonexistent/docker-registry"):
         RegistryServer(tmp_path).start()
+
+
+def test_an_unmarked_test_cannot_drive_a_container_runtime() -> None:
+    with pytest.raises(servers.UnmarkedRuntimeError, match="needs the e2e marker"):
+        servers.skopeo("--version")
 
 
 @pytest.mark.e2e

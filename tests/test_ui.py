@@ -1,9 +1,8 @@
-"""The web UI (`/ui/`) route by route, through a real `metahub serve` and an HTTP client.
+"""The web UI (`/ui/`) route by route, through an HTTP client, on the app `metahub serve` runs.
 
-The upstream is the demo's OCI layout: qnib/bench:latest offers amd64 cpu:broadwell, cpu:skylake,
-generic and cpu:broadwell+nvcap:5.2 builds and an arm64 generic one. Admins are made with the
-`metahub admin create` command, as an operator would; what the UI changed is checked through the
-management API and by pulling through the registry side.
+The hub is tests/support/admin_hub.py's, in this process, with its admin made by the
+`metahub admin create` command, as an operator would. What the UI changed is checked through
+the management API and by pulling through the registry side.
 """
 
 from __future__ import annotations
@@ -28,26 +27,18 @@ from metahub.server.ui.sessions import (
     SessionCodec,
     derive_key,
 )
-from tests.support.demo import demo_entries
-from tests.support.metahub_server import MetaHubServer
-
-ADMIN = "ops"
-ADMIN_PASSWORD = "correct horse battery staple"
-API_TOKEN = "api-token-for-ui-tests"
-CONFIG_TYPE = {
-    "name": "config-type",
-    "login": "config-login",
-    "password": "config-password",
-    "features": ["cpu:broadwell"],
-}
-ACCEPT_ALL = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-    ]
+from tests.support.admin_hub import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    ADMIN_TOKEN,
+    Hub,
+    admin_hub_config,
 )
+from tests.support.demo import demo_entries
+from tests.support.inprocess import InProcessHub
+from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import ACCEPT_ALL
+
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 NO_CSRF = ""
 
@@ -148,8 +139,8 @@ def no_external_assets(html: str) -> None:
 class UI:
     """A browser in miniature: a cookie jar, and the CSRF token of the last page seen."""
 
-    def __init__(self, base_url: str) -> None:
-        self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
+    def __init__(self, hub: Hub) -> None:
+        self.http = hub.client(follow_redirects=False, timeout=60)
         self.csrf = ""
 
     def _seen(self, response: httpx.Response) -> httpx.Response:
@@ -216,44 +207,26 @@ def entries(layout: Path) -> dict[str, str]:
     return demo_entries(layout)
 
 
-def config(layout: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "upstream": {"path": str(layout)},
-        "machine_types": [CONFIG_TYPE],
-        "admin": {"tokens": [API_TOKEN]},
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
-def server(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
-    (workdir / "main").mkdir()
-    # Failed sign-ins are tested on a server of their own; here they must not add up to a 429.
-    with MetaHubServer(workdir / "main", config(layout, login_limit={"failures": 100000})) as hub:
-        hub.create_admin(ADMIN, ADMIN_PASSWORD)
-        yield hub
-
-
-@pytest.fixture(scope="module")
-def api(server: MetaHubServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.url + "/api/v1",
-        headers={"authorization": f"Bearer {API_TOKEN}"},
+def api(admin_hub: Hub) -> Iterator[httpx.Client]:
+    with admin_hub.client(
+        base_url=admin_hub.url + "/api/v1",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
         timeout=60,
     ) as http:
         yield http
 
 
 @pytest.fixture
-def visitor(server: MetaHubServer) -> Iterator[UI]:
-    ui = UI(server.url)
+def visitor(admin_hub: Hub) -> Iterator[UI]:
+    ui = UI(admin_hub)
     yield ui
     ui.close()
 
 
 @pytest.fixture
-def ui(server: MetaHubServer) -> Iterator[UI]:
-    ui = UI(server.url)
+def ui(admin_hub: Hub) -> Iterator[UI]:
+    ui = UI(admin_hub)
     assert redirected_to(ui.sign_in(), "/ui/")
     assert ui.get("/ui/machine-types").status_code == 200  # and its CSRF token
     yield ui
@@ -275,12 +248,12 @@ def new_type(api: httpx.Client, features: list[str]) -> str:
     return name
 
 
-def pull(server: MetaHubServer, login: str, password: str) -> httpx.Response:
-    return httpx.get(
-        f"{server.url}/v2/qnib/bench/manifests/latest",
-        headers={"authorization": basic(login, password), "accept": ACCEPT_ALL},
-        timeout=60,
-    )
+def pull(hub: Hub, login: str, password: str) -> httpx.Response:
+    with hub.client() as http:
+        return http.get(
+            "/v2/qnib/bench/manifests/latest",
+            headers={"authorization": basic(login, password), "accept": ACCEPT_ALL},
+        )
 
 
 def served(response: httpx.Response) -> list[str]:
@@ -398,20 +371,21 @@ def test_wrong_password_is_refused(visitor: UI, login: str) -> None:
     assert visitor.get("/ui/machine-types").status_code == 303
 
 
-def test_sign_in_without_csrf_token_is_refused(visitor: UI, server: MetaHubServer) -> None:
+def test_sign_in_without_csrf_token_is_refused(visitor: UI, admin_hub: Hub) -> None:
     visitor.get("/ui/sign-in")
     good = {"login": ADMIN, "password": ADMIN_PASSWORD}
     assert visitor.post("/ui/sign-in", good, csrf=NO_CSRF).status_code == 403
     assert visitor.post("/ui/sign-in", good, csrf="forged-token").status_code == 403
     # A token from another visitor's page does not go with this visitor's cookie.
-    other = UI(server.url)
+    other = UI(admin_hub)
     other.get("/ui/sign-in")
     refused = visitor.post("/ui/sign-in", good, csrf=other.csrf)
     other.close()
     assert refused.status_code == 403
     assert "did not come from this site" in Page(refused.text).one("p", role="alert").text
     # Without any cookie, a token alone is worth nothing either.
-    fresh = httpx.post(f"{server.url}/ui/sign-in", data={**good, "csrf": visitor.csrf})
+    with admin_hub.client() as cookieless:
+        fresh = cookieless.post("/ui/sign-in", data={**good, "csrf": visitor.csrf})
     assert fresh.status_code == 403
     assert visitor.get("/ui/machine-types").status_code == 303
 
@@ -444,14 +418,14 @@ def test_a_forged_cookie_is_not_a_session(visitor: UI, ui: UI) -> None:
     assert visitor.get("/ui/machine-types").status_code == 303
 
 
-def test_sign_out_ends_the_session_everywhere(server: MetaHubServer, ui: UI) -> None:
+def test_sign_out_ends_the_session_everywhere(admin_hub: Hub, ui: UI) -> None:
     stolen = ui.http.cookies["metahub_ui"]
     response = ui.post("/ui/sign-out")
     assert redirected_to(response, "/ui/sign-in")
     assert "You are signed out." in ui.get("/ui/sign-in").text
     assert ui.get("/ui/machine-types").status_code == 303
     # The old cookie, replayed, is refused: its admin token was revoked.
-    replay = UI(server.url)
+    replay = UI(admin_hub)
     replay.http.cookies.set("metahub_ui", stolen, path="/ui")
     assert replay.get("/ui/machine-types").status_code == 303
     replay.close()
@@ -472,15 +446,16 @@ def test_a_session_is_an_audited_admin_token(ui: UI, api: httpx.Client) -> None:
     assert any(e["action"] == "admin_token.create" and e["actor"] == ADMIN for e in audit)
 
 
-def test_a_session_cookie_is_no_api_credential(ui: UI, server: MetaHubServer) -> None:
+def test_a_session_cookie_is_no_api_credential(ui: UI, admin_hub: Hub) -> None:
     cookie = ui.http.cookies["metahub_ui"]
     body = cookie.split(".")[1]
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     assert not any(str(value).startswith("mha_") for value in payload.values())
     for offered in (cookie, *map(str, payload.values())):
-        refused = httpx.get(
-            f"{server.url}/api/v1/machine-types", headers={"authorization": f"Bearer {offered}"}
-        )
+        with admin_hub.client() as http:
+            refused = http.get(
+                "/api/v1/machine-types", headers={"authorization": f"Bearer {offered}"}
+            )
         assert refused.status_code == 401
 
 
@@ -598,11 +573,11 @@ def test_machine_type_validation_messages_next_to_the_field(
 
 
 def test_edit_a_machine_type_changes_what_the_registry_serves(
-    ui: UI, api: httpx.Client, server: MetaHubServer, entries: dict[str, str]
+    ui: UI, api: httpx.Client, admin_hub: Hub, entries: dict[str, str]
 ) -> None:
     name = new_type(api, ["cpu:skylake"])
     issued = api.post(f"/machine-types/{name}/credentials", json={}).json()
-    assert served(pull(server, issued["login"], issued["password"])) == [
+    assert served(pull(admin_hub, issued["login"], issued["password"])) == [
         entries["cpu:skylake"],
         entries["arm64"],
     ]
@@ -620,7 +595,9 @@ def test_edit_a_machine_type_changes_what_the_registry_serves(
         {"feature": ["cpu:broadwell"], "mode": "best", "platforms": "linux/amd64"},
     )
     assert redirected_to(response, f"/ui/machine-types/{name}")
-    assert served(pull(server, issued["login"], issued["password"])) == [entries["cpu:broadwell"]]
+    assert served(pull(admin_hub, issued["login"], issued["password"])) == [
+        entries["cpu:broadwell"]
+    ]
 
 
 def test_config_types_are_read_only(ui: UI, api: httpx.Client) -> None:
@@ -639,14 +616,14 @@ def test_config_types_are_read_only(ui: UI, api: httpx.Client) -> None:
     assert machine_type(api, "config-type") is not None
 
 
-def test_delete_a_machine_type(ui: UI, api: httpx.Client, server: MetaHubServer) -> None:
+def test_delete_a_machine_type(ui: UI, api: httpx.Client, admin_hub: Hub) -> None:
     name = new_type(api, ["cpu:zen2"])
     issued = api.post(f"/machine-types/{name}/credentials", json={}).json()
     ui.get(f"/ui/machine-types/{name}")
     response = ui.post(f"/ui/machine-types/{name}/delete")
     assert redirected_to(response, "/ui/machine-types")
     assert machine_type(api, name) is None
-    assert pull(server, issued["login"], issued["password"]).status_code == 401
+    assert pull(admin_hub, issued["login"], issued["password"]).status_code == 401
     assert ui.get(f"/ui/machine-types/{name}").status_code == 404
 
 
@@ -654,7 +631,7 @@ def test_delete_a_machine_type(ui: UI, api: httpx.Client, server: MetaHubServer)
 
 
 def test_create_a_credential_pull_with_it_and_revoke_it(
-    ui: UI, api: httpx.Client, server: MetaHubServer, entries: dict[str, str]
+    ui: UI, api: httpx.Client, admin_hub: Hub, entries: dict[str, str]
 ) -> None:
     name = new_type(api, ["cpu:skylake"])
     assert api.patch(f"/machine-types/{name}", json={"platforms": ["linux/amd64"]}).is_success
@@ -663,11 +640,11 @@ def test_create_a_credential_pull_with_it_and_revoke_it(
     assert login.startswith(f"{name}-") and len(password) >= 24
     command = Page(response.text).by_id("docker-login").text
     assert command == (
-        f"printf '%s' '{password}' | docker login -u {login} --password-stdin {server.host}"
+        f"printf '%s' '{password}' | docker login -u {login} --password-stdin {admin_hub.host}"
     )
     check_labels(response.text)
     # The registry knows the new login at once.
-    assert served(pull(server, login, password)) == [entries["cpu:skylake"]]
+    assert served(pull(admin_hub, login, password)) == [entries["cpu:skylake"]]
     # Shown once: the type's page lists the login, never the password.
     shown = ui.get(f"/ui/machine-types/{name}")
     assert login in shown.text and password not in shown.text
@@ -675,7 +652,7 @@ def test_create_a_credential_pull_with_it_and_revoke_it(
     assert "1" in [c.text for c in Page(ui.get("/ui/machine-types").text).find("td")]
     revoked = ui.post(f"/ui/credentials/{credential['id']}/revoke")
     assert redirected_to(revoked, f"/ui/machine-types/{name}")
-    assert pull(server, login, password).status_code == 401
+    assert pull(admin_hub, login, password).status_code == 401
     page = Page(ui.get(f"/ui/machine-types/{name}").text)
     assert f"Credential {login} revoked" in page.one("p", class_="flash").text
     row = page.one("tr", data_login=login)
@@ -729,7 +706,7 @@ def test_config_credentials_cannot_be_revoked_here(ui: UI, api: httpx.Client) ->
 
 
 def test_every_form_refuses_a_missing_or_wrong_csrf_token(
-    ui: UI, api: httpx.Client, server: MetaHubServer
+    ui: UI, api: httpx.Client, admin_hub: Hub
 ) -> None:
     name = new_type(api, ["cpu:zen2"])
     issued = api.post(f"/machine-types/{name}/credentials", json={}).json()
@@ -751,7 +728,7 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(
     assert [c["login"] for c in api.get(f"/machine-types/{name}/credentials").json()] == [
         issued["login"]
     ]
-    assert pull(server, issued["login"], issued["password"]).status_code == 200
+    assert pull(admin_hub, issued["login"], issued["password"]).status_code == 200
     assert ui.get("/ui/machine-types").status_code == 200  # still signed in
 
 
@@ -759,7 +736,7 @@ def test_every_form_refuses_a_missing_or_wrong_csrf_token(
 
 
 def test_try_an_image_for_one_machine_type(
-    ui: UI, api: httpx.Client, server: MetaHubServer, entries: dict[str, str]
+    ui: UI, api: httpx.Client, admin_hub: Hub, entries: dict[str, str]
 ) -> None:
     response = ui.get("/ui/try", machine_type="config-type", image="qnib/bench:latest")
     assert response.status_code == 200
@@ -769,7 +746,7 @@ def test_try_an_image_for_one_machine_type(
     rows = [r for r in page.find("tr") if r.get("data-position")]
     assert [r.get("data-position") for r in rows] == ["0", "1", "2", "3", "4"]
     # What the table says is chosen is what the registry serves config-login.
-    pulled = served(pull(server, "config-login", "config-password"))
+    pulled = served(pull(admin_hub, "config-login", "config-password"))
     assert pulled == [entries["cpu:broadwell"], entries["arm64"]]
     chosen = [r for r in rows if r.get("data-chosen") == "yes"]
     digests = [page.within(r, "code", class_="digest")[0].get("title") for r in chosen]
@@ -926,31 +903,31 @@ def test_static_files_are_served_locally(visitor: UI) -> None:
 
 
 def test_a_session_works_on_another_replica(
-    tmp_path: Path, layout: Path, server: MetaHubServer, ui: UI
+    tmp_path: Path, layout: Path, admin_hub: Hub, ui: UI
 ) -> None:
     # A second server on the same database: the session key comes from the shared signing key.
-    replica = MetaHubServer(tmp_path, config(layout, data_dir=str(server.tmp / "data")))
-    with replica:
-        response = ui.http.get(f"{replica.url}/ui/machine-types")
+    config = admin_hub_config(layout, data_dir=str(admin_hub.tmp / "data"))
+    session = {"cookie": f"metahub_ui={ui.http.cookies['metahub_ui']}"}
+    with MetaHubServer(tmp_path, config) as replica, replica.client(headers=session) as http:
+        response = http.get("/ui/machine-types")
         assert response.status_code == 200, response.text
         assert Page(response.text).one("span", class_="who").text == ADMIN
         # Signing out there ends the session here too.
-        out = ui.http.post(f"{replica.url}/ui/sign-out", data={"csrf": ui.csrf})
+        out = http.post("/ui/sign-out", data={"csrf": ui.csrf})
         assert out.status_code == 303
     assert ui.get("/ui/machine-types").status_code == 303
 
 
 @pytest.fixture(scope="module")
-def limited(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
-    (workdir / "limited").mkdir()
-    settings = config(layout, login_limit={"failures": 3, "window": 600})
-    with MetaHubServer(workdir / "limited", settings) as hub:
+def limited(workdir: Path, layout: Path) -> Iterator[InProcessHub]:
+    settings = admin_hub_config(layout, login_limit={"failures": 3, "window": 600})
+    with InProcessHub(workdir / "limited", settings) as hub:
         hub.create_admin(ADMIN, ADMIN_PASSWORD)
         yield hub
 
 
-def test_failed_sign_ins_are_limited_per_address(limited: MetaHubServer) -> None:
-    ui = UI(limited.url)
+def test_failed_sign_ins_are_limited_per_address(limited: InProcessHub) -> None:
+    ui = UI(limited)
     for _ in range(3):
         ui.get("/ui/sign-in")
         wrong = ui.post("/ui/sign-in", {"login": ADMIN, "password": "wrong password"})
@@ -963,18 +940,16 @@ def test_failed_sign_ins_are_limited_per_address(limited: MetaHubServer) -> None
     assert "too many failed logins" in Page(refused.text).one("p", role="alert").text
     assert ui.get("/ui/machine-types").status_code == 303
     # The same limiter guards the management API.
-    api = httpx.get(
-        f"{limited.url}/api/v1/machine-types", headers={"authorization": f"Bearer {API_TOKEN}"}
-    )
+    with limited.client() as http:
+        api = http.get("/api/v1/machine-types", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert api.status_code == 429
     ui.close()
 
 
 def test_a_session_from_another_database_is_not_valid(
-    limited: MetaHubServer, server: MetaHubServer, ui: UI
+    limited: InProcessHub, admin_hub: Hub, ui: UI
 ) -> None:
-    cookie = ui.http.cookies["metahub_ui"]
-    other = UI(limited.url)
-    other.http.cookies.set("metahub_ui", cookie, path="/ui")
-    assert other.get("/ui/machine-types").status_code == 303
-    other.close()
+    session = {"cookie": f"metahub_ui={ui.http.cookies['metahub_ui']}"}
+    with admin_hub.client(headers=session) as same, limited.client(headers=session) as other:
+        assert same.get("/ui/machine-types").status_code == 200  # the cookie is a session here
+        assert other.get("/ui/machine-types").status_code == 303

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
+from tests.support.admin_hub import ADMIN, ADMIN_PASSWORD, IMAGE
 from tests.support.demo import demo_entries
 from tests.support.metahub_server import MetaHubServer
 
@@ -36,9 +37,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "ui-screenshots"
-ADMIN = "ops"
-ADMIN_PASSWORD = "correct horse battery staple"
-IMAGE = "qnib/bench:latest"
 INDEX_TYPES = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",
@@ -64,22 +62,9 @@ def entries(layout: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path, layout: Path) -> Iterator[MetaHubServer]:
-    (workdir / "server").mkdir()
-    settings = {
-        "upstream": {"path": str(layout)},
-        "machine_types": [
-            {
-                "name": "broadwell",
-                "login": "broadwell-login",
-                "password": "broadwell-password",
-                "features": ["cpu:broadwell"],
-            }
-        ],
-    }
-    with MetaHubServer(workdir / "server", settings) as running:
-        running.create_admin(ADMIN, ADMIN_PASSWORD)
-        yield running
+def hub_kind() -> type[MetaHubServer]:
+    """A browser needs a server on a real socket."""
+    return MetaHubServer
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +95,13 @@ def no_horizontal_scroll(page: Page) -> None:
     assert width <= viewport, f"{page.url} is {width} px wide on a {viewport} px screen"
 
 
-def sign_in(page: Page, server: MetaHubServer) -> None:
-    page.goto(f"{server.url}/ui/")
-    expect(page).to_have_url(f"{server.url}/ui/sign-in?next=/ui/")
+def sign_in(page: Page, admin_hub: MetaHubServer) -> None:
+    page.goto(f"{admin_hub.url}/ui/")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/sign-in?next=/ui/")
     page.get_by_label("Login").fill(ADMIN)
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{server.url}/ui/machine-types")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/machine-types")
 
 
 def skopeo(*args: str, stdin: str | None = None, auth: Path) -> subprocess.CompletedProcess[str]:
@@ -147,7 +132,7 @@ def run_docker_login(command: str, auth: Path) -> subprocess.CompletedProcess[st
 
 def test_admin_flow_in_a_real_browser(
     browser: Browser,
-    server: MetaHubServer,
+    admin_hub: MetaHubServer,
     entries: dict[str, str],
     screenshots: Path,
     workdir: Path,
@@ -178,8 +163,8 @@ def test_admin_flow_in_a_real_browser(
     )
 
     # -- sign in (a wrong password first) ---------------------------------------------------
-    page.goto(f"{server.url}/ui/")
-    expect(page).to_have_url(f"{server.url}/ui/sign-in?next=/ui/")
+    page.goto(f"{admin_hub.url}/ui/")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/sign-in?next=/ui/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     shoot(page, screenshots, "01-sign-in")
     expect(page.get_by_label("Login")).to_be_focused()
@@ -194,13 +179,14 @@ def test_admin_flow_in_a_real_browser(
     shoot(page, screenshots, "02-sign-in-refused")
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{server.url}/ui/machine-types")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/machine-types")
     cookie = next(c for c in context.cookies() if c["name"] == "metahub_ui")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/ui"
     assert page.evaluate("document.cookie") == ""  # out of reach of scripts
 
     # -- machine types: the list ------------------------------------------------------------
-    row = page.get_by_role("row").filter(has=page.get_by_role("link", name="broadwell", exact=True))
+    config_link = page.get_by_role("link", name="config-type", exact=True)
+    row = page.get_by_role("row").filter(has=config_link)
     expect(row).to_have_count(1)
     expect(row.locator(".chip")).to_have_text(["cpu:broadwell"])
     page.keyboard.press("Tab")  # the first stop is the skip link
@@ -238,7 +224,7 @@ def test_admin_flow_in_a_real_browser(
     expect(page.get_by_label("Feature 1")).to_have_value("cpu:skylake")
     expect(page.get_by_label("Feature 2")).to_have_value("")
     page.get_by_role("button", name="Create machine type").click()
-    expect(page).to_have_url(f"{server.url}/ui/machine-types/skylake-nodes")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/machine-types/skylake-nodes")
     expect(page.get_by_role("status")).to_have_text("Machine type skylake-nodes created.")
     expect(page.locator(".facts .chip")).to_have_text(["cpu:skylake"])
     shoot(page, screenshots, "06-machine-type")
@@ -251,7 +237,7 @@ def test_admin_flow_in_a_real_browser(
     command = page.locator("#docker-login").inner_text()
     assert login.startswith("skylake-nodes-") and len(password) >= 24
     assert command == (
-        f"printf '%s' '{password}' | docker login -u {login} --password-stdin {server.host}"
+        f"printf '%s' '{password}' | docker login -u {login} --password-stdin {admin_hub.host}"
     )
     expect(page.get_by_role("button", name="Copy the docker login command")).to_be_visible()
     shoot(page, screenshots, "07-credential-created")
@@ -262,13 +248,13 @@ def test_admin_flow_in_a_real_browser(
     assert logged_in.returncode == 0, logged_in.stderr
     assert "Login Succeeded" in logged_in.stdout
     inspected = skopeo(
-        "inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{IMAGE}", auth=auth
+        "inspect", "--raw", "--tls-verify=false", f"docker://{admin_hub.host}/{IMAGE}", auth=auth
     )
     assert inspected.returncode == 0, inspected.stderr
     served = [entry["digest"] for entry in json.loads(inspected.stdout)["manifests"]]
     assert served == [entries["cpu:skylake"]]  # linux/amd64 only, the Skylake build
     direct = httpx.get(
-        f"{server.url}/v2/qnib/bench/manifests/latest",
+        f"{admin_hub.url}/v2/qnib/bench/manifests/latest",
         auth=(login, password),
         headers={"accept": INDEX_TYPES},
     )
@@ -294,8 +280,8 @@ def test_admin_flow_in_a_real_browser(
     page.get_by_label("Machine type").select_option("")
     page.get_by_role("button", name="Explain").click()
     expect(page.locator("section.explanation")).to_have_count(2)
-    broadwell = page.locator('section[data-machine-type="broadwell"] tr[data-chosen="yes"]')
-    expect(broadwell.first.locator(".chip")).to_have_text(["cpu:broadwell"])
+    config_type = page.locator('section[data-machine-type="config-type"] tr[data-chosen="yes"]')
+    expect(config_type.first.locator(".chip")).to_have_text(["cpu:broadwell"])
     shoot(page, screenshots, "09-try-an-image-all-types")
 
     # -- revoke, and the pull is refused ------------------------------------------------------
@@ -307,12 +293,12 @@ def test_admin_flow_in_a_real_browser(
     expect(page.locator(f'tr[data-login="{login}"] .state')).to_have_text("revoked")
     shoot(page, screenshots, "10-credential-revoked")
     refused = skopeo(
-        "inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{IMAGE}", auth=auth
+        "inspect", "--raw", "--tls-verify=false", f"docker://{admin_hub.host}/{IMAGE}", auth=auth
     )
     assert refused.returncode != 0
     assert "unauthorized" in refused.stderr.lower(), refused.stderr
     again = httpx.get(
-        f"{server.url}/v2/qnib/bench/manifests/latest",
+        f"{admin_hub.url}/v2/qnib/bench/manifests/latest",
         auth=(login, password),
         headers={"accept": INDEX_TYPES},
     )
@@ -325,17 +311,17 @@ def test_admin_flow_in_a_real_browser(
     expect(audit_rows.filter(has_text="machine_type.create")).to_contain_text("skylake-nodes")
     expect(audit_rows.filter(has_text="credential.create")).to_contain_text(ADMIN)
     shoot(page, screenshots, "11-audit-log")
-    response = page.goto(f"{server.url}/ui/no-such-page")
+    response = page.goto(f"{admin_hub.url}/ui/no-such-page")
     assert response is not None and response.status == 404
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     shoot(page, screenshots, "12-not-found")
-    page.goto(f"{server.url}/ui/machine-types")
+    page.goto(f"{admin_hub.url}/ui/machine-types")
     page.get_by_role("button", name="Sign out").click()
-    expect(page).to_have_url(f"{server.url}/ui/sign-in")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/sign-in")
     expect(page.get_by_role("status")).to_have_text("You are signed out.")
     shoot(page, screenshots, "13-signed-out")
-    page.goto(f"{server.url}/ui/audit")
-    expect(page).to_have_url(f"{server.url}/ui/sign-in?next=/ui/audit")
+    page.goto(f"{admin_hub.url}/ui/audit")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/sign-in?next=/ui/audit")
 
     assert not failed_requests, failed_requests
     assert not problems, problems
@@ -343,28 +329,28 @@ def test_admin_flow_in_a_real_browser(
 
 
 def test_pages_on_a_narrow_screen(
-    browser: Browser, server: MetaHubServer, screenshots: Path
+    browser: Browser, admin_hub: MetaHubServer, screenshots: Path
 ) -> None:
     context = browser.new_context(
         viewport={"width": 375, "height": 812}, device_scale_factor=2, is_mobile=True
     )
     context.set_default_timeout(20_000)
     page = context.new_page()
-    sign_in(page, server)
+    sign_in(page, admin_hub)
     pages = {
         "narrow-01-machine-types": "/ui/machine-types",
         "narrow-02-new-machine-type": "/ui/machine-types/-/new",
-        "narrow-03-machine-type": "/ui/machine-types/broadwell",
-        "narrow-04-try-an-image": f"/ui/try?machine_type=broadwell&image={IMAGE}",
+        "narrow-03-machine-type": "/ui/machine-types/config-type",
+        "narrow-04-try-an-image": f"/ui/try?machine_type=config-type&image={IMAGE}",
         "narrow-05-audit-log": "/ui/audit",
     }
     for name, path in pages.items():
-        response = page.goto(server.url + path)
+        response = page.goto(admin_hub.url + path)
         assert response is not None and response.status == 200, path
         no_horizontal_scroll(page)
         shoot(page, screenshots, name)
     # Tables turn into one card per row, each cell named by its column.
-    page.goto(server.url + pages["narrow-04-try-an-image"])
+    page.goto(admin_hub.url + pages["narrow-04-try-an-image"])
     header = page.locator("table.explain thead")
     assert header.bounding_box() is not None
     assert header.bounding_box()["width"] <= 1  # type: ignore[index]
@@ -372,11 +358,11 @@ def test_pages_on_a_narrow_screen(
     label = cell.evaluate("c => getComputedStyle(c, '::before').content")
     assert label == '"Chosen"'
     # The create form works at this width too.
-    page.goto(server.url + "/ui/machine-types/-/new")
+    page.goto(admin_hub.url + "/ui/machine-types/-/new")
     page.get_by_label("Name").fill("narrow-type")
     page.get_by_label("Feature 1").fill("cpu:zen2")
     page.get_by_role("button", name="Create machine type").click()
-    expect(page).to_have_url(f"{server.url}/ui/machine-types/narrow-type")
+    expect(page).to_have_url(f"{admin_hub.url}/ui/machine-types/narrow-type")
     no_horizontal_scroll(page)
     shoot(page, screenshots, "narrow-06-machine-type-created")
     context.close()

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,12 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from metahub.demo.images import build_demo_layout
 from metahub.oci.layout_writer import LayoutWriter, image, make_layer
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 MACHINE_TYPES = [
     {"name": "type1", "login": "qnib-type1", "password": "pw1", "features": ["cpu:broadwell"]},
@@ -58,10 +57,6 @@ BROKEN = {
 
 
 # -- reading the layouts directly -------------------------------------------------------------
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_file(layout: Path, digest: str) -> Path:
@@ -111,9 +106,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def root(workdir: Path) -> Path:
+def root(workdir: Path, demo_layout: Path) -> Path:
     root = workdir / "layouts"
-    build_demo_layout(root)
+    shutil.copytree(demo_layout, root)  # the layouts below are added to a copy
     writer = LayoutWriter(root / SOLO)
     descriptor = small_image(writer, "solo", size=300_000)
     for tag in SOLO_TAGS:

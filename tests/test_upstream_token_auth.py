@@ -18,7 +18,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,10 +28,9 @@ import httpx
 import pytest
 
 from metahub.client.auth import TOKEN_EXPIRY_MARGIN
-from tests.support.metahub_server import MetaHubServer
+from tests.support.inprocess import InProcessHub
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SERVICE = "fake-registry"
 UPSTREAM_USER = "mirror-bot"
 UPSTREAM_PASSWORD = "upstream-secret"
@@ -40,10 +38,6 @@ LOGIN = ("node", "node-pw")
 MACHINE_TYPES = [
     {"name": "node", "login": LOGIN[0], "password": LOGIN[1], "features": ["cpu:haswell"]}
 ]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
@@ -239,19 +233,18 @@ def fake_registry(challenge: str) -> Iterator[FakeRegistry]:
 class Setup:
     bearer: FakeRegistry
     basic: FakeRegistry
-    hub: MetaHubServer  # right credentials, token upstream
-    refused: MetaHubServer  # wrong password, token upstream
-    basic_hub: MetaHubServer  # right credentials, Basic upstream
-    basic_refused: MetaHubServer  # wrong password, Basic upstream
+    hub: InProcessHub  # right credentials, token upstream
+    refused: InProcessHub  # wrong password, token upstream
+    basic_hub: InProcessHub  # right credentials, Basic upstream
+    basic_refused: InProcessHub  # wrong password, Basic upstream
 
 
-def hub_for(tmp: Path, upstream: FakeRegistry, password: str) -> MetaHubServer:
-    tmp.mkdir()
+def hub_for(tmp: Path, upstream: FakeRegistry, password: str) -> InProcessHub:
     config = {
         "upstream": {"url": upstream.url, "username": UPSTREAM_USER, "password": password},
         "machine_types": MACHINE_TYPES,
     }
-    return MetaHubServer(tmp, config)
+    return InProcessHub(tmp, config)
 
 
 @pytest.fixture(scope="module")
@@ -270,18 +263,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             hub_for(tmp / "basic-hub", basic_upstream, UPSTREAM_PASSWORD),
             hub_for(tmp / "basic-refused", basic_upstream, "wrong-password"),
         )
-        servers = [found.hub, found.refused, found.basic_hub, found.basic_refused]
-        for server in servers:
-            stack.callback(server.stop)
-        with ThreadPoolExecutor(len(servers)) as pool:
-            for future in [pool.submit(server.start) for server in servers]:
-                future.result()
+        for hub in [found.hub, found.refused, found.basic_hub, found.basic_refused]:
+            stack.enter_context(hub)
         yield found
 
 
 @pytest.fixture(scope="module")
 def client(setup: Setup) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=setup.hub.url, auth=LOGIN, timeout=30) as http:
+    with setup.hub.client(auth=LOGIN) as http:
         yield http
 
 
@@ -368,7 +357,7 @@ def test_a_token_the_upstream_stops_accepting_is_replaced(client: httpx.Client, 
 
 
 def test_wrong_upstream_credentials_are_a_502_naming_the_upstream(setup: Setup):
-    with httpx.Client(base_url=setup.refused.url, auth=LOGIN, timeout=30) as http:
+    with setup.refused.client(auth=LOGIN) as http:
         for path in ("/v2/team/refused/manifests/latest", f"/v2/team/refused/blobs/{sha256(BLOB)}"):
             response = http.get(path)
             assert response.status_code == 502, response.text
@@ -384,7 +373,7 @@ def test_wrong_upstream_credentials_are_a_502_naming_the_upstream(setup: Setup):
 
 
 def test_basic_challenge_gets_basic_credentials(setup: Setup):
-    with httpx.Client(base_url=setup.basic_hub.url, auth=LOGIN, timeout=30) as http:
+    with setup.basic_hub.client(auth=LOGIN) as http:
         pull(http, "team/app")
         pull(http, "team/other")
     assert setup.basic.token_requests == []
@@ -397,7 +386,7 @@ def test_basic_challenge_gets_basic_credentials(setup: Setup):
 
 
 def test_wrong_basic_credentials_are_a_502_naming_the_upstream(setup: Setup):
-    with httpx.Client(base_url=setup.basic_refused.url, auth=LOGIN, timeout=30) as http:
+    with setup.basic_refused.client(auth=LOGIN) as http:
         for _ in range(2):  # the first refusal teaches MetaHub the scheme; the second is known
             response = http.get("/v2/team/refused/manifests/latest")
             assert response.status_code == 502, response.text

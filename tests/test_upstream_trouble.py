@@ -1,7 +1,7 @@
 """Upstream trouble reaches the client as a clear registry error that names the upstream.
 
 The misbehaving upstream is a real HTTP server on loopback that answers each path as the test
-tells it to.
+tells it to; MetaHub runs in this process.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.metahub_server import MetaHubServer
+from tests.support.inprocess import InProcessHub
 
 LOGIN = {"name": "t", "login": "t", "password": "t", "features": ["cpu:haswell"]}
 
@@ -75,8 +75,8 @@ def scripted() -> Iterator[str]:
 def client(tmp_path_factory: pytest.TempPathFactory, scripted: str) -> Iterator[httpx.Client]:
     config = {"upstream": {"url": scripted, "read_timeout": 1}, "machine_types": [LOGIN]}
     with (
-        MetaHubServer(tmp_path_factory.mktemp("trouble"), config) as server,
-        httpx.Client(base_url=server.url, auth=("t", "t"), timeout=30) as http,
+        InProcessHub(tmp_path_factory.mktemp("trouble"), config) as hub,
+        hub.client(auth=("t", "t")) as http,
     ):
         yield http
 

@@ -8,7 +8,6 @@ hashed here; docker and containerd pull the virtual image and run what they get.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -23,13 +22,12 @@ import yaml
 
 from metahub.demo.images import FeatureImage, build_feature_images
 from tests.support.metahub_server import MetaHubServer
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.push import Pusher
 from tests.support.servers import Containerd, Dockerd, RegistryServer, skopeo
 
 pytestmark = pytest.mark.e2e
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}"
 MEMBERS = "qnib/plain-featuretest"
 UPSTREAM_AUTH = ("upstream-user", "upstream-secret")
@@ -69,10 +67,6 @@ BROKEN = {
         {"image": f"{MEMBERS}:cpu-missing", "platform": {"features": ["cpu:broadwell"]}},
     ],
 }
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,17 +7,14 @@ can tell which version of a tag it was served.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import orjson
 
+from tests.support.oci import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.push import Pusher
 from tests.support.scripted_registry import ScriptedRegistry
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 FEATURES = ("cpu:broadwell", "cpu:skylake")
 # Machine types that pick one entry each: the most derived microarchitecture that fits wins.
@@ -25,10 +22,6 @@ MACHINE_TYPES = [
     {"name": "bw", "login": "bw", "password": "bw-pass", "features": ["cpu:broadwell"]},
     {"name": "sk", "login": "sk", "password": "sk-pass", "features": ["cpu:skylake"]},
 ]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _descriptor(media_type: str, data: bytes) -> dict[str, object]:

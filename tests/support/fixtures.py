@@ -11,15 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from metahub.demo.images import build_demo_layout
+from tests.support.admin_hub import ADMIN, ADMIN_PASSWORD, Hub, admin_hub_config
+from tests.support.inprocess import InProcessHub
 from tests.support.postgres import PostgresServer
-from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer
+from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer, allow_runtimes
 
 REGISTRY_USER = "tester"
 REGISTRY_PASSWORD = "s3cret-pass"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Only `e2e` tests may drive container runtimes, their fixtures included: set before any."""
+    allow_runtimes(item.get_closest_marker("e2e") is not None)
 
 
 @pytest.fixture
@@ -80,3 +89,25 @@ def demo_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("demo") / "layout"
     build_demo_layout(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def hub_kind() -> Any:
+    """How a module's hubs run: in this process. A module that needs real sockets (a browser,
+    docker) overrides this fixture with `MetaHubServer`."""
+    return InProcessHub
+
+
+@pytest.fixture(scope="module")
+def admin_hub(
+    hub_kind: Any, demo_layout: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hub]:
+    """The hub of tests/support/admin_hub.py, one per module, with its admin created.
+
+    Failed logins are tested on hubs of their own; here they must not add up to a 429.
+    """
+    config = admin_hub_config(demo_layout, login_limit={"failures": 100000})
+    hub: Hub = hub_kind(tmp_path_factory.mktemp("admin-hub"), config)
+    with hub:
+        hub.create_admin(ADMIN, ADMIN_PASSWORD)
+        yield hub

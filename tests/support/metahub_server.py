@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 
@@ -21,6 +22,20 @@ def _free_port() -> int:
 
 
 ADMIN_CREATE = [sys.executable, "-m", "metahub", "admin", "create"]
+
+
+def create_admin(config_path: Path, login: str, password: str) -> None:
+    """`metahub admin create`, as an operator runs it, on the config's database."""
+    done = subprocess.run(
+        [*ADMIN_CREATE, "--config", str(config_path), "--login", login, "--password-stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0 or f"admin {login} created" not in done.stdout:
+        raise RuntimeError(f"metahub admin create failed:\n{done.stdout}{done.stderr}")
 
 
 class MetaHubServer:
@@ -34,11 +49,11 @@ class MetaHubServer:
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.log_path = tmp / "metahub.log"
+        self.config_path = tmp / "metahub.yaml"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        config_path = self.tmp / "metahub.yaml"
-        config_path.write_text(yaml.safe_dump(self.config))
+        self.config_path.write_text(yaml.safe_dump(self.config))
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             [
@@ -47,7 +62,7 @@ class MetaHubServer:
                 "metahub",
                 "serve",
                 "--config",
-                str(config_path),
+                str(self.config_path),
                 "--port",
                 str(self.port),
                 "--workers",
@@ -82,17 +97,13 @@ class MetaHubServer:
 
     def create_admin(self, login: str, password: str) -> None:
         """`metahub admin create` on this server's own config and database."""
-        config = str(self.tmp / "metahub.yaml")
-        done = subprocess.run(
-            [*ADMIN_CREATE, "--config", config, "--login", login, "--password-stdin"],
-            input=password + "\n",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0 or f"admin {login} created" not in done.stdout:
-            raise RuntimeError(f"metahub admin create failed:\n{done.stdout}{done.stderr}")
+        create_admin(self.config_path, login, password)
+
+    def client(self, **options: Any) -> httpx.Client:
+        """A client of this server over real sockets."""
+        options.setdefault("base_url", self.url)
+        options.setdefault("timeout", 60)
+        return httpx.Client(**options)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""

@@ -8,8 +8,12 @@ from prometheus_client.parser import text_string_to_metric_families
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(base_url: str) -> Samples:
-    response = httpx.get(f"{base_url}/metrics", timeout=30)
+def scrape(source: str | httpx.Client) -> Samples:
+    """The samples of `/metrics` at a base URL, or through a client (of an in-process hub)."""
+    if isinstance(source, httpx.Client):
+        response = source.get("/metrics")
+    else:
+        response = httpx.get(f"{source}/metrics", timeout=30)
     response.raise_for_status()
     samples: Samples = {}
     for family in text_string_to_metric_families(response.text):

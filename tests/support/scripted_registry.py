@@ -25,11 +25,9 @@ from typing import Self
 
 from aiohttp import web
 
+from tests.support.oci import sha256
+
 DROP = -1  # an Answer status that closes the connection without a response
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -59,12 +59,32 @@ class MissingBinaryError(RuntimeError):
     """A runtime the tests need is not installed; the test must fail, not skip."""
 
 
+class UnmarkedRuntimeError(RuntimeError):
+    """A test without the `e2e` marker tried to drive a container runtime."""
+
+
 class ServerError(RuntimeError):
     """A server died or did not answer in time; the message carries its log tail."""
 
 
+# The container runtimes: only tests marked `e2e` may drive them, so that `pytest -m "not e2e"`
+# passes on a machine without them. docker-registry is no runtime: any test may start one.
+RUNTIMES = frozenset({DOCKER, DOCKERD, CONTAINERD, CTR, PODMAN, SKOPEO})
+_runtimes_allowed = True
+
+
+def allow_runtimes(allowed: bool) -> None:
+    """Let the tests that run next drive container runtimes, or not (set per test by a hook)."""
+    global _runtimes_allowed
+    _runtimes_allowed = allowed
+
+
 def require(binary: str) -> str:
     """Return `binary` if it is executable, else raise with the package that provides it."""
+    if binary in RUNTIMES and not _runtimes_allowed:
+        raise UnmarkedRuntimeError(
+            f"{binary} is a container runtime: a test that drives one needs the e2e marker"
+        )
     if not os.access(binary, os.X_OK):
         package = _PACKAGES.get(binary, "?")
         raise MissingBinaryError(
@@ -653,6 +673,7 @@ __all__ = [
     "DOCKERD",
     "PODMAN",
     "REGISTRY",
+    "RUNTIMES",
     "SKOPEO",
     "Containerd",
     "Dockerd",
@@ -660,6 +681,8 @@ __all__ = [
     "Podman",
     "RegistryServer",
     "ServerError",
+    "UnmarkedRuntimeError",
+    "allow_runtimes",
     "bcrypt_hash",
     "free_port",
     "require",
