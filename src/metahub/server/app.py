@@ -27,6 +27,7 @@ from metahub.server.api import create_api, web_error_response
 from metahub.server.database import database_unavailable, is_unavailable
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.observe import Observe
+from metahub.server.protocol import MetaHubHttpProtocol
 from metahub.server.registry import registry_endpoint
 from metahub.server.token import token_endpoint
 from metahub.server.ui import create_ui
@@ -144,6 +145,7 @@ class MetaHubApp:
 
 def build_app(settings: Settings) -> Observe:
     """The application as served: MetaHub inside its metrics and access-log middleware."""
+    MetaHubHttpProtocol.max_connections = settings.server.max_connections
     return Observe(
         MetaHubApp(settings),
         log_format=settings.log.access,
