@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from metahub import errors
 from metahub.config import Settings
 from metahub.hub import Hub
+from metahub.logsetup import quiet_cut_responses
 from metahub.server.api import create_api, web_error_response
 from metahub.server.database import database_unavailable, is_unavailable
 from metahub.server.http import Request, Response, StreamResponse, error_response
@@ -98,6 +99,7 @@ class MetaHubApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                quiet_cut_responses()
                 try:
                     self._hub = await Hub.start(self.settings)
                 except Exception as exc:
