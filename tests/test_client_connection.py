@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from metahub.client import http
-from metahub.client.auth import BasicCredentials, fetch_token_body, pull_scope, push_scope
+from metahub.client.auth import fetch_token_body, pull_scope, push_scope
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.retry import RetryPolicy

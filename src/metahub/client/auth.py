@@ -8,11 +8,9 @@ mount's token holds).
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import aiohttp
@@ -21,6 +19,7 @@ from yarl import URL
 
 from metahub.client.bodies import read_limited, read_prefix
 from metahub.client.challenge import parse_challenge
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 
 # A token is dropped this long before it expires so no request races its expiry.
@@ -29,18 +28,6 @@ DEFAULT_TOKEN_LIFETIME = 60.0
 TOKEN_BODY_LIMIT = 1024 * 1024
 
 ScopeKey = tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
-    """A login and its password, sent as HTTP Basic (UTF-8, as docker sends them)."""
-
-    login: str
-    password: str
-
-    def header(self) -> str:
-        pair = f"{self.login}:{self.password}".encode()
-        return f"Basic {base64.b64encode(pair).decode()}"
 
 
 def scope_key(scopes: Iterable[str]) -> ScopeKey:

@@ -21,7 +21,8 @@ import orjson
 from yarl import URL
 
 from metahub.client import bodies
-from metahub.client.auth import Authenticator, BasicCredentials, scope_key
+from metahub.client.auth import Authenticator, scope_key
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.links import next_link
 from metahub.client.pace import MinimumRate
