@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import aiohttp
@@ -65,23 +66,18 @@ class TokenCache:
         self._tokens[key] = (token, expiry)
 
 
+@dataclass(eq=False)
 class Authenticator:
     """What to send as `Authorization`, learnt from the registry's first challenge."""
 
-    def __init__(
-        self,
-        registry: str,
-        description: str,
-        credentials: BasicCredentials | None = None,
-        *,
-        account: str | None = None,
-    ) -> None:
-        self.registry = registry
-        self.description = description
-        self.credentials = credentials
-        self._account = account  # sent to the token service, as docker does, when set
-        self._scheme: str | None = None  # "bearer" or "basic", once the registry said
-        self.tokens = TokenCache()
+    registry: str
+    description: str
+    credentials: BasicCredentials | None = None
+    # Sent to the token service, as docker does, when set.
+    account: str | None = field(default=None, kw_only=True)
+    tokens: TokenCache = field(default_factory=TokenCache, init=False)
+    # "bearer" or "basic", once the registry said.
+    _scheme: str | None = field(default=None, init=False)
 
     def authorization(self, key: ScopeKey) -> str | None:
         if self._scheme == "basic" and self.credentials is not None:
@@ -116,8 +112,8 @@ class Authenticator:
             query.append(("service", challenge["service"]))
         for scope in key or ((challenge["scope"],) if "scope" in challenge else ()):
             query.append(("scope", scope))
-        if self._account is not None:
-            query.append(("account", self._account))
+        if self.account is not None:
+            query.append(("account", self.account))
         realm = challenge["realm"]
         if not _is_web_url(realm):
             raise self._bad_answer(realm, "no token: its realm is not an http(s) URL")
