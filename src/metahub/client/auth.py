@@ -188,17 +188,8 @@ async def fetch_token_body(
         # aiohttp drops the Authorization if the realm redirects to another origin.
         async with session.get(realm, params=query, headers=headers) as response:
             if response.status != 200:
-                refused = response.status in (401, 403)
-                who = "the credentials" if credentials else "an anonymous login"
-                raise RegistryHttpError(
-                    Trouble.TOKEN_REFUSED if refused else Trouble.TOKEN_FAILED,
-                    f"{description}: its token service {realm} refused {who} ({response.status})"
-                    if refused
-                    else f"{description}: token service {realm} answered {response.status}",
-                    status=response.status,
-                    target=realm,
-                    retry_after=response.headers.get("Retry-After"),
-                    body=await read_prefix(response),
+                raise await _token_not_given(
+                    response, realm, description, anonymous=credentials is None
                 )
             try:
                 data = await read_limited(response, TOKEN_BODY_LIMIT, description, 64 * 1024)
@@ -230,3 +221,24 @@ async def fetch_token_body(
             target=realm,
         )
     return body
+
+
+async def _token_not_given(
+    response: aiohttp.ClientResponse, realm: str, description: str, *, anonymous: bool
+) -> RegistryHttpError:
+    """A token service's answer other than 200: the login refused (401, 403), or a failure."""
+    if response.status in (401, 403):
+        who = "an anonymous login" if anonymous else "the credentials"
+        trouble = Trouble.TOKEN_REFUSED
+        message = f"{description}: its token service {realm} refused {who} ({response.status})"
+    else:
+        trouble = Trouble.TOKEN_FAILED
+        message = f"{description}: token service {realm} answered {response.status}"
+    return RegistryHttpError(
+        trouble,
+        message,
+        status=response.status,
+        target=realm,
+        retry_after=response.headers.get("Retry-After"),
+        body=await read_prefix(response),
+    )
