@@ -14,7 +14,12 @@ from metahub.images.errors import ImageError
 from metahub.images.index import IndexType
 from metahub.images.spec import ImageRef, InvalidReference, SpecError, load_spec
 from metahub.publish.client import RegistryClient
-from metahub.publish.credentials import Credentials, CredentialsError, docker_credentials
+from metahub.publish.credentials import (
+    Credentials,
+    CredentialsError,
+    docker_credentials,
+    parse_credentials,
+)
 
 # Wide enough that digests are never wrapped when the output goes to a file or a pipe.
 PIPE_WIDTH = 200
@@ -31,7 +36,7 @@ def _creds(text: str | None) -> Credentials | None:
     if text is None:
         return None
     try:
-        return Credentials.parse(text)
+        return parse_credentials(text)
     except CredentialsError as exc:
         raise click.BadParameter(str(exc), param_hint="--creds") from exc
 
