@@ -11,6 +11,7 @@ from metahub.features.matchers import (
     BUILTIN_MATCHERS,
     DEFAULT_KEY_MATCHERS,
     AtLeastMatcher,
+    CpuFlagMatcher,
     CudaMatcher,
     ExactMatcher,
     MatcherRegistry,
@@ -210,6 +211,90 @@ def test_microarch_best_of_several_machine_values() -> None:
     assert both.distance == 0
 
 
+# --- cpuflag -----------------------------------------------------------------------------------
+
+
+def has_flag(cpu: str, flag: str) -> bool:
+    """archspec's own answer: is `flag` in the feature list of microarchitecture `cpu`."""
+    return flag in TARGETS[cpu].features
+
+
+@pytest.mark.parametrize(
+    ("required", "machine", "expected"),
+    [
+        # the machine declares the flag itself
+        ("avx512f", {"cpuflag": ("avx512f",)}, True),
+        ("sve", {"cpuflag": ("sve", "sve2")}, True),
+        ("myflag", {"cpuflag": ("myflag",), "cpu": ("haswell",)}, True),  # archspec lacks it
+        # the machine's cpu has the flag in archspec's feature list
+        ("avx512f", {"cpu": ("skylake_avx512",)}, has_flag("skylake_avx512", "avx512f")),
+        ("avx2", {"cpu": ("haswell",)}, has_flag("haswell", "avx2")),
+        ("avx512f", {"cpu": ("haswell",)}, has_flag("haswell", "avx512f")),
+        ("avx2", {"cpu": ("zen2",)}, has_flag("zen2", "avx2")),
+        ("sve", {"cpu": ("a64fx",)}, has_flag("a64fx", "sve")),
+        ("avx2", {"cpu": ("x86_64_v3",)}, has_flag("x86_64_v3", "avx2")),
+        # a built-in cpu alias: coffeelake is read as skylake
+        ("avx2", {"cpu": ("coffeelake",)}, has_flag("skylake", "avx2")),
+        ("avx512f", {"cpu": ("coffeelake",)}, has_flag("skylake", "avx512f")),
+        # neither
+        ("avx512f", {"cpuflag": ("avx2",), "cpu": ("haswell",)}, False),
+        ("avx2", {"cpu": ("mycpu",)}, False),  # a cpu archspec does not know has no flags
+        ("avx2", {}, False),
+        ("avx2", {"cpuflag": ()}, False),
+        # a malformed requirement fits nothing
+        ("AVX2", {"cpuflag": ("AVX2",), "cpu": ("haswell",)}, False),
+        ("", {"cpuflag": ("",)}, False),
+    ],
+)
+def test_cpuflag_fits_a_declared_flag_or_one_the_machine_s_cpu_has(
+    required: str, machine: dict[str, tuple[str, ...]], expected: bool
+) -> None:
+    fit = CpuFlagMatcher().fit("cpuflag", required, machine)
+    assert fit.ok is expected
+    if expected:
+        assert fit.distance == 0
+    else:
+        assert f"cpuflag:{required}" in fit.reason
+
+
+def test_cpuflag_premises_come_from_archspec() -> None:
+    """The table above is only worth something if archspec says what its cases assume."""
+    assert has_flag("skylake_avx512", "avx512f")
+    assert has_flag("haswell", "avx2") and not has_flag("haswell", "avx512f")
+    assert has_flag("zen2", "avx2")
+    assert has_flag("skylake", "avx2") and not has_flag("skylake", "avx512f")
+    assert "coffeelake" not in TARGETS and "mycpu" not in TARGETS
+
+
+def test_cpuflag_reads_the_cpu_with_the_configured_cpu_aliases() -> None:
+    registry = MatcherRegistry(aliases={"cpu": {"lab-cpu": "skylake_avx512"}})
+    matcher = registry.for_key("cpuflag")
+    assert isinstance(matcher, CpuFlagMatcher)
+    assert matcher.fit("cpuflag", "avx512f", {"cpu": ("lab-cpu",)}).ok
+    assert matcher.fit("cpuflag", "avx2", {"cpu": ("coffeelake",)}).ok  # defaults still apply
+    assert not CpuFlagMatcher().fit("cpuflag", "avx512f", {"cpu": ("lab-cpu",)}).ok
+
+
+@pytest.mark.parametrize(
+    ("required", "machine", "says"),
+    [
+        ("avx512f", {"cpu": ("skylake_avx512",)}, "cpu skylake_avx512 has avx512f"),
+        ("avx512f", {"cpuflag": ("avx512f",)}, "the machine declares cpuflag:avx512f"),
+        (
+            "avx512f",
+            {"cpu": ("haswell",)},
+            "cpuflag:avx512f: cpu haswell lacks avx512f, and the machine does not declare it",
+        ),
+        ("avx512f", {}, "cpuflag:avx512f: the machine declares neither it nor a cpu"),
+        ("AVX2", {"cpu": ("haswell",)}, "cpuflag:AVX2 is not a cpu flag like avx512f"),
+    ],
+)
+def test_cpuflag_says_which_rule_decided(
+    required: str, machine: dict[str, tuple[str, ...]], says: str
+) -> None:
+    assert CpuFlagMatcher().fit("cpuflag", required, machine).reason == says
+
+
 # --- cuda --------------------------------------------------------------------------------------
 
 
@@ -278,20 +363,26 @@ def test_cuda_ignores_unreadable_machine_values() -> None:
 
 
 def test_builtin_matchers_are_named_by_their_name() -> None:
-    assert set(BUILTIN_MATCHERS) == {"exact", "microarch", "cuda", "at-least"}
+    assert set(BUILTIN_MATCHERS) == {"exact", "microarch", "cpuflag", "cuda", "at-least"}
     for name, cls in BUILTIN_MATCHERS.items():
         assert cls.name == name
 
 
 def test_default_key_matchers() -> None:
-    assert dict(DEFAULT_KEY_MATCHERS) == {"cpu": "microarch", "nvcap": "cuda", "nvptx": "cuda"}
+    assert dict(DEFAULT_KEY_MATCHERS) == {
+        "cpu": "microarch",
+        "cpuflag": "cpuflag",
+        "nvcap": "cuda",
+        "nvptx": "cuda",
+    }
 
 
 def test_an_unknown_matcher_names_the_ones_there_are() -> None:
     with pytest.raises(UnknownMatcher) as info:
         MatcherRegistry({"cpu": "fuzzy"})
     assert str(info.value) == (
-        "unknown matcher 'fuzzy' for key 'cpu': use one of at-least, cuda, exact, microarch"
+        "unknown matcher 'fuzzy' for key 'cpu': "
+        "use one of at-least, cpuflag, cuda, exact, microarch"
     )
 
 
@@ -306,8 +397,8 @@ def test_registry_builds_each_key_its_matcher_with_its_aliases() -> None:
 
 
 def test_machines_declare_capabilities_not_ptx() -> None:
-    assert MatcherRegistry().machine_keys() == {"cpu", "nvcap"}
-    assert MatcherRegistry({"ht": "exact"}).machine_keys() == {"cpu", "nvcap", "ht"}
+    assert MatcherRegistry().machine_keys() == {"cpu", "cpuflag", "nvcap"}
+    assert MatcherRegistry({"ht": "exact"}).machine_keys() == {"cpu", "cpuflag", "nvcap", "ht"}
 
 
 # --- values a machine may declare ----------------------------------------------------------------
@@ -320,6 +411,15 @@ def test_machines_declare_capabilities_not_ptx() -> None:
         ("cpu", "coffeelake", None),  # a built-in alias
         ("cpu", "myhost", None),  # a configured alias
         ("cpu", "zen99", "'zen99' is not a microarchitecture archspec knows"),
+        ("cpuflag", "avx512f", None),
+        ("cpuflag", "sse4_1", None),
+        ("cpuflag", "myflag2", None),  # well formed, though archspec lists no such flag
+        ("cpuflag", "vec", None),  # a configured alias
+        ("cpuflag", "AVX2", "a cpu flag is lowercase letters, digits and _"),
+        ("cpuflag", "avx-512", "a cpu flag is lowercase letters, digits and _"),
+        ("cpuflag", "", "a cpu flag is lowercase letters, digits and _"),
+        ("cpuflag", "a" * 65, "a cpu flag is lowercase letters, digits and _"),
+        ("cpuflag", "avx2\n", "a cpu flag is lowercase letters, digits and _"),
         ("nvcap", "8.6", None),
         ("nvcap", "a100", None),  # a configured alias
         ("nvcap", "9.0a", "a machine's compute capability is MAJOR.MINOR, e.g. 8.6"),
@@ -335,7 +435,8 @@ def test_each_matcher_checks_the_values_a_machine_declares(
     key: str, value: str, problem: str | None
 ) -> None:
     registry = MatcherRegistry(
-        {"driver": "at-least"}, {"cpu": {"myhost": "haswell"}, "nvcap": {"a100": "8.0"}}
+        {"driver": "at-least"},
+        {"cpu": {"myhost": "haswell"}, "nvcap": {"a100": "8.0"}, "cpuflag": {"vec": "avx2"}},
     )
     found = registry.check(key, value)
     if problem is None:

@@ -41,6 +41,11 @@ class Matcher(ABC):
     def __init__(self, aliases: Mapping[str, str] | None = None) -> None:
         self.aliases = {**self.default_aliases, **(aliases or {})}
 
+    @classmethod
+    def configured(cls, key: str, aliases: Mapping[str, Mapping[str, str]]) -> Matcher:
+        """This matcher for `key`, given the aliases configured for every key."""
+        return cls(aliases.get(key))
+
     def canonical(self, value: str) -> str:
         return self.aliases.get(value, value)
 
@@ -144,6 +149,63 @@ def _lineage_steps(machine: str, required: str) -> int | None:
     if not goal <= start:
         return None
     return len(start.ancestors) - len(goal.ancestors)
+
+
+CPU_KEY = "cpu"
+CPUFLAG_KEY = "cpuflag"
+# archspec's flag names (sse4_1, avx512f, asimddp), in ASCII and of a bounded length.
+_FLAG_RE = re.compile(r"^[a-z0-9_]{1,64}\Z")
+
+
+class CpuFlagMatcher(Matcher):
+    """Instruction-set flags: `cpuflag:avx512f` is satisfied by a machine that declares the flag,
+    or whose `cpu` microarchitecture has it in archspec's feature list.
+
+    Every flag that fits fits at distance 0: an entry requiring more flags the machine has
+    satisfies more features, and selection already prefers that.
+    """
+
+    name = "cpuflag"
+
+    def __init__(
+        self, aliases: Mapping[str, str] | None = None, cpu_aliases: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(aliases)
+        # The machine's cpu is read with the names the microarch matcher accepts (coffeelake).
+        self._cpu = MicroarchMatcher(cpu_aliases)
+
+    @classmethod
+    def configured(cls, key: str, aliases: Mapping[str, Mapping[str, str]]) -> Matcher:
+        return cls(aliases.get(key), aliases.get(CPU_KEY))
+
+    def check(self, value: str) -> str | None:
+        if _FLAG_RE.match(self.canonical(value)):
+            return None  # archspec does not list every flag a machine may have
+        return "a cpu flag is lowercase letters, digits and _, e.g. avx512f, sve, sse4_1"
+
+    def fit(self, key: str, required: str, machine: MachineFeatures) -> Fit:
+        if not _FLAG_RE.match(required):
+            return Fit(False, reason=f"{key}:{required} is not a cpu flag like avx512f")
+        if required in machine.get(key, ()):
+            return Fit(True, reason=f"the machine declares {key}:{required}")
+        cpus = machine.get(CPU_KEY, ())
+        for cpu in cpus:
+            if _has_flag(self._cpu.canonical(cpu), required):
+                return Fit(True, reason=f"{CPU_KEY} {cpu} has {required}")
+        if not cpus:
+            return Fit(
+                False, reason=f"{key}:{required}: the machine declares neither it nor a cpu"
+            )
+        return Fit(
+            False,
+            reason=f"{key}:{required}: {' or '.join(f'{CPU_KEY} {c}' for c in cpus)} "
+            f"lacks {required}, and the machine does not declare it",
+        )
+
+
+def _has_flag(cpu: str, flag: str) -> bool:
+    target = archspec.cpu.TARGETS.get(cpu)
+    return target is not None and flag in target.features
 
 
 # ASCII digits, and few of them: `\d` admits any script's digits, and int() refuses (or float()
@@ -288,10 +350,15 @@ def _values(key: str, have: tuple[str, ...]) -> str:
 
 BUILTIN_MATCHERS: Mapping[str, type[Matcher]] = {
     matcher.name: matcher
-    for matcher in (ExactMatcher, MicroarchMatcher, CudaMatcher, AtLeastMatcher)
+    for matcher in (ExactMatcher, MicroarchMatcher, CpuFlagMatcher, CudaMatcher, AtLeastMatcher)
 }
 
-DEFAULT_KEY_MATCHERS: Mapping[str, str] = {"cpu": "microarch", "nvcap": "cuda", "nvptx": "cuda"}
+DEFAULT_KEY_MATCHERS: Mapping[str, str] = {
+    CPU_KEY: "microarch",
+    CPUFLAG_KEY: "cpuflag",
+    "nvcap": "cuda",
+    "nvptx": "cuda",
+}
 
 
 class UnknownMatcher(ValueError):
@@ -302,8 +369,8 @@ class MatcherRegistry:
     """Which matcher judges each feature key, built from the config's `features` section.
 
     The built-in keys first (`DEFAULT_KEY_MATCHERS`), then `features.matchers` (key -> matcher
-    name); each matcher gets `features.aliases` for its key. A key without a matcher is judged
-    exactly.
+    name); each matcher gets `features.aliases` for its key (and for any other key it reads). A
+    key without a matcher is judged exactly.
     """
 
     def __init__(
@@ -321,7 +388,7 @@ class MatcherRegistry:
                 raise UnknownMatcher(
                     f"unknown matcher {name!r} for key {key!r}: use one of {known}"
                 )
-            self._by_key[key] = matcher(self.aliases.get(key))
+            self._by_key[key] = matcher.configured(key, self.aliases)
 
     def for_key(self, key: str) -> Matcher:
         return self._by_key.get(key, self._default)
