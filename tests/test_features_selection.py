@@ -261,6 +261,62 @@ def test_matchers_configured_per_key() -> None:
     assert labels(select(SEED, machine("cpu:myhost"), custom)) == {"skylake", "arm64"}
 
 
+# Builds described by instruction-set flags; the AVX-512 build lists every flag it uses, as
+# `-march`-level builds do, so a machine with both flags satisfies two of its features.
+CPUFLAG_INDEX = make_index(
+    entry("generic", AMD64),
+    entry("first", AMD64, "cpuflag:avx2"),
+    entry("second", AMD64, "cpuflag:avx2", "cpuflag:avx512f"),
+)
+
+
+def flags_of(cpu: str) -> set[str]:
+    return set(archspec.cpu.TARGETS[cpu].features)
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"),
+    [
+        (["cpu:haswell"], "first"),
+        (["cpu:zen2"], "first"),
+        (["cpu:skylake_avx512"], "second"),
+        (["cpu:coffeelake"], "first"),
+        (["cpuflag:avx2", "cpuflag:avx512f"], "second"),
+        (["cpu:haswell", "cpuflag:avx512f"], "second"),
+        (["cpu:ivybridge"], "generic"),
+        (["nvcap:8.6"], "generic"),
+        ([], "generic"),
+    ],
+)
+def test_cpuflag_entries_go_to_machines_with_the_flags(
+    features: list[str], expected: str, matchers: Matchers
+) -> None:
+    # The premises, from archspec: which of these cpus has which flag.
+    assert {"avx2", "avx512f"} <= flags_of("skylake_avx512")
+    assert "avx2" in flags_of("haswell") and "avx512f" not in flags_of("haswell")
+    assert "avx2" in flags_of("zen2") and "avx512f" not in flags_of("zen2")
+    assert "avx2" in flags_of("skylake") and "avx512f" not in flags_of("skylake")
+    assert "avx2" not in flags_of("ivybridge")
+    assert labels(select(CPUFLAG_INDEX, machine(*features), matchers)) == {expected}
+
+
+def test_entries_needing_one_flag_each_tie_and_the_earlier_wins(matchers: Matchers) -> None:
+    """Every flag fits at distance 0: one flag is not closer than another."""
+    index = make_index(
+        entry("first", AMD64, "cpuflag:avx2"), entry("second", AMD64, "cpuflag:sse4_2")
+    )
+    assert labels(select(index, machine("cpu:skylake_avx512"), matchers)) == {"first"}
+
+
+def test_a_cpuflag_verdict_names_the_cpu_that_lacks_the_flag(matchers: Matchers) -> None:
+    verdicts = select(CPUFLAG_INDEX, machine("cpu:haswell"), matchers).verdicts
+    avx512 = next(v for v in verdicts if v.entry.digest == sha("second"))
+    assert not avx512.fits and avx512.satisfied == 1
+    assert avx512.reasons == [
+        "cpuflag:avx512f: cpu haswell lacks avx512f, and the machine does not declare it"
+    ]
+
+
 def test_unknown_keys_are_matched_exactly(matchers: Matchers) -> None:
     index = make_index(entry("first", AMD64, "gpu:t4"), entry("generic", AMD64))
     assert labels(select(index, machine("gpu:t4"), matchers)) == {"first"}

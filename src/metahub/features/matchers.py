@@ -193,9 +193,7 @@ class CpuFlagMatcher(Matcher):
             if _has_flag(self._cpu.canonical(cpu), required):
                 return Fit(True, reason=f"{CPU_KEY} {cpu} has {required}")
         if not cpus:
-            return Fit(
-                False, reason=f"{key}:{required}: the machine declares neither it nor a cpu"
-            )
+            return Fit(False, reason=f"{key}:{required}: the machine declares neither it nor a cpu")
         return Fit(
             False,
             reason=f"{key}:{required}: {' or '.join(f'{CPU_KEY} {c}' for c in cpus)} "
