@@ -165,7 +165,7 @@ async def test_unknown_keys_are_refused_naming_the_keys_the_server_knows() -> No
     with pytest.raises(ProfileLoginError) as refused:
         await service().authenticate("hpc/cpu=zen3,colour=blue,mpi=openmpi", PASSWORD)
     error = refused.value
-    known = ["cpu", "driver", "ht", "nvcap", "platform"]
+    known = ["cpu", "cpuflag", "driver", "ht", "nvcap", "platform"]
     assert error.unknown_keys == ["colour", "mpi"]
     assert error.known_keys == known
     assert str(error) == (
@@ -178,7 +178,7 @@ async def test_unknown_keys_are_refused_naming_the_keys_the_server_knows() -> No
 async def test_keys_used_by_machine_types_are_known() -> None:
     types = {"mpi": MachineProfile.of("mpi", ["cpu:zen2", "mpi:openmpi"])}
     logins = ProfileLogins(accounts(), FeaturesConfig(), lambda: types)
-    assert logins.known_keys() == {"cpu", "nvcap", "mpi", "platform"}
+    assert logins.known_keys() == {"cpu", "cpuflag", "nvcap", "mpi", "platform"}
     profile = await logins.authenticate("hpc/mpi=openmpi", PASSWORD)
     assert profile is not None and [str(f) for f in profile.features] == ["mpi:openmpi"]
     types.clear()  # a machine type removed: its keys are no longer known to new logins
@@ -193,6 +193,7 @@ async def test_keys_used_by_machine_types_are_known() -> None:
         ("hpc/nvcap=9.0a", "nvcap=9.0a: a machine's compute capability is MAJOR.MINOR"),
         ("hpc/nvcap=eight", "nvcap=eight: a machine's compute capability is MAJOR.MINOR"),
         ("hpc/driver=latest", "driver=latest: expected a dotted version"),
+        ("hpc/cpuflag=AVX2", "cpuflag=AVX2: a cpu flag is lowercase letters, digits and _"),
         ("hpc/nvptx=8.0", "unknown feature key nvptx"),  # describes builds, not machines
     ],
 )
@@ -205,6 +206,12 @@ async def test_values_the_key_s_matcher_cannot_use_are_refused(login: str, says:
 async def test_cpu_aliases_are_accepted() -> None:
     profile = await service().authenticate("hpc/cpu=coffeelake", PASSWORD)
     assert profile is not None and [str(f) for f in profile.features] == ["cpu:coffeelake"]
+
+
+async def test_cpu_flags_are_accepted_with_the_cpu() -> None:
+    profile = await service().authenticate("hpc/cpu=haswell,cpuflag=avx2", PASSWORD)
+    assert profile is not None
+    assert [str(f) for f in profile.features] == ["cpu:haswell", "cpuflag:avx2"]
 
 
 async def test_configured_aliases_are_accepted_for_any_matcher() -> None:
@@ -418,7 +425,7 @@ def test_bad_profile_logins_get_no_token(
     assert says in error["message"]
     if "colour" in login:
         assert error["detail"]["unknown_keys"] == ["colour"]
-        assert error["detail"]["known_keys"] == ["cpu", "ht", "nvcap", "platform"]
+        assert error["detail"]["known_keys"] == ["cpu", "cpuflag", "ht", "nvcap", "platform"]
 
 
 @pytest.mark.parametrize(("login", "password", "says"), BAD_LOGINS)

@@ -3,7 +3,8 @@
 The oracle knows the rules from the issue, not from the code: archspec ancestry for `cpu` (with
 the documented aliases and one configured here), CUDA's rule for `nvcap` (X.y runs on X.z with
 z >= y; X.ya only on X.y) and `nvptx` (any capability >= X.Y), dotted versions for `driver`
-(assigned to `at-least`), and equality for any other key. Platforms compare on os, architecture
+(assigned to `at-least`), a declared flag or archspec's feature list of the machine's cpu for
+`cpuflag`, and equality for any other key. Platforms compare on os, architecture
 and variant, with arm64/v8 read as arm64.
 """
 
@@ -431,3 +432,56 @@ def test_ranking_is_never_beaten_by_a_clearly_better_rival(
 def minors_off(required: str, cap: tuple[int, int]) -> int:
     """How far a fitting cubin is from the card: 0 for an exact or architecture-specific one."""
     return 0 if required.endswith("a") else cap[1] - _capability(required)[1]
+
+
+# --- cpu flags ---------------------------------------------------------------------------------
+
+# Flags archspec lists for some of CPU_VALUES, and some no microarchitecture of archspec has.
+FLAGS = ["sse4_2", "avx", "avx2", "avx512f", "avx512bw", "amx_tile", "asimd", "sve", "sve2"]
+FLAGS += ["myflag", "vendor_ext_1"]
+cpus = st.lists(st.sampled_from(CPU_VALUES), max_size=2, unique=True)
+flag_sets = st.lists(st.sampled_from(FLAGS), min_size=1, max_size=4, unique=True)
+
+
+def flag_judgement(required: list[str], declared: list[str], machine_cpus: list[str]) -> Any:
+    entry = make_index(
+        {
+            "mediaType": OCI_MANIFEST,
+            "digest": sha("flags"),
+            "size": 10,
+            "platform": {
+                "os": "linux",
+                "architecture": "amd64",
+                "features": [f"cpuflag:{f}" for f in required],
+            },
+        }
+    ).entries[0]
+    features = [f"cpuflag:{f}" for f in declared] + [f"cpu:{c}" for c in machine_cpus]
+    return judge(entry, MachineProfile.of("m", features), MATCHERS)
+
+
+def cpu_has(cpu: str, flag: str) -> bool:
+    canonical = CPU_ALIASES.get(cpu, cpu)
+    return canonical in TARGETS and flag in TARGETS[canonical].features
+
+
+@PROPERTY
+@given(flag_sets, st.lists(st.sampled_from(FLAGS), max_size=3), cpus)
+def test_declaring_every_required_flag_always_satisfies(
+    required: list[str], more: list[str], machine_cpus: list[str]
+) -> None:
+    verdict = flag_judgement(required, [*more, *required], machine_cpus)
+    assert verdict.fits, verdict.reasons
+    assert verdict.satisfied == len(required)
+    assert verdict.distance == 0
+
+
+@PROPERTY
+@given(flag_sets, st.lists(st.sampled_from(FLAGS), max_size=3), cpus, st.sampled_from(FLAGS))
+def test_requiring_a_flag_the_machine_lacks_never_satisfies(
+    required: list[str], declared: list[str], machine_cpus: list[str], lacking: str
+) -> None:
+    assume(lacking not in declared and not any(cpu_has(c, lacking) for c in machine_cpus))
+    verdict = flag_judgement([*required, lacking], declared, machine_cpus)
+    assert not verdict.fits
+    assert any(f"cpuflag:{lacking}" in reason for reason in verdict.reasons)
