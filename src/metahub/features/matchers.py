@@ -2,9 +2,10 @@
 
 Each matcher answers with a `Fit`: whether the machine satisfies the requirement, how far the
 requirement is from the best the machine could use (0 is an exact match; smaller is closer), and
-why not when it does not fit. Distances only compare entries within one key. Each matcher also
-knows which values a machine may declare, so a machine described on the fly (a profile login) is
-refused with a reason rather than matching nothing.
+why not when it does not fit (a matcher may also say which rule made it fit). Distances only
+compare entries within one key. Each matcher also knows which values a machine may declare, so a
+machine described on the fly (a profile login) is refused with a reason rather than matching
+nothing.
 
 The registry (`MatcherRegistry`) is the one place that turns the config's `features.matchers`
 and `features.aliases` into matchers: adding a matcher is a class and its entry in
@@ -158,11 +159,12 @@ _FLAG_RE = re.compile(r"^[a-z0-9_]{1,64}\Z")
 
 
 class CpuFlagMatcher(Matcher):
-    """Instruction-set flags: `cpuflag:avx512f` is satisfied by a machine that declares the flag,
-    or whose `cpu` microarchitecture has it in archspec's feature list.
+    """Instruction-set flags, declared by the machine or implied by its `cpu` (archspec's lists).
 
-    Every flag that fits fits at distance 0: an entry requiring more flags the machine has
-    satisfies more features, and selection already prefers that.
+    `cpuflag:avx512f` is satisfied by a machine that declares `cpuflag:avx512f`, or whose `cpu`
+    microarchitecture has avx512f in archspec's feature list. Every flag that fits fits at
+    distance 0: an entry requiring more flags the machine has satisfies more features, and
+    selection already prefers that.
     """
 
     name = "cpuflag"
