@@ -6,14 +6,16 @@ import functools
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from metahub.cli.backend import backend_options, emit, with_backend
-from metahub.management.backends import Backend
+from metahub.cli.backend import backend_options, emit, new_table, show, with_backend
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from metahub.management.backends import Backend
 
 
 class Timestamp(click.ParamType[datetime]):
@@ -34,7 +36,7 @@ class Timestamp(click.ParamType[datetime]):
 
 
 def types_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="machine types")
+    table = new_table("machine types")
     for column in ("name", "features", "mode", "platforms", "credentials", "source"):
         table.add_column(column)
     for row in rows:
@@ -50,7 +52,7 @@ def types_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def credentials_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="credentials")
+    table = new_table("credentials")
     for column in ("id", "login", "machine type", "created", "expires", "state"):
         table.add_column(column)
     for row in rows:
@@ -139,7 +141,7 @@ def admin_token() -> None:
 
 
 def tokens_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="admin tokens")
+    table = new_table("admin tokens")
     for column in ("id", "admin", "name", "created", "expires", "state"):
         table.add_column(column)
     for row in rows:
@@ -255,8 +257,7 @@ async def machine_type_show(backend: Backend, as_json: bool, name: str) -> None:
     if as_json:
         emit({**found, "credential_list": creds}, True)
     else:
-        Console().print(types_table([found]))
-        Console().print(credentials_table(creds))
+        show(types_table([found]), credentials_table(creds))
 
 
 @machine_type.command("update")
