@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -123,11 +123,18 @@ async def admin_list(backend: Backend, as_json: bool) -> None:
             click.echo(login)
 
 
+def deletion(argument: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
+    """A delete command's options: where to work, what to delete (ARGUMENT), and --yes."""
+
+    def decorate(function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        command = click.option("--yes", is_flag=True, help="Do not ask.")(with_backend(function))
+        return backend_options(click.argument(argument)(command))
+
+    return decorate
+
+
 @admin.command("delete")
-@backend_options
-@click.argument("login")
-@click.option("--yes", is_flag=True, help="Do not ask.")
-@with_backend
+@deletion("login")
 async def admin_delete(backend: Backend, as_json: bool, login: str, yes: bool) -> None:
     """Delete an admin and its tokens."""
     confirmed(yes, f"delete admin {login} and its tokens?")
@@ -277,10 +284,7 @@ async def machine_type_update(
 
 
 @machine_type.command("delete")
-@backend_options
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask.")
-@with_backend
+@deletion("name")
 async def machine_type_delete(backend: Backend, as_json: bool, name: str, yes: bool) -> None:
     """Delete a machine type and its credentials."""
     confirmed(yes, f"delete {name} and its credentials?")
