@@ -7,7 +7,8 @@ import base64
 import pytest
 
 from metahub.client import auth
-from metahub.client.auth import BasicCredentials, TokenCache, pull_scope, push_scope, scope_key
+from metahub.client.auth import TokenCache, pull_scope, push_scope, scope_key
+from metahub.client.credentials import BasicCredentials
 
 
 class Clock:

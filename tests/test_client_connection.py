@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from metahub.client import http
-from metahub.client.auth import BasicCredentials, fetch_token_body, pull_scope, push_scope
+from metahub.client.auth import fetch_token_body, pull_scope, push_scope
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.retry import RetryPolicy
@@ -297,6 +298,47 @@ async def test_no_credentials_from_an_https_registry_to_a_plain_http_realm(
             description="registry",
         )
     assert other.authorizations() == [None]
+
+
+@pytest.mark.parametrize(
+    ("status", "credentials", "trouble", "says"),
+    [
+        (
+            401,
+            BASIC,
+            Trouble.TOKEN_REFUSED,
+            "its token service {realm} refused the credentials (401)",
+        ),
+        (
+            403,
+            None,
+            Trouble.TOKEN_REFUSED,
+            "its token service {realm} refused an anonymous login (403)",
+        ),
+        (503, BASIC, Trouble.TOKEN_FAILED, "token service {realm} answered 503"),
+    ],
+)
+async def test_a_token_service_that_gives_no_token_is_named_with_its_status(
+    other: RoutedServer,
+    status: int,
+    credentials: BasicCredentials | None,
+    trouble: Trouble,
+    says: str,
+) -> None:
+    async def refuse(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers={"Retry-After": "7"}, text="not today")
+
+    other.route("/token", refuse)
+    realm = f"{other.url}/token"
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(RegistryHttpError) as caught:
+            await fetch_token_body(
+                session, realm, [], credentials, registry=other.url, description="registry r"
+            )
+    assert caught.value.trouble is trouble
+    assert caught.value.status == status
+    assert caught.value.target == realm and caught.value.retry_after == "7"
+    assert caught.value.message == "registry r: " + says.format(realm=realm)
 
 
 async def test_a_401_that_cannot_be_met_is_unauthorized_with_the_registry_s_words(

@@ -153,7 +153,11 @@ def test_a_body_broken_off_is_one_warning_and_a_cut_connection(
     assert len(received) < blob.size
     log = new_log(hub, since)
     assert "Traceback" not in log
-    naming = [line for line in log.splitlines() if blob.digest in line]
+    # uvicorn's context-free ERROR for the same cut is filtered out (metahub.logsetup).
+    assert "ASGI callable returned without completing response" not in log
+    naming = [
+        line for line in log.splitlines() if blob.digest in line and " metahub.access:" not in line
+    ]
     assert naming, log
     for line in naming:
         assert " WARNING metahub." in line, log

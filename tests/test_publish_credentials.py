@@ -13,6 +13,7 @@ from metahub.publish.credentials import (
     CredentialsError,
     docker_config_dir,
     docker_credentials,
+    parse_credentials,
 )
 
 
@@ -111,8 +112,8 @@ def test_credential_helpers_are_asked(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_creds_option_format() -> None:
-    assert Credentials.parse("user:pa:ss") == Credentials("user", "pa:ss")
-    assert "pa:ss" not in repr(Credentials.parse("user:pa:ss"))
+    assert parse_credentials("user:pa:ss") == Credentials("user", "pa:ss")
+    assert "pa:ss" not in repr(parse_credentials("user:pa:ss"))
     for bad in ("user", ":password", ""):
         with pytest.raises(CredentialsError):
-            Credentials.parse(bad)
+            parse_credentials(bad)

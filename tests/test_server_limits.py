@@ -145,3 +145,35 @@ async def test_a_malformed_request_gets_a_registry_error_body(port: int) -> None
     status, body = status_and_body(await exchange(port, b"NOT HTTP AT ALL\r\n\r\n"))
     assert status == 400
     assert body["errors"][0]["code"] == "UNSUPPORTED"
+
+
+async def test_a_connection_beyond_max_connections_gets_503_and_the_others_are_served(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MetaHubHttpProtocol, "max_connections", 2)
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    try:
+        status, body = status_and_body(await exchange(port, with_headers() + b"\r\n"))
+        assert status == 503
+        assert body["errors"][0]["code"] == "UNAVAILABLE"
+        assert "2 connections" in body["errors"][0]["message"]
+        # A held connection is served as usual.
+        reader, writer = held[0]
+        writer.write(with_headers("Connection: close") + b"\r\n")
+        assert status_and_body(await asyncio.wait_for(reader.read(), 5))[0] == 200
+    finally:
+        for _, writer in held:
+            writer.close()
+
+
+async def test_max_connections_comes_from_the_settings() -> None:
+    from metahub.config import parse_config
+    from metahub.server.app import build_app
+
+    try:
+        build_app(
+            parse_config({"upstream": {"path": "/nonexistent"}, "server": {"max_connections": 7}})
+        )
+        assert MetaHubHttpProtocol.max_connections == 7
+    finally:
+        MetaHubHttpProtocol.max_connections = None

@@ -208,6 +208,8 @@ class ServerConfig(StrictModel):
     shutdown_timeout: int = Field(10, ge=0)
     # Peers whose forwarded headers (client address, scheme, host) are believed.
     trusted_proxies: tuple[str, ...] = ()
+    # Open connections one worker holds at most; one more is answered 503. None: no limit.
+    max_connections: int | None = Field(None, ge=1)
 
     @field_validator("trusted_proxies")
     @classmethod

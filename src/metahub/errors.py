@@ -148,3 +148,10 @@ class DatabaseUnavailable(RegistryError):
 
     code = "UNAVAILABLE"
     status = 503
+
+
+class ServerBusy(RegistryError):
+    """This server holds `server.max_connections` connections already."""
+
+    code = "UNAVAILABLE"
+    status = 503

@@ -23,3 +23,25 @@ def setup_logging(level: str, env: Mapping[str, str] = os.environ) -> None:
     sql_level = level.upper() if env.get(SQL_DEBUG_ENV) == "1" else logging.WARNING
     for name in SQL_LOGGERS:
         logging.getLogger(name).setLevel(sql_level)
+
+
+class _CutResponses(logging.Filter):
+    """Drops uvicorn's ERROR for a response the application ends early on purpose.
+
+    MetaHub cuts a blob download whose upstream broke off or whose bytes do not verify, so that
+    no client completes a wrong or short blob; it logs one warning naming the upstream and the
+    blob. uvicorn then adds an ERROR line without context for the same event.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
+_CUT_RESPONSES = _CutResponses()
+
+
+def quiet_cut_responses() -> None:
+    """Install the filter on uvicorn's error logger (after uvicorn has configured logging)."""
+    logger = logging.getLogger("uvicorn.error")
+    if _CUT_RESPONSES not in logger.filters:
+        logger.addFilter(_CUT_RESPONSES)

@@ -34,12 +34,12 @@ def _console(*, stderr: bool) -> Console:
 
 
 def _creds(text: str | None) -> Credentials | None:
-    from metahub.publish.credentials import Credentials, CredentialsError
+    from metahub.publish.credentials import CredentialsError, parse_credentials
 
     if text is None:
         return None
     try:
-        return Credentials.parse(text)
+        return parse_credentials(text)
     except CredentialsError as exc:
         raise click.BadParameter(str(exc), param_hint="--creds") from exc
 

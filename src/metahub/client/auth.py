@@ -8,11 +8,10 @@ mount's token holds).
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 import aiohttp
@@ -21,6 +20,7 @@ from yarl import URL
 
 from metahub.client.bodies import read_limited, read_prefix
 from metahub.client.challenge import parse_challenge
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 
 # A token is dropped this long before it expires so no request races its expiry.
@@ -29,18 +29,6 @@ DEFAULT_TOKEN_LIFETIME = 60.0
 TOKEN_BODY_LIMIT = 1024 * 1024
 
 ScopeKey = tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
-    """A login and its password, sent as HTTP Basic (UTF-8, as docker sends them)."""
-
-    login: str
-    password: str
-
-    def header(self) -> str:
-        pair = f"{self.login}:{self.password}".encode()
-        return f"Basic {base64.b64encode(pair).decode()}"
 
 
 def scope_key(scopes: Iterable[str]) -> ScopeKey:
@@ -78,23 +66,18 @@ class TokenCache:
         self._tokens[key] = (token, expiry)
 
 
+@dataclass(eq=False)
 class Authenticator:
     """What to send as `Authorization`, learnt from the registry's first challenge."""
 
-    def __init__(
-        self,
-        registry: str,
-        description: str,
-        credentials: BasicCredentials | None = None,
-        *,
-        account: str | None = None,
-    ) -> None:
-        self.registry = registry
-        self.description = description
-        self.credentials = credentials
-        self._account = account  # sent to the token service, as docker does, when set
-        self._scheme: str | None = None  # "bearer" or "basic", once the registry said
-        self.tokens = TokenCache()
+    registry: str
+    description: str
+    credentials: BasicCredentials | None = None
+    # Sent to the token service, as docker does, when set.
+    account: str | None = field(default=None, kw_only=True)
+    tokens: TokenCache = field(default_factory=TokenCache, init=False)
+    # "bearer" or "basic", once the registry said.
+    _scheme: str | None = field(default=None, init=False)
 
     def authorization(self, key: ScopeKey) -> str | None:
         if self._scheme == "basic" and self.credentials is not None:
@@ -129,8 +112,8 @@ class Authenticator:
             query.append(("service", challenge["service"]))
         for scope in key or ((challenge["scope"],) if "scope" in challenge else ()):
             query.append(("scope", scope))
-        if self._account is not None:
-            query.append(("account", self._account))
+        if self.account is not None:
+            query.append(("account", self.account))
         realm = challenge["realm"]
         if not _is_web_url(realm):
             raise self._bad_answer(realm, "no token: its realm is not an http(s) URL")
@@ -205,17 +188,8 @@ async def fetch_token_body(
         # aiohttp drops the Authorization if the realm redirects to another origin.
         async with session.get(realm, params=query, headers=headers) as response:
             if response.status != 200:
-                refused = response.status in (401, 403)
-                who = "the credentials" if credentials else "an anonymous login"
-                raise RegistryHttpError(
-                    Trouble.TOKEN_REFUSED if refused else Trouble.TOKEN_FAILED,
-                    f"{description}: its token service {realm} refused {who} ({response.status})"
-                    if refused
-                    else f"{description}: token service {realm} answered {response.status}",
-                    status=response.status,
-                    target=realm,
-                    retry_after=response.headers.get("Retry-After"),
-                    body=await read_prefix(response),
+                raise await _token_not_given(
+                    response, realm, description, anonymous=credentials is None
                 )
             try:
                 data = await read_limited(response, TOKEN_BODY_LIMIT, description, 64 * 1024)
@@ -247,3 +221,24 @@ async def fetch_token_body(
             target=realm,
         )
     return body
+
+
+async def _token_not_given(
+    response: aiohttp.ClientResponse, realm: str, description: str, *, anonymous: bool
+) -> RegistryHttpError:
+    """A token service's answer other than 200: the login refused (401, 403), or a failure."""
+    if response.status in (401, 403):
+        who = "an anonymous login" if anonymous else "the credentials"
+        trouble = Trouble.TOKEN_REFUSED
+        message = f"{description}: its token service {realm} refused {who} ({response.status})"
+    else:
+        trouble = Trouble.TOKEN_FAILED
+        message = f"{description}: token service {realm} answered {response.status}"
+    return RegistryHttpError(
+        trouble,
+        message,
+        status=response.status,
+        target=realm,
+        retry_after=response.headers.get("Retry-After"),
+        body=await read_prefix(response),
+    )

@@ -21,7 +21,8 @@ import orjson
 from yarl import URL
 
 from metahub.client import bodies
-from metahub.client.auth import Authenticator, BasicCredentials, scope_key
+from metahub.client.auth import Authenticator, scope_key
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.links import next_link
 from metahub.client.pace import MinimumRate
@@ -79,8 +80,6 @@ class RegistryConnection:
         min_rate: MinimumRate | None = None,
     ) -> None:
         self.url = url
-        self.description = description
-        self.credentials = credentials
         self.auth = Authenticator(url, description, credentials, account=account)
         self.chunk_size = chunk_size
         self._timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
@@ -94,6 +93,10 @@ class RegistryConnection:
         self._redirects = redirects  # None: follow a redirect anywhere
         self._min_rate = min_rate
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def description(self) -> str:
+        return self.auth.description
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -168,7 +171,7 @@ class RegistryConnection:
                 or not await self.auth.answer(self.session(), challenge, key, authorization)
             ):
                 break
-        who = f"as {self.credentials.login}" if self.credentials else "anonymously"
+        who = f"as {self.auth.credentials.login}" if self.auth.credentials else "anonymously"
         raise RegistryHttpError(
             Trouble.UNAUTHORIZED,
             f"{self.description} refused {method} {URL(url).path} {who}: {detail}",

@@ -20,9 +20,10 @@ from typing import Any
 
 import aiohttp
 
-from metahub.client.auth import BasicCredentials, fetch_token_body
+from metahub.client.auth import fetch_token_body
 from metahub.client.bodies import read_prefix
 from metahub.client.challenge import parse_challenge
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.retry import RetryPolicy

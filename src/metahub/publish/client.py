@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from metahub.client.auth import BasicCredentials, pull_scope, push_scope
+from metahub.client.auth import pull_scope, push_scope
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError
 from metahub.client.http import Body, RegistryConnection
 from metahub.client.media import media_type_of
@@ -29,7 +30,6 @@ from metahub.images.errors import ImageError
 from metahub.images.members import Fetched
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
-from metahub.publish.credentials import Credentials
 
 CHUNK_SIZE = 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -71,7 +71,7 @@ class RegistryClient:
     def __init__(
         self,
         host: str,
-        credentials: Credentials | None = None,
+        credentials: BasicCredentials | None = None,
         *,
         insecure: bool = False,
         connect_timeout: float = 10.0,
@@ -85,12 +85,8 @@ class RegistryClient:
         self._http = RegistryConnection(
             self.url,
             description=self.description,
-            credentials=(
-                BasicCredentials(credentials.username, credentials.password)
-                if credentials is not None
-                else None
-            ),
-            account=credentials.username if credentials is not None else None,
+            credentials=credentials,
+            account=credentials.login if credentials is not None else None,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=connect_timeout, sock_read=read_timeout
             ),

@@ -14,13 +14,13 @@ import binascii
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from metahub.client.credentials import BasicCredentials
 from metahub.images.errors import ImageError
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -31,21 +31,16 @@ class CredentialsError(ImageError, ValueError):
     """Credentials that are there but unusable; the message says where they came from."""
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    username: str
-    password: str
+# Docker's logins are sent as HTTP Basic, so they are the client's Basic credentials.
+Credentials = BasicCredentials
 
-    @classmethod
-    def parse(cls, text: str) -> Credentials:
-        """`USER:PASSWORD`, as `--creds` takes it (the password may hold colons)."""
-        username, sep, password = text.partition(":")
-        if not sep or not username:
-            raise CredentialsError("credentials must be USER:PASSWORD")
-        return cls(username, password)
 
-    def __repr__(self) -> str:
-        return f"Credentials(username={self.username!r}, password=***)"
+def parse_credentials(text: str) -> Credentials:
+    """`USER:PASSWORD`, as `--creds` takes it (the password may hold colons)."""
+    login, sep, password = text.partition(":")
+    if not sep or not login:
+        raise CredentialsError("credentials must be USER:PASSWORD")
+    return Credentials(login, password)
 
 
 def docker_config_dir() -> Path:
@@ -102,7 +97,7 @@ def _from_entry(entry: dict[str, Any], where: str) -> Credentials | None:
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise CredentialsError(f"{where}.auth is not base64 of USER:PASSWORD") from exc
         try:
-            return Credentials.parse(decoded)
+            return parse_credentials(decoded)
         except CredentialsError as exc:
             raise CredentialsError(f"{where}.auth is not base64 of USER:PASSWORD") from exc
     username, password = entry.get("username"), entry.get("password")

@@ -203,7 +203,20 @@ COMMON_ERRORS: Responses = {
     422: _error("Invalid request; `detail` names each field."),
     429: _error("Too many failed logins from this address."),
 }
+# A change to something that must exist and that the config file may own.
+CHANGE_ERRORS: Responses = {**UNKNOWN, **CONFLICT}
+# The route answers 204 with an empty body (see _no_content).
+NO_CONTENT: dict[str, Any] = {"status_code": 204, "response_class": Response}
 router = APIRouter(prefix="/v1", dependencies=[Depends(bearer_scheme)], responses=COMMON_ERRORS)
+# One router a resource, so that each route carries its resource's tag in the OpenAPI document.
+machine_types = APIRouter(prefix="/machine-types", tags=["machine types"])
+credentials = APIRouter(tags=["credentials"])
+admins = APIRouter(tags=["admins"])
+audit_log = APIRouter(tags=["audit"])
+
+
+def _no_content() -> Response:
+    return Response(status_code=204)
 
 
 def _issued(secret: IssuedSecret, request: Request, hub: Hub, kind: str) -> dict[str, Any]:
@@ -215,18 +228,12 @@ def _issued(secret: IssuedSecret, request: Request, hub: Hub, kind: str) -> dict
     return body
 
 
-@router.get("/machine-types", tags=["machine types"], response_model=list[MachineTypeOut])
+@machine_types.get("", response_model=list[MachineTypeOut])
 async def list_machine_types(hub: HubDep, _: Admin) -> list[dict[str, Any]]:
     return [m.to_json() for m in await hub.management.list_machine_types()]
 
 
-@router.post(
-    "/machine-types",
-    status_code=201,
-    tags=["machine types"],
-    response_model=MachineTypeOut,
-    responses=CONFLICT,
-)
+@machine_types.post("", status_code=201, response_model=MachineTypeOut, responses=CONFLICT)
 async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) -> dict[str, Any]:
     created = await hub.management.create_machine_type(
         actor,
@@ -239,22 +246,12 @@ async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) ->
     return created.to_json()
 
 
-@router.get(
-    "/machine-types/{name}",
-    tags=["machine types"],
-    response_model=MachineTypeOut,
-    responses=UNKNOWN,
-)
+@machine_types.get("/{name}", response_model=MachineTypeOut, responses=UNKNOWN)
 async def get_machine_type(name: str, hub: HubDep, _: Admin) -> dict[str, Any]:
     return (await hub.management.get_machine_type(name)).to_json()
 
 
-@router.patch(
-    "/machine-types/{name}",
-    tags=["machine types"],
-    response_model=MachineTypeOut,
-    responses={**UNKNOWN, **CONFLICT},
-)
+@machine_types.patch("/{name}", response_model=MachineTypeOut, responses=CHANGE_ERRORS)
 async def update_machine_type(
     name: str, body: MachineTypeChange, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
@@ -269,34 +266,24 @@ async def update_machine_type(
     return updated.to_json()
 
 
-@router.delete(
-    "/machine-types/{name}",
-    status_code=204,
-    tags=["machine types"],
-    response_class=Response,
-    responses={**UNKNOWN, **CONFLICT},
-)
+@machine_types.delete("/{name}", **NO_CONTENT, responses=CHANGE_ERRORS)
 async def delete_machine_type(name: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.delete_machine_type(actor, name)
-    return Response(status_code=204)
+    return _no_content()
 
 
-@router.get(
-    "/machine-types/{name}/credentials",
-    tags=["credentials"],
-    response_model=list[CredentialOut],
-    responses=UNKNOWN,
+@credentials.get(
+    "/machine-types/{name}/credentials", response_model=list[CredentialOut], responses=UNKNOWN
 )
 async def list_type_credentials(name: str, hub: HubDep, _: Admin) -> list[dict[str, Any]]:
     return [c.to_json() for c in await hub.management.list_credentials(name)]
 
 
-@router.post(
+@credentials.post(
     "/machine-types/{name}/credentials",
     status_code=201,
-    tags=["credentials"],
     response_model=IssuedCredential,
-    responses={**UNKNOWN, **CONFLICT},
+    responses=CHANGE_ERRORS,
 )
 async def create_credential(
     name: str, body: CredentialIn, request: Request, hub: HubDep, actor: Admin
@@ -308,30 +295,22 @@ async def create_credential(
     return _issued(issued, request, hub, "password")
 
 
-@router.get(
-    "/credentials", tags=["credentials"], response_model=list[CredentialOut], responses=UNKNOWN
-)
+@credentials.get("/credentials", response_model=list[CredentialOut], responses=UNKNOWN)
 async def list_credentials(
     hub: HubDep, _: Admin, machine_type: Annotated[str | None, Query()] = None
 ) -> list[dict[str, Any]]:
     return [c.to_json() for c in await hub.management.list_credentials(machine_type)]
 
 
-@router.get(
-    "/credentials/{credential_id}",
-    tags=["credentials"],
-    response_model=CredentialOut,
-    responses=UNKNOWN,
-)
+@credentials.get("/credentials/{credential_id}", response_model=CredentialOut, responses=UNKNOWN)
 async def get_credential(credential_id: str, hub: HubDep, _: Admin) -> dict[str, Any]:
     return (await hub.management.get_credential(credential_id)).to_json()
 
 
-@router.post(
+@credentials.post(
     "/credentials/{credential_id}/rotate",
-    tags=["credentials"],
     response_model=IssuedCredential,
-    responses={**UNKNOWN, **CONFLICT},
+    responses=CHANGE_ERRORS,
 )
 async def rotate_credential(
     credential_id: str, request: Request, hub: HubDep, actor: Admin
@@ -340,71 +319,46 @@ async def rotate_credential(
     return _issued(issued, request, hub, "password")
 
 
-@router.post(
-    "/credentials/{credential_id}/revoke",
-    tags=["credentials"],
-    response_model=CredentialOut,
-    responses={**UNKNOWN, **CONFLICT},
+@credentials.post(
+    "/credentials/{credential_id}/revoke", response_model=CredentialOut, responses=CHANGE_ERRORS
 )
 async def revoke_credential(credential_id: str, hub: HubDep, actor: Admin) -> dict[str, Any]:
-    revoked = await hub.management.revoke_credential(actor, credential_id)
-    return revoked.to_json()
+    return (await hub.management.revoke_credential(actor, credential_id)).to_json()
 
 
-@router.post(
-    "/credentials/{credential_id}/expire",
-    tags=["credentials"],
-    response_model=CredentialOut,
-    responses={**UNKNOWN, **CONFLICT},
+@credentials.post(
+    "/credentials/{credential_id}/expire", response_model=CredentialOut, responses=CHANGE_ERRORS
 )
 async def expire_credential(
     credential_id: str, body: ExpireIn, hub: HubDep, actor: Admin
 ) -> dict[str, Any]:
-    expired = await hub.management.expire_credential(actor, credential_id, body.at)
-    return expired.to_json()
+    return (await hub.management.expire_credential(actor, credential_id, body.at)).to_json()
 
 
-@router.get("/admins", tags=["admins"], response_model=list[str])
+@admins.get("/admins", response_model=list[str])
 async def list_admins(hub: HubDep, _: Admin) -> list[str]:
     return await hub.management.list_admins()
 
 
-@router.post(
-    "/admins", status_code=201, tags=["admins"], response_model=AdminOut, responses=CONFLICT
-)
+@admins.post("/admins", status_code=201, response_model=AdminOut, responses=CONFLICT)
 async def create_admin(body: AdminIn, hub: HubDep, actor: Admin) -> dict[str, str]:
     await hub.management.create_admin(actor, body.login, body.password)
     return {"login": body.login}
 
 
-@router.delete(
-    "/admins/{login}",
-    status_code=204,
-    tags=["admins"],
-    response_class=Response,
-    responses=UNKNOWN,
-)
+@admins.delete("/admins/{login}", **NO_CONTENT, responses=UNKNOWN)
 async def delete_admin(login: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.delete_admin(actor, login)
-    return Response(status_code=204)
+    return _no_content()
 
 
-@router.get(
-    "/admins/{login}/tokens",
-    tags=["admins"],
-    response_model=list[AdminTokenOut],
-    responses=UNKNOWN,
-)
+@admins.get("/admins/{login}/tokens", response_model=list[AdminTokenOut], responses=UNKNOWN)
 async def list_tokens(login: str, hub: HubDep, _: Admin) -> list[dict[str, Any]]:
     return [t.to_json() for t in await hub.management.list_admin_tokens(login)]
 
 
-@router.post(
-    "/admins/{login}/tokens",
-    status_code=201,
-    tags=["admins"],
-    response_model=IssuedToken,
-    responses=UNKNOWN,
+@admins.post(
+    "/admins/{login}/tokens", status_code=201, response_model=IssuedToken, responses=UNKNOWN
 )
 async def create_token(
     login: str, body: TokenIn, request: Request, hub: HubDep, actor: Admin
@@ -414,19 +368,13 @@ async def create_token(
     return _issued(issued, request, hub, "token")
 
 
-@router.post(
-    "/tokens/{token_id}/revoke",
-    status_code=204,
-    tags=["admins"],
-    response_class=Response,
-    responses=UNKNOWN,
-)
+@admins.post("/tokens/{token_id}/revoke", **NO_CONTENT, responses=UNKNOWN)
 async def revoke_token(token_id: str, hub: HubDep, actor: Admin) -> Response:
     await hub.management.revoke_admin_token(actor, token_id)
-    return Response(status_code=204)
+    return _no_content()
 
 
-@router.get("/audit", tags=["audit"], response_model=list[AuditEntryOut])
+@audit_log.get("/audit", response_model=list[AuditEntryOut])
 async def audit(
     hub: HubDep,
     _: Admin,
@@ -434,3 +382,8 @@ async def audit(
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> list[dict[str, Any]]:
     return [e.to_json() for e in await hub.management.audit(limit=limit, before=before)]
+
+
+# Routes are copied when included, so this comes after all of them.
+for resource in (machine_types, credentials, admins, audit_log):
+    router.include_router(resource)

@@ -65,15 +65,15 @@ class ExplainedIndex(BaseModel):
     nested: dict[str, ExplainedIndex]
 
 
-class Explanation(BaseModel):
+class ExplainedSubject(BaseModel):
     image: str
     machine_type: ExplainedMachineType
-    upstream: UpstreamIndex
-    filtered: bool
-    served_digest: str | None
-    error: str | None
-    entries: list[ExplainedEntry]
-    nested: dict[str, ExplainedIndex]
+
+
+# The top-level index judged like a nested one, under what was asked. The subject is the
+# second base so that its fields come first in the body and the schema.
+class Explanation(ExplainedIndex, ExplainedSubject):
+    pass
 
 
 def create_api(get_hub: HubGetter) -> FastAPI:

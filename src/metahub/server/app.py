@@ -23,10 +23,12 @@ from starlette.routing import Mount, Route
 from metahub import errors
 from metahub.config import Settings
 from metahub.hub import Hub
+from metahub.logsetup import quiet_cut_responses
 from metahub.server.api import create_api, web_error_response
 from metahub.server.database import database_unavailable, is_unavailable
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.observe import Observe
+from metahub.server.protocol import MetaHubHttpProtocol
 from metahub.server.registry import registry_endpoint
 from metahub.server.token import token_endpoint
 from metahub.server.ui import create_ui
@@ -97,6 +99,7 @@ class MetaHubApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                quiet_cut_responses()
                 try:
                     self._hub = await Hub.start(self.settings)
                 except Exception as exc:
@@ -144,6 +147,7 @@ class MetaHubApp:
 
 def build_app(settings: Settings) -> Observe:
     """The application as served: MetaHub inside its metrics and access-log middleware."""
+    MetaHubHttpProtocol.max_connections = settings.server.max_connections
     return Observe(
         MetaHubApp(settings),
         log_format=settings.log.access,

@@ -83,12 +83,15 @@ _STATUS_TEXT = {
     400: b"Bad Request",
     408: b"Request Timeout",
     431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
 }
 
 
-def refusal(status: int, message: str) -> bytes:
+def refusal(
+    status: int, message: str, kind: type[errors.RegistryError] = errors.Unsupported
+) -> bytes:
     """A complete HTTP/1.1 response that closes the connection, with a registry error body."""
-    error = errors.Unsupported(message, status=status).rendered()
+    error = kind(message, status=status).rendered()
     fields = b"".join(
         b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
         for name, value in error.headers.items()
@@ -109,9 +112,18 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     _in_head = False  # a request has begun and its headers are not complete
     _refusal: bytes | None = None
 
+    # Connections this process holds at most (`server.max_connections`, set by build_app for the
+    # process it runs in); None: no limit. One more is answered 503 and closed at once.
+    max_connections: int | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(coalescing)
+        limit = MetaHubHttpProtocol.max_connections
+        if limit is not None and len(self.connections) > limit:
+            message = f"this server holds its limit of {limit} connections; try again shortly"
+            self._refuse(refusal(503, message, errors.ServerBusy))
+            return
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

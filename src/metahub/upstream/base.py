@@ -36,9 +36,9 @@ class ByteRange:
     first: int | None
     last: int | None
 
-    # At most 18 digits, past any blob's size: int() of thousands of digits raises, and a
-    # range it cannot read is one the server may ignore.
-    _RE = re.compile(r"^\s*bytes\s*=\s*([0-9]{0,18})\s*-\s*([0-9]{0,18})\s*$")
+    # At most 30 digits, far past any blob's size (a last byte beyond the end means "to the
+    # end"): int() of thousands of digits raises, and a range it cannot read may be ignored.
+    _RE = re.compile(r"^\s*bytes\s*=\s*([0-9]{0,30})\s*-\s*([0-9]{0,30})\s*$")
 
     @classmethod
     def parse(cls, header: str | None) -> ByteRange | None:

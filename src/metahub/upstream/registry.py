@@ -21,7 +21,8 @@ import aiohttp
 import orjson
 
 from metahub import errors, metrics
-from metahub.client.auth import BasicCredentials, pull_scope
+from metahub.client.auth import pull_scope
+from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.media import media_type_of

@@ -184,13 +184,15 @@ async def _type_form(
     )
 
 
-def new_type(pages: Pages) -> Any:
-    async def handle(page: Page) -> Response:
-        if page.request.method == "GET":
-            return await _type_form(pages, page, TypeForm(), editing=None)
-        form = TypeForm.posted(page)
-        try:
-            created = await page.hub.management.create_machine_type(
+async def _save_type(
+    pages: Pages, page: Page, form: TypeForm, *, editing: MachineType | None
+) -> Response:
+    """Creates the machine type (or saves `editing`) and goes to its page; when the service
+    refuses, the form again with its objections next to the fields."""
+    management = page.hub.management
+    try:
+        if editing is None:
+            created = await management.create_machine_type(
                 page.admin,
                 form.name,
                 form.features,
@@ -198,14 +200,30 @@ def new_type(pages: Pages) -> Any:
                 platforms=form.platform_list,
                 description=form.description,
             )
-        except errors.RegistryError as exc:
-            if exc.status not in (409, 422):
-                raise
-            form.refused(exc)
-            return await _type_form(pages, page, form, editing=None, status=exc.status)
-        return page.redirect(
-            f"/machine-types/{created.name}", f"Machine type {created.name} created."
-        )
+            name, done = created.name, "created"
+        else:
+            await management.update_machine_type(
+                page.admin,
+                form.name,
+                features=form.features,
+                mode=form.mode,
+                platforms=form.platform_list,
+                description=form.description,
+            )
+            name, done = form.name, "saved"
+    except errors.RegistryError as exc:
+        if exc.status not in (409, 422):
+            raise
+        form.refused(exc)
+        return await _type_form(pages, page, form, editing=editing, status=exc.status)
+    return page.redirect(f"/machine-types/{name}", f"Machine type {name} {done}.")
+
+
+def new_type(pages: Pages) -> Any:
+    async def handle(page: Page) -> Response:
+        if page.request.method == "GET":
+            return await _type_form(pages, page, TypeForm(), editing=None)
+        return await _save_type(pages, page, TypeForm.posted(page), editing=None)
 
     return handle
 
@@ -216,22 +234,7 @@ def edit_type(pages: Pages) -> Any:
         current = await page.hub.management.get_machine_type(name)
         if page.request.method == "GET":
             return await _type_form(pages, page, TypeForm.of(current), editing=current)
-        form = TypeForm.posted(page, name)
-        try:
-            await page.hub.management.update_machine_type(
-                page.admin,
-                name,
-                features=form.features,
-                mode=form.mode,
-                platforms=form.platform_list,
-                description=form.description,
-            )
-        except errors.RegistryError as exc:
-            if exc.status not in (409, 422):
-                raise
-            form.refused(exc)
-            return await _type_form(pages, page, form, editing=current, status=exc.status)
-        return page.redirect(f"/machine-types/{name}", f"Machine type {name} saved.")
+        return await _save_type(pages, page, TypeForm.posted(page, name), editing=current)
 
     return handle
 
