@@ -229,3 +229,18 @@ def test_serve_with_a_bad_config_names_the_problem(
     assert str(config) in result.stderr
     for fragment in BAD_CONFIGS[key][1]:
         assert fragment in result.stderr
+
+
+# -- start-up -----------------------------------------------------------------------------------
+def test_importing_the_cli_loads_no_server_or_client_stack() -> None:
+    """Every command starts by importing metahub.cli; the heavy stacks load only when used."""
+    heavy = ("aiohttp", "sqlalchemy", "fastapi", "uvicorn")
+    probe = (
+        "import sys, metahub.cli; "
+        f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

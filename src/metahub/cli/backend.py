@@ -9,18 +9,19 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from metahub import errors
 from metahub.cli.options import config_option, given_config
 from metahub.config import ConfigError, load_config
-from metahub.management.backends import Backend, LocalBackend, RemoteBackend
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from metahub.management.backends import Backend
 
 T = TypeVar("T")
 
@@ -38,6 +39,12 @@ def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def run(server: str | None, token: str | None, work: Callable[[Backend], Awaitable[T]]) -> T:
+    # Imported here: the backends pull in SQLAlchemy and aiohttp, which would slow every
+    # command's start, `metahub --help` included.
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from metahub.management.backends import LocalBackend, RemoteBackend
+
     config_path = given_config()
 
     async def go() -> T:
@@ -80,4 +87,19 @@ def emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) 
     if as_json or table is None:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     else:
-        Console().print(table(data if isinstance(data, list) else [data]))
+        show(table(data if isinstance(data, list) else [data]))
+
+
+# rich is imported when a table is drawn, not when the command module is: it costs every start.
+def new_table(title: str) -> Table:
+    from rich.table import Table
+
+    return Table(title=title)
+
+
+def show(*tables: Table) -> None:
+    from rich.console import Console
+
+    console = Console()
+    for table in tables:
+        console.print(table)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-import uvloop
 
 from metahub.config import Settings
 
@@ -45,6 +44,8 @@ def demo(host: str, port: int, data_dir: Path) -> None:
             click.echo(f"  docker login -u {login} -p {login} {registry}")
             click.echo(f"  docker run --rm --pull=always {registry}/qnib/bench")
         click.echo("Press Ctrl+C to stop.")
+
+    import uvloop
 
     try:
         # uvloop, as `metahub serve` runs: the demo is the product, not a slower copy of it.

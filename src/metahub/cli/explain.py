@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.console import Console
-from rich.table import Table
 
 from metahub import errors
 from metahub.cli.options import config_option, load_settings, required_config
 from metahub.config import ConfigError, Settings
 from metahub.oci.reference import parse_image
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @click.command()
@@ -33,6 +34,8 @@ def explain(machine_type: str, as_json: bool, image: str) -> None:
     if as_json:
         click.echo(orjson.dumps(explanation, option=orjson.OPT_INDENT_2).decode())
         return
+    from rich.console import Console
+
     console = Console()
     machine = explanation["machine_type"]
     described = f"{', '.join(machine['features']) or 'no features'}; mode {machine['mode']}"
@@ -69,6 +72,8 @@ def _print(console: Console, explanation: dict[str, Any], *, indent: str) -> Non
     else:
         console.print(f"{indent}[red]nothing fits:[/red] {explanation['error']}")
     if explanation["entries"]:
+        from rich.table import Table
+
         table = Table(show_lines=False)
         for column in ("#", "platform", "features", "fits", "score", "chosen", "why not", "digest"):
             table.add_column(column, overflow="fold")

@@ -5,25 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from metahub.host.authfiles import (
-    check_auth_file,
-    containers_auth_path,
-    docker_config_path,
-)
-from metahub.host.detect import HostReport, detect
-from metahub.host.errors import HostError
-from metahub.host.login import (
-    LoginError,
-    LoginRefused,
-    docker_login_line,
-    log_in,
-    parse_server,
-    profile_login,
-    write_login,
-)
+# The host tools are imported inside the commands: login brings aiohttp, which would slow
+# every command's start.
+if TYPE_CHECKING:
+    from metahub.host.detect import HostReport
 
 PASSWORD_ENV = "METAHUB_PASSWORD"
 
@@ -37,6 +26,8 @@ PASSWORD_ENV = "METAHUB_PASSWORD"
 )
 def detect_command(as_json: bool, cloud: bool) -> None:
     """Print this host's features, one per line: cpu, platform, nvcap per GPU, ht."""
+    from metahub.host.detect import detect
+
     report = detect(with_cloud=cloud)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -95,6 +86,16 @@ def login_command(
     $XDG_RUNTIME_DIR/containers/auth.json). The password comes from --password-stdin or
     $METAHUB_PASSWORD, never from an argument.
     """
+    from metahub.host.authfiles import check_auth_file, containers_auth_path, docker_config_path
+    from metahub.host.errors import HostError
+    from metahub.host.login import (
+        LoginRefused,
+        docker_login_line,
+        log_in,
+        parse_server,
+        write_login,
+    )
+
     try:
         server = parse_server(server_text, insecure=insecure)
         chosen = _choose_login(account, machine_type, login, skip, cloud)
@@ -145,6 +146,9 @@ def _choose_login(
     skip: tuple[str, ...],
     cloud: bool,
 ) -> str:
+    from metahub.host.detect import detect
+    from metahub.host.login import profile_login
+
     if account is not None and (login is not None or machine_type is not None):
         raise click.UsageError(
             "--account makes a profile login; it takes no --login/--machine-type"
@@ -166,6 +170,8 @@ def _choose_login(
 
 
 def _password(from_stdin: bool) -> str:
+    from metahub.host.login import LoginError
+
     if from_stdin:
         password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
     elif PASSWORD_ENV in os.environ:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from metahub.cli.backend import backend_options, emit, with_backend
-from metahub.management.backends import Backend
+from metahub.cli.backend import backend_options, emit, new_table, show, with_backend
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from metahub.management.backends import Backend
 
 
 class Timestamp(click.ParamType[datetime]):
@@ -34,7 +36,7 @@ class Timestamp(click.ParamType[datetime]):
 
 
 def types_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="machine types")
+    table = new_table("machine types")
     for column in ("name", "features", "mode", "platforms", "credentials", "source"):
         table.add_column(column)
     for row in rows:
@@ -50,7 +52,7 @@ def types_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def credentials_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="credentials")
+    table = new_table("credentials")
     for column in ("id", "login", "machine type", "created", "expires", "state"):
         table.add_column(column)
     for row in rows:
@@ -121,11 +123,22 @@ async def admin_list(backend: Backend, as_json: bool) -> None:
             click.echo(login)
 
 
+def acting_on(
+    argument: str, *, asks: bool = False
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
+    """The options of a command on one thing: where to work, ARGUMENT, and --yes if it asks."""
+
+    def decorate(function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        command = with_backend(function)
+        if asks:
+            command = click.option("--yes", is_flag=True, help="Do not ask.")(command)
+        return backend_options(click.argument(argument)(command))
+
+    return decorate
+
+
 @admin.command("delete")
-@backend_options
-@click.argument("login")
-@click.option("--yes", is_flag=True, help="Do not ask.")
-@with_backend
+@acting_on("login", asks=True)
 async def admin_delete(backend: Backend, as_json: bool, login: str, yes: bool) -> None:
     """Delete an admin and its tokens."""
     confirmed(yes, f"delete admin {login} and its tokens?")
@@ -139,7 +152,7 @@ def admin_token() -> None:
 
 
 def tokens_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="admin tokens")
+    table = new_table("admin tokens")
     for column in ("id", "admin", "name", "created", "expires", "state"):
         table.add_column(column)
     for row in rows:
@@ -170,18 +183,14 @@ async def admin_token_create(
 
 
 @admin_token.command("list")
-@backend_options
-@click.argument("login")
-@with_backend
+@acting_on("login")
 async def admin_token_list(backend: Backend, as_json: bool, login: str) -> None:
     """List an admin's tokens (never the tokens themselves)."""
     emit(await backend.list_admin_tokens(login), as_json, tokens_table)
 
 
 @admin_token.command("revoke")
-@backend_options
-@click.argument("token_id")
-@with_backend
+@acting_on("token_id")
 async def admin_token_revoke(backend: Backend, as_json: bool, token_id: str) -> None:
     """Revoke an admin token at once."""
     await backend.revoke_admin_token(token_id)
@@ -245,9 +254,7 @@ async def machine_type_list(backend: Backend, as_json: bool) -> None:
 
 
 @machine_type.command("show")
-@backend_options
-@click.argument("name")
-@with_backend
+@acting_on("name")
 async def machine_type_show(backend: Backend, as_json: bool, name: str) -> None:
     """Show a machine type and its credentials."""
     found = await backend.get_machine_type(name)
@@ -255,8 +262,7 @@ async def machine_type_show(backend: Backend, as_json: bool, name: str) -> None:
     if as_json:
         emit({**found, "credential_list": creds}, True)
     else:
-        Console().print(types_table([found]))
-        Console().print(credentials_table(creds))
+        show(types_table([found]), credentials_table(creds))
 
 
 @machine_type.command("update")
@@ -276,10 +282,7 @@ async def machine_type_update(
 
 
 @machine_type.command("delete")
-@backend_options
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Do not ask.")
-@with_backend
+@acting_on("name", asks=True)
 async def machine_type_delete(backend: Backend, as_json: bool, name: str, yes: bool) -> None:
     """Delete a machine type and its credentials."""
     confirmed(yes, f"delete {name} and its credentials?")
@@ -323,18 +326,14 @@ async def credential_list(backend: Backend, as_json: bool, machine_type_name: st
 
 
 @credential.command("revoke")
-@backend_options
-@click.argument("credential_id")
-@with_backend
+@acting_on("credential_id")
 async def credential_revoke(backend: Backend, as_json: bool, credential_id: str) -> None:
     """Revoke a login at once (every replica refuses it within seconds)."""
     emit(await backend.revoke_credential(credential_id), as_json, credentials_table)
 
 
 @credential.command("rotate")
-@backend_options
-@click.argument("credential_id")
-@with_backend
+@acting_on("credential_id")
 async def credential_rotate(backend: Backend, as_json: bool, credential_id: str) -> None:
     """Give a login a new password (shown once); the old one stops working."""
     issued = await backend.rotate_credential(credential_id)

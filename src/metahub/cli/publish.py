@@ -5,27 +5,28 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
-from rich.console import Console
 
 from metahub.images.errors import ImageError
-from metahub.images.index import IndexType
 from metahub.images.spec import ImageRef, InvalidReference, SpecError, load_spec
-from metahub.publish.client import RegistryClient
-from metahub.publish.credentials import (
-    Credentials,
-    CredentialsError,
-    docker_credentials,
-    parse_credentials,
-)
+
+# The registry client and what uses it are imported inside the commands: they bring aiohttp
+# (and rich), which would slow every command's start.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from metahub.images.index import IndexType
+    from metahub.publish.credentials import Credentials
 
 # Wide enough that digests are never wrapped when the output goes to a file or a pipe.
 PIPE_WIDTH = 200
 
 
 def _console(*, stderr: bool) -> Console:
+    from rich.console import Console
+
     console = Console(stderr=stderr)
     if not console.is_terminal:
         console = Console(stderr=stderr, width=PIPE_WIDTH)
@@ -33,6 +34,8 @@ def _console(*, stderr: bool) -> Console:
 
 
 def _creds(text: str | None) -> Credentials | None:
+    from metahub.publish.credentials import CredentialsError, parse_credentials
+
     if text is None:
         return None
     try:
@@ -87,7 +90,7 @@ def push_command(
                 result = await push(
                     spec,
                     clients,
-                    index_type=cast(IndexType, index_type),
+                    index_type=cast("IndexType", index_type),
                     dry_run=dry_run,
                     reporter=reporter,
                 )
@@ -132,6 +135,8 @@ def inspect_command(reference: str, creds: str | None, raw: bool, insecure: bool
 
     Against MetaHub it shows what that login receives.
     """
+    from metahub.publish.client import RegistryClient
+    from metahub.publish.credentials import docker_credentials
     from metahub.publish.inspect import fetch, render
 
     try:
