@@ -22,10 +22,11 @@ test: install
 	./scripts/install-system-deps.sh test
 	$(BIN)/python -m pytest
 
-# Unit, in-process and integration tests: no container runtime, none of the slow ones.
+# Unit, in-process and integration tests: no container runtime, none of the slow ones; two
+# processes, one per core of the machines this project runs on (`make test` stays serial).
 test-fast: install
 	./scripts/install-system-deps.sh fast
-	$(BIN)/python -m pytest -m "not e2e and not slow"
+	$(BIN)/python -m pytest -m "not e2e and not slow" -n 2
 
 # Benchmarks, not tests: tables on stdout, JSON under benchmarks/results/ (committed for docs).
 bench: install
