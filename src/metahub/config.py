@@ -32,6 +32,7 @@ from metahub.features.selection import Mode
 from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
 from metahub.images.spec import ImageSpec, check_virtual_images
 from metahub.oci.platform import parse_platform
+from metahub.oci.repository_patterns import compile_pattern
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,8 @@ class _Login(StrictModel):
     password_hash: str | None = None
     mode: Mode = "best"
     platforms: Annotated[tuple[str, ...], each(parse_platform)] = ()
+    # `registry/repository` patterns it may pull (oci/repository_patterns.py); none: all.
+    repositories: Annotated[tuple[str, ...], each(compile_pattern)] = ()
     description: str = ""
 
     @model_validator(mode="after")

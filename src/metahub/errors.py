@@ -85,6 +85,13 @@ class Unauthorized(RegistryError):
     status = 401
 
 
+class Denied(RegistryError):
+    """Authenticated, but this machine type may not pull that repository."""
+
+    code = "DENIED"
+    status = 403
+
+
 class Unsupported(RegistryError):
     code = "UNSUPPORTED"
     status = 405

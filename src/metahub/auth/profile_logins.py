@@ -201,6 +201,7 @@ class ProfileLogins:
             [str(f) for f in spec.features],
             mode=account.mode,
             platforms=[platform_text(p) for p in platforms],
+            repositories=account.repositories,
         )
 
     def _validate(self, login: str, spec: ProfileSpec) -> None:

@@ -37,7 +37,8 @@ class Timestamp(click.ParamType[datetime]):
 
 def types_table(rows: list[dict[str, Any]]) -> Table:
     table = new_table("machine types")
-    for column in ("name", "features", "mode", "platforms", "credentials", "source"):
+    columns = ("name", "features", "mode", "platforms", "repositories", "credentials", "source")
+    for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -45,6 +46,7 @@ def types_table(rows: list[dict[str, Any]]) -> Table:
             ", ".join(row["features"]) or "-",
             row["mode"],
             ", ".join(row["platforms"]) or "any",
+            ", ".join(row.get("repositories") or ()) or "all",
             str(row["credentials"]),
             "config" if row["config_managed"] else "database",
         )
@@ -208,6 +210,18 @@ def machine_type_fields(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--feature", "features", multiple=True, help="key:value; repeat.")
     @click.option("--mode", type=click.Choice(["best", "exact"]))
     @click.option("--platform", "platforms", multiple=True, help="os/arch[/variant].")
+    @click.option(
+        "--repository",
+        "repositories",
+        multiple=True,
+        help="registry/repository pattern it may pull (docker.io/library/*, ghcr.io/acme/**); "
+        "repeat. Without any: every repository.",
+    )
+    @click.option(
+        "--all-repositories",
+        is_flag=True,
+        help="Drop the repository patterns: it may pull every repository.",
+    )
     @click.option("--description")
     @functools.wraps(command)
     def with_changes(
@@ -215,10 +229,16 @@ def machine_type_fields(command: Callable[..., Any]) -> Callable[..., Any]:
         features: tuple[str, ...],
         mode: str | None,
         platforms: tuple[str, ...],
+        repositories: tuple[str, ...],
+        all_repositories: bool,
         description: str | None,
         **kwargs: Any,
     ) -> Any:
+        if repositories and all_repositories:
+            raise click.UsageError("give --repository or --all-repositories, not both")
         changes: dict[str, Any] = {}
+        if repositories or all_repositories:
+            changes["repositories"] = list(repositories)
         if features:
             changes["features"] = list(features)
         if mode is not None:
@@ -273,10 +293,12 @@ async def machine_type_show(backend: Backend, as_json: bool, name: str) -> None:
 async def machine_type_update(
     backend: Backend, as_json: bool, name: str, changes: dict[str, Any]
 ) -> None:
-    """Change a machine type (given --feature/--platform lists replace the old ones)."""
+    """Change a machine type (given --feature/--platform/--repository lists replace the old
+    ones)."""
     if not changes:
         raise click.UsageError(
-            "nothing to change: give --feature, --mode, --platform or --description"
+            "nothing to change: give --feature, --mode, --platform, --repository, "
+            "--all-repositories or --description"
         )
     emit(await backend.update_machine_type(name, changes), as_json, types_table)
 

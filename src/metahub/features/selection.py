@@ -22,6 +22,7 @@ from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
 from metahub.oci.index import Entry, Index
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey, normalize_platform, parse_platform
+from metahub.oci.repository_patterns import EVERYTHING, RepositoryPatterns
 
 ATTESTATION_TYPE = "attestation-manifest"
 REFERENCE_TYPE = "vnd.docker.reference.type"
@@ -42,6 +43,8 @@ class MachineProfile:
     platforms: tuple[PlatformKey, ...] = ()
     # Changes whenever what this machine type gets could change: part of every cache key.
     revision: str = field(default="", compare=False)
+    # Which repositories it may pull; not part of the revision, since it changes no selection.
+    repositories: RepositoryPatterns = field(default=EVERYTHING, compare=False)
 
     @classmethod
     def of(
@@ -51,13 +54,15 @@ class MachineProfile:
         *,
         mode: Mode = "best",
         platforms: Iterable[str] = (),
+        repositories: Iterable[str] = (),
     ) -> MachineProfile:
         parsed = tuple(Feature.parse(f) for f in features)
         declared = tuple(parse_platform(p) for p in platforms)
         revision = hashlib.sha256(
             repr((name, sorted(map(str, parsed)), mode, [str(p) for p in declared])).encode()
         ).hexdigest()[:16]
-        return cls(name, parsed, group_by_key(parsed), mode, declared, revision)
+        patterns = RepositoryPatterns.of(repositories)
+        return cls(name, parsed, group_by_key(parsed), mode, declared, revision, patterns)
 
     def describe(self) -> str:
         return ", ".join(map(str, self.features)) or "no features"

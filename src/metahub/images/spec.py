@@ -205,7 +205,7 @@ def load_spec(path: Path) -> ImageSpec:
     return parse_spec(read_yaml(path, "spec", SpecError), source=str(path))
 
 
-def _registry_host(url: str) -> str:
+def registry_host(url: str) -> str:
     """`https://Registry.example.org:5000/` -> `registry.example.org:5000`; Hub -> docker.io."""
     host = url.split("://", 1)[-1].split("/", 1)[0].lower()
     return DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
@@ -218,7 +218,7 @@ def check_virtual_images(images: tuple[ImageSpec, ...], upstream_url: str | None
     the upstream's. A virtual tag is defined once, and no member may be a virtual image (members
     are read from the upstream, so the index would point at nothing).
     """
-    upstream_host = _registry_host(upstream_url) if upstream_url else None
+    upstream_host = registry_host(upstream_url) if upstream_url else None
     defined: dict[tuple[str, str], int] = {}
     for position, spec in enumerate(images):
         refs = [(f"images.{position}.image", spec.ref)]

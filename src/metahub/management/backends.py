@@ -75,6 +75,7 @@ class LocalBackend:
             body.get("features", []),
             mode=body.get("mode", "best"),
             platforms=body.get("platforms", []),
+            repositories=body.get("repositories", []),
             description=body.get("description", ""),
         )
         return created.to_json()

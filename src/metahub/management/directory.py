@@ -80,7 +80,11 @@ class Directory:
             types = (await connection.execute(select(machine_types))).all()
         profiles = {
             row.name: MachineProfile.of(
-                row.name, row.features, mode=row.mode, platforms=row.platforms
+                row.name,
+                row.features,
+                mode=row.mode,
+                platforms=row.platforms,
+                repositories=row.repositories or (),
             )
             for row in types
         }

@@ -13,6 +13,7 @@ class MachineType:
     features: list[str]
     mode: str
     platforms: list[str]
+    repositories: list[str]  # `registry/repository` patterns; empty: every repository
     description: str
     revision: int
     config_managed: bool

@@ -39,6 +39,7 @@ from metahub.management.records import (
     utc,
 )
 from metahub.oci.platform import InvalidPlatform, parse_platform
+from metahub.oci.repository_patterns import InvalidPattern, compile_pattern
 from metahub.store.locks import hold_startup_lock
 from metahub.store.schema import admin_tokens, admins, audit_log, credentials, machine_types
 
@@ -106,9 +107,16 @@ class ManagementService:
         *,
         mode: str = "best",
         platforms: Sequence[str] = (),
+        repositories: Sequence[str] = (),
         description: str = "",
     ) -> MachineType:
-        values = _validated(name=name, features=features, mode=mode, platforms=platforms)
+        values = _validated(
+            name=name,
+            features=features,
+            mode=mode,
+            platforms=platforms,
+            repositories=repositories,
+        )
         try:
             async with self.engine.begin() as connection:
                 await connection.execute(
@@ -137,6 +145,7 @@ class ManagementService:
         features: Sequence[str] | None = None,
         mode: str | None = None,
         platforms: Sequence[str] | None = None,
+        repositories: Sequence[str] | None = None,
         description: str | None = None,
     ) -> MachineType:
         current = await self._editable(name)
@@ -145,6 +154,7 @@ class ManagementService:
             features=current.features if features is None else features,
             mode=current.mode if mode is None else mode,
             platforms=current.platforms if platforms is None else platforms,
+            repositories=current.repositories if repositories is None else repositories,
         )
         del values["name"]
         if description is not None:
@@ -201,6 +211,7 @@ class ManagementService:
                     "features": list(entry.features),
                     "mode": entry.mode,
                     "platforms": list(entry.platforms),
+                    "repositories": list(entry.repositories),
                     "description": entry.description,
                 }
                 row = existing.get(entry.name)
@@ -555,7 +566,12 @@ def _future(expires: datetime | None) -> datetime | None:
 
 
 def _validated(
-    *, name: str, features: Sequence[str], mode: str, platforms: Sequence[str]
+    *,
+    name: str,
+    features: Sequence[str],
+    mode: str,
+    platforms: Sequence[str],
+    repositories: Sequence[str],
 ) -> dict[str, Any]:
     _checked("name", check_name, name)
     for position, text in enumerate(features):
@@ -570,7 +586,18 @@ def _validated(
             parse_platform(text)
         except InvalidPlatform as exc:
             raise invalid(f"platforms.{position}", str(exc)) from exc
-    return {"name": name, "features": list(features), "mode": mode, "platforms": list(platforms)}
+    for position, text in enumerate(repositories):
+        try:
+            compile_pattern(text)
+        except InvalidPattern as exc:
+            raise invalid(f"repositories.{position}", str(exc)) from exc
+    return {
+        "name": name,
+        "features": list(features),
+        "mode": mode,
+        "platforms": list(platforms),
+        "repositories": list(repositories),
+    }
 
 
 def _checked(field: str, check: Callable[[str], str], value: str) -> None:
@@ -582,14 +609,15 @@ def _checked(field: str, check: Callable[[str], str], value: str) -> None:
 
 def _machine_type(row: Any, count: int) -> MachineType:
     return MachineType(
-        row.name,
-        list(row.features),
-        row.mode,
-        list(row.platforms),
-        row.description,
-        row.revision,
-        bool(row.config_managed),
-        int(count),
+        name=row.name,
+        features=list(row.features),
+        mode=row.mode,
+        platforms=list(row.platforms),
+        repositories=list(row.repositories or ()),
+        description=row.description,
+        revision=row.revision,
+        config_managed=bool(row.config_managed),
+        credentials=int(count),
     )
 
 

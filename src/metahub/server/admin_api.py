@@ -84,6 +84,11 @@ class MachineTypeIn(_Body):
     features: list[str] = []
     mode: Literal["best", "exact"] = "best"
     platforms: list[str] = []
+    repositories: list[str] = Field(
+        [],
+        description="registry/repository patterns it may pull (`*` within a path component, "
+        "`**` across components); empty: every repository.",
+    )
     description: str = ""
 
 
@@ -91,6 +96,9 @@ class MachineTypeChange(_Body):
     features: list[str] | None = None
     mode: Literal["best", "exact"] | None = None
     platforms: list[str] | None = None
+    repositories: list[str] | None = Field(
+        None, description="Replaces the patterns; `[]` allows every repository again."
+    )
     description: str | None = None
 
 
@@ -126,6 +134,7 @@ class MachineTypeOut(_Out):
     features: list[str]
     mode: Literal["best", "exact"]
     platforms: list[str]
+    repositories: list[str] = Field(description="registry/repository patterns; empty: all.")
     description: str
     revision: int = Field(description="Bumped on every change.")
     config_managed: bool = Field(description="From the config file: read-only here.")
@@ -241,6 +250,7 @@ async def create_machine_type(body: MachineTypeIn, hub: HubDep, actor: Admin) ->
         body.features,
         mode=body.mode,
         platforms=body.platforms,
+        repositories=body.repositories,
         description=body.description,
     )
     return created.to_json()
@@ -261,6 +271,7 @@ async def update_machine_type(
         features=body.features,
         mode=body.mode,
         platforms=body.platforms,
+        repositories=body.repositories,
         description=body.description,
     )
     return updated.to_json()

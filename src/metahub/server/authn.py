@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 
 from metahub import errors
+from metahub.auth.access import check_repository_access
 from metahub.auth.profile_logins import ProfileLoginError, is_profile_login
 from metahub.auth.tokens import SERVICE, Principal
+from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.server.http import Request
 from metahub.server.origin import origin_of
+from metahub.server.repositories import resolve_repository
 
 
 def challenge(request: Request, hub: Hub, name: str | None, error: str | None = None) -> str:
@@ -81,6 +84,23 @@ async def principal_from_password(hub: Hub, login: str, password: str) -> Princi
     return Principal(login, profile.name) if profile is not None else None
 
 
+def authorize(request: Request, hub: Hub, principal: Principal, name: str) -> MachineProfile | None:
+    """The profile `principal` is served for, once it may pull `name`.
+
+    A repository outside the machine type's patterns is `403 DENIED`, whether the credentials
+    came as a token or as Basic auth: the client is told at once, and not sent for a new token
+    that would not grant it either. A token issued for other repositories is `401
+    insufficient_scope`, so the client asks for one that covers this repository.
+    """
+    profile = hub.profiles.for_principal(principal)
+    check_repository_access(profile, *resolve_repository(hub, name))
+    if not principal.may_pull(name):
+        raise unauthorized(
+            request, hub, name, f"token does not grant pull on {name}", "insufficient_scope"
+        )
+    return profile
+
+
 def anonymous(hub: Hub) -> Principal | None:
     config = hub.settings.anonymous
     if config is None:
@@ -104,10 +124,6 @@ async def authenticate(request: Request, hub: Hub, name: str | None) -> Principa
                 "the credential behind this token is not active: revoked, expired, given a new "
                 "password, or not known to this server yet",
                 "invalid_token",
-            )
-        if name is not None and not principal.may_pull(name):
-            raise unauthorized(
-                request, hub, name, f"token does not grant pull on {name}", "insufficient_scope"
             )
         return principal
     if scheme == "basic":

@@ -13,7 +13,7 @@ from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
-from metahub.server.authn import authenticate
+from metahub.server.authn import authenticate, authorize
 from metahub.server.http import Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
 
@@ -43,9 +43,9 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
     principal = await authenticate(request, hub, name)
     if request.method not in READ_METHODS or kind == "uploads":
         raise _read_only(request)
+    profile = authorize(request, hub, principal, name)
     if kind == "manifests":
         reference = checked_reference(reference)
-        profile = hub.profiles.for_principal(principal)
         return await _manifest(request, hub, profile, name, reference)
     if kind == "tags":
         return await _tags_list(request, hub, name)

@@ -8,11 +8,13 @@ from urllib.parse import parse_qs
 import orjson
 
 from metahub import errors
+from metahub.auth.access import may_pull
 from metahub.auth.tokens import Principal
 from metahub.hub import Hub
 from metahub.oci.reference import NAME_RE
 from metahub.server.authn import anonymous, checked_basic, principal_from_password
 from metahub.server.http import Request, Response
+from metahub.server.repositories import resolve_repository
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -32,6 +34,16 @@ def pull_repositories(scopes: list[str]) -> list[str]:
     return granted
 
 
+def granted_repositories(hub: Hub, principal: Principal, asked: list[str]) -> list[str]:
+    """Those of the repositories asked for that the principal's machine type may pull.
+
+    One left out is simply not granted (as distribution does): the client learns why when it
+    asks `/v2/` for it, which answers `403 DENIED` naming the repository and the machine type.
+    """
+    profile = hub.profiles.for_principal(principal)
+    return [name for name in asked if may_pull(profile, *resolve_repository(hub, name))]
+
+
 async def token_endpoint(request: Request, hub: Hub, receive: Any) -> Response:
     if request.method == "GET":
         principal = await _principal_for_get(request, hub)
@@ -45,7 +57,7 @@ async def token_endpoint(request: Request, hub: Hub, receive: Any) -> Response:
         oauth = True
     else:
         raise errors.Unsupported(f"{request.method} is not supported on /token")
-    repositories = pull_repositories(scopes)
+    repositories = granted_repositories(hub, principal, pull_repositories(scopes))
     issued = hub.tokens.issue(principal, repositories)
     body: dict[str, Any] = {
         "access_token": issued.token,

@@ -137,6 +137,7 @@ class TypeForm:
     features: list[str] = field(default_factory=list)
     mode: str = "best"
     platforms: str = ""
+    repositories: str = ""
     description: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -147,6 +148,7 @@ class TypeForm:
             list(machine_type.features),
             machine_type.mode,
             ", ".join(machine_type.platforms),
+            ", ".join(machine_type.repositories),
             machine_type.description,
         )
 
@@ -157,6 +159,7 @@ class TypeForm:
             [f for f in page.fields("feature") if f],
             page.field("mode") or "best",
             page.field("platforms"),
+            page.field("repositories"),
             page.field("description"),
         )
 
@@ -164,10 +167,14 @@ class TypeForm:
     def platform_list(self) -> list[str]:
         return [p for p in re.split(r"[\s,]+", self.platforms) if p]
 
+    @property
+    def repository_list(self) -> list[str]:
+        return [p for p in re.split(r"[\s,]+", self.repositories) if p]
+
     def refused(self, exc: RegistryError) -> None:
         for key, message in field_errors(exc).items():
-            if key.startswith("platforms."):
-                key = "platforms"
+            # The list fields are one input each: their errors go to that input.
+            key = key.partition(".")[0] if key.startswith(("platforms.", "repositories.")) else key
             self.errors[key] = message
 
 
@@ -198,6 +205,7 @@ async def _save_type(
                 form.features,
                 mode=form.mode,
                 platforms=form.platform_list,
+                repositories=form.repository_list,
                 description=form.description,
             )
             name, done = created.name, "created"
@@ -208,6 +216,7 @@ async def _save_type(
                 features=form.features,
                 mode=form.mode,
                 platforms=form.platform_list,
+                repositories=form.repository_list,
                 description=form.description,
             )
             name, done = form.name, "saved"
