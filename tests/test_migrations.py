@@ -140,19 +140,23 @@ async def fill(engine: AsyncEngine) -> set[str]:
         tables = await connection.run_sync(table_names)
         await connection.execute(insert(filtered_manifests).values(**MANIFEST))
         if "machine_types" in tables:
-            await connection.execute(
-                insert(machine_types).values(
-                    name="db-type",
-                    features=["cpu:skylake"],
-                    mode="best",
-                    platforms=["linux/amd64"],
-                    description="kept",
-                    revision=3,
-                    config_managed=False,
-                    created=datetime.now(UTC),
-                    updated=datetime.now(UTC),
-                )
+            row: dict[str, Any] = {
+                "name": "db-type",
+                "features": ["cpu:skylake"],
+                "mode": "best",
+                "platforms": ["linux/amd64"],
+                "description": "kept",
+                "revision": 3,
+                "config_managed": False,
+                "created": datetime.now(UTC),
+                "updated": datetime.now(UTC),
+            }
+            columns = await connection.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("machine_types")}
             )
+            if "repositories" in columns:  # since 0003
+                row["repositories"] = ["docker.io/library/*"]
+            await connection.execute(insert(machine_types).values(**row))
             await connection.execute(
                 insert(credentials).values(
                     id="c0ffee",
@@ -176,6 +180,8 @@ async def check_kept(engine: AsyncEngine, tables: set[str]) -> None:
             assert machine_type.name == "db-type" and machine_type.revision == 3
             assert machine_type.features == ["cpu:skylake"]
             assert machine_type.platforms == ["linux/amd64"]
+            # A type from before 0003 pulls everything (no patterns); a later one keeps its own.
+            assert machine_type.repositories in ([], ["docker.io/library/*"])
             (credential,) = (await connection.execute(select(credentials))).all()
             assert (credential.login, credential.password_hash) == ("db-login", "$argon2id$kept")
 

@@ -39,8 +39,9 @@ class Pusher:
         assert response.status_code == 201, response.text
         return sha256(data)
 
-    def layout(self, layout: Path, name: str) -> dict[str, str]:
-        """Push every `name:tag` of an OCI layout with everything it references; tag -> digest."""
+    def layout(self, layout: Path, name: str, *, into: str | None = None) -> dict[str, str]:
+        """Push every `name:tag` of an OCI layout with everything it references (to the
+        repository `into`, when given, instead of `name`); tag -> digest."""
         index = json.loads((layout / "index.json").read_text())
         pushed: dict[str, str] = {}
         for descriptor in index["manifests"]:
@@ -48,9 +49,10 @@ class Pusher:
             repo, _, tag = ref.rpartition(":")
             if repo != name:
                 continue
-            self._tree(layout, name, descriptor["digest"], descriptor["mediaType"])
+            target = into or name
+            self._tree(layout, target, descriptor["digest"], descriptor["mediaType"])
             data = _read_blob(layout, descriptor["digest"])
-            pushed[tag] = self.manifest(name, tag, data, descriptor["mediaType"])
+            pushed[tag] = self.manifest(target, tag, data, descriptor["mediaType"])
         return pushed
 
     def _tree(self, layout: Path, name: str, digest: str, media_type: str) -> None:

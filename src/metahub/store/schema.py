@@ -55,7 +55,7 @@ machine_types = Table(
     Column("mode", String(16), nullable=False),
     Column("platforms", JSON, nullable=False),
     # `registry/repository` patterns it may pull; an empty list: every repository.
-    Column("repositories", JSON, nullable=False, server_default="[]"),
+    Column("repositories", JSON, nullable=False),
     Column("description", Text, nullable=False),
     # Bumped on every change; part of every cache key for what the type is served.
     Column("revision", Integer, nullable=False),

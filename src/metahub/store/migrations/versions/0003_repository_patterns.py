@@ -18,7 +18,11 @@ depends_on = None
 def upgrade() -> None:
     # Existing types keep pulling everything: an empty list means every repository.
     with op.batch_alter_table("machine_types") as batch:
-        batch.add_column(sa.Column("repositories", sa.JSON, nullable=False, server_default="[]"))
+        batch.add_column(sa.Column("repositories", sa.JSON, nullable=True))
+    table = sa.table("machine_types", sa.column("repositories", sa.JSON))
+    op.execute(table.update().values(repositories=[]))
+    with op.batch_alter_table("machine_types") as batch:
+        batch.alter_column("repositories", existing_type=sa.JSON, nullable=False)
 
 
 def downgrade() -> None:
