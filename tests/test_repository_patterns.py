@@ -93,7 +93,7 @@ def test_bad_patterns_are_refused_naming_them(pattern: str, says: str) -> None:
 
 
 def test_check_patterns_names_the_bad_one() -> None:
-    with pytest.raises(InvalidPattern, match="'ghcr.io'"):
+    with pytest.raises(InvalidPattern, match=r"'ghcr\.io'"):
         check_patterns(["docker.io/**", "ghcr.io"])
 
 
