@@ -164,6 +164,7 @@ def test_machine_type_create_get_list_update_delete(api: httpx.Client) -> None:
             "features": ["cpu:zen3", "nvcap:8.0"],
             "mode": "exact",
             "platforms": ["linux/amd64"],
+            "repositories": ["docker.io/library/*"],
             "description": "A100 nodes",
         },
     )
@@ -173,6 +174,7 @@ def test_machine_type_create_get_list_update_delete(api: httpx.Client) -> None:
         "features": ["cpu:zen3", "nvcap:8.0"],
         "mode": "exact",
         "platforms": ["linux/amd64"],
+        "repositories": ["docker.io/library/*"],
         "description": "A100 nodes",
         "revision": 1,
         "config_managed": False,
@@ -191,6 +193,9 @@ def test_machine_type_create_get_list_update_delete(api: httpx.Client) -> None:
     assert described.json()["revision"] == 3
     assert described.json()["description"] == "" and described.json()["platforms"] == []
     assert described.json()["features"] == ["cpu:zen2"]  # what is not given stays
+    assert described.json()["repositories"] == ["docker.io/library/*"]
+    opened = api.patch(f"/machine-types/{name}", json={"repositories": []})
+    assert opened.json()["repositories"] == [] and opened.json()["revision"] == 4
 
     deleted = api.delete(f"/machine-types/{name}")
     assert deleted.status_code == 204 and deleted.content == b""
@@ -198,6 +203,7 @@ def test_machine_type_create_get_list_update_delete(api: httpx.Client) -> None:
     assert name not in [t["name"] for t in api.get("/machine-types").json()]
     assert audit_actions(api, name) == [
         "machine_type.create",
+        "machine_type.update",
         "machine_type.update",
         "machine_type.update",
         "machine_type.delete",
@@ -213,6 +219,7 @@ def test_defaults_of_a_new_machine_type(api: httpx.Client) -> None:
         "features": [],
         "mode": "best",
         "platforms": [],
+        "repositories": [],
         "description": "",
         "revision": 1,
         "config_managed": False,
@@ -261,6 +268,8 @@ def test_duplicate_machine_type_is_a_conflict(api: httpx.Client) -> None:
         ({"features": "cpu:broadwell"}, "features"),
         ({"platforms": ["linux"]}, "platforms.0"),
         ({"platforms": ["linux/amd64", "a/b/c/d"]}, "platforms.1"),
+        ({"repositories": ["docker.io"]}, "repositories.0"),
+        ({"repositories": ["docker.io/**", "ghcr.io/a**"]}, "repositories.1"),
         ({"mode": "fastest"}, "mode"),
         ({"name": "has space"}, "name"),
         ({"name": "-leading-dash"}, "name"),
@@ -288,6 +297,7 @@ def test_missing_name_is_named(api: httpx.Client) -> None:
     [
         ({"features": ["nope"]}, "features.0"),
         ({"platforms": ["linux"]}, "platforms.0"),
+        ({"repositories": ["ghcr.io//x"]}, "repositories.0"),
         ({"mode": "fastest"}, "mode"),
         ({"name": "renamed"}, "name"),
     ],

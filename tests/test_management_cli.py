@@ -186,6 +186,10 @@ def test_machine_type_add_list_show_update_delete(target: list[str]) -> None:
         "nvcap:8.0",
         "--platform",
         "linux/amd64",
+        "--repository",
+        "docker.io/library/*",
+        "--repository",
+        "ghcr.io/acme/**",
         "--description",
         "A100 nodes",
     )
@@ -194,6 +198,7 @@ def test_machine_type_add_list_show_update_delete(target: list[str]) -> None:
         "features": ["cpu:zen3", "nvcap:8.0"],
         "mode": "best",
         "platforms": ["linux/amd64"],
+        "repositories": ["docker.io/library/*", "ghcr.io/acme/**"],
         "description": "A100 nodes",
         "revision": 1,
         "config_managed": False,
@@ -210,6 +215,11 @@ def test_machine_type_add_list_show_update_delete(target: list[str]) -> None:
     replaced = cli_json(target, "machine-type", "update", name, "--feature", "cpu:zen2")
     assert replaced["features"] == ["cpu:zen2"] and replaced["revision"] == 3
     assert replaced["platforms"] == ["linux/amd64"]  # what is not given stays
+    assert replaced["repositories"] == ["docker.io/library/*", "ghcr.io/acme/**"]
+    narrowed = cli_json(target, "machine-type", "update", name, "--repository", "quay.io/x/*")
+    assert narrowed["repositories"] == ["quay.io/x/*"]
+    opened = cli_json(target, "machine-type", "update", name, "--all-repositories")
+    assert opened["repositories"] == [] and opened["revision"] == 5
 
     assert ok(cli(target, "machine-type", "delete", name, "--yes")) == f"deleted {name}\n"
     fails(cli(target, "machine-type", "show", name), name, "does not exist")
@@ -218,16 +228,20 @@ def test_machine_type_add_list_show_update_delete(target: list[str]) -> None:
 def test_machine_type_tables(target: list[str]) -> None:
     name = add_type(target, "cpu:zen3", "nvcap:8.0")
     rows = table_rows(ok(cli(target, "machine-type", "list")))
-    assert [name, "cpu:zen3, nvcap:8.0", "best", "any", "0", "database"] in rows
-    assert [CONFIG_TYPE["name"], "cpu:broadwell", "best", "any", "1", "config"] in rows
+    assert [name, "cpu:zen3, nvcap:8.0", "best", "any", "all", "0", "database"] in rows
+    assert [CONFIG_TYPE["name"], "cpu:broadwell", "best", "any", "all", "1", "config"] in rows
     names = [row[0] for row in rows]
     assert names == sorted(names)
 
     output = ok(cli(target, "machine-type", "show", name))
     assert "machine types" in output and "credentials" in output
-    assert table_rows(output) == [[name, "cpu:zen3, nvcap:8.0", "best", "any", "0", "database"]]
-    added = ok(cli(target, "machine-type", "add", unique("t"), "--mode", "exact"))
-    assert table_rows(added)[0][1:] == ["-", "exact", "any", "0", "database"]
+    assert table_rows(output) == [
+        [name, "cpu:zen3, nvcap:8.0", "best", "any", "all", "0", "database"]
+    ]
+    added = ok(
+        cli(target, "machine-type", "add", unique("t"), "--mode", "exact", "--repository", "x/*")
+    )
+    assert table_rows(added)[0][1:] == ["-", "exact", "any", "x/*", "0", "database"]
 
 
 def test_machine_type_delete_asks_first(target: list[str]) -> None:
@@ -244,6 +258,11 @@ def test_machine_type_delete_asks_first(target: list[str]) -> None:
     [
         (["add", "{new}", "--feature", "cpu"], ["features.0", "invalid feature 'cpu'"]),
         (["add", "{new}", "--platform", "linux"], ["platforms.0", "linux"]),
+        (["add", "{new}", "--repository", "docker.io"], ["repositories.0", "'docker.io'"]),
+        (
+            ["add", "{new}", "--repository", "x/*", "--all-repositories"],
+            ["--repository or --all-repositories"],
+        ),
         (["add", "has space"], ["name"]),
         (["add", "{config}"], ["already exists"]),
         (["show", "{missing}"], ["{missing}", "does not exist"]),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -66,6 +68,29 @@ def detect_command(as_json: bool, cloud: bool) -> None:
     help="Only print the docker login command for this host; write nothing. With a password "
     "the login is checked first; without one nothing is contacted.",
 )
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="REGISTRY[=PREFIX]",
+    help="Also send this registry's pulls through SERVER (repeatable): writes containerd's "
+    "hosts.toml and a registries.conf.d drop-in for podman and CRI-O. PREFIX is SERVER's path "
+    "prefix for it (default: the registry's name).",
+)
+@click.option(
+    "--containerd-hosts-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default="/etc/containerd/certs.d",
+    show_default=True,
+    help="containerd's hosts directory (its registry config_path).",
+)
+@click.option(
+    "--registries-conf-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default="/etc/containers/registries.conf.d",
+    show_default=True,
+    help="Where podman and CRI-O read registries.conf drop-ins.",
+)
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1))
 def login_command(
     server_text: str,
@@ -77,6 +102,9 @@ def login_command(
     password_stdin: bool,
     insecure: bool,
     print_only: bool,
+    mirrors: tuple[str, ...],
+    containerd_hosts_dir: Path,
+    registries_conf_dir: Path,
     timeout: float,
 ) -> None:
     """Log this host in to the MetaHub at SERVER, for docker and podman alike.
@@ -85,6 +113,10 @@ def login_command(
     ~/.docker) and containers' auth.json ($REGISTRY_AUTH_FILE or
     $XDG_RUNTIME_DIR/containers/auth.json). The password comes from --password-stdin or
     $METAHUB_PASSWORD, never from an argument.
+
+    With --mirror, pulls of that registry by its own names (docker.io/library/alpine) go
+    through SERVER too: containerd's hosts.toml (with the login as a static header) and a
+    podman/CRI-O mirror whose login is written to auth.json under the mirror's location.
     """
     from metahub.host.authfiles import check_auth_file, containers_auth_path, docker_config_path
     from metahub.host.errors import HostError
@@ -95,9 +127,13 @@ def login_command(
         parse_server,
         write_login,
     )
+    from metahub.host.mirrors import mirror_location, parse_mirror, write_mirror_files
 
     try:
         server = parse_server(server_text, insecure=insecure)
+        chosen_mirrors = [parse_mirror(text) for text in mirrors]
+        if print_only and chosen_mirrors:
+            raise click.UsageError("--print writes nothing; it takes no --mirror")
         chosen = _choose_login(account, machine_type, login, skip, cloud)
         if print_only and not password_stdin and PASSWORD_ENV not in os.environ:
             click.echo(docker_login_line(server, chosen))
@@ -125,6 +161,21 @@ def login_command(
         return
     try:
         written, warnings = write_login(server, verified.login, password, paths)
+        mirror_files = []
+        for mirror in chosen_mirrors:
+            mirror_files += write_mirror_files(
+                mirror,
+                metahub_url=verified.url,
+                server_key=server.key,
+                login=verified.login,
+                password=password,
+                containerd_hosts_dir=containerd_hosts_dir,
+                registries_conf_dir=registries_conf_dir,
+            )
+            location = mirror_location(server.key, mirror)
+            written += write_login(
+                replace(server, key=location), verified.login, password, [paths[1]]
+            )[0]
     except HostError as exc:
         raise click.ClickException(str(exc)) from exc
     for warning in warnings:
@@ -135,8 +186,10 @@ def login_command(
         else ""
     )
     click.echo(f"Login Succeeded: {verified.login} at {server.key}{served_as}")
-    for path in written:
+    for path in dict.fromkeys(written):
         click.echo(f"wrote {path}")
+    for file in mirror_files:
+        click.echo(f"{'wrote' if file.changed else 'unchanged'} {file.path}")
 
 
 def _choose_login(

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,20 +113,31 @@ def _helper_warnings(path: Path, data: Mapping[str, Any], server: str) -> list[s
 
 
 def _write(path: Path, data: Mapping[str, Any]) -> None:
+    write_private(path, json.dumps(data, indent="\t") + "\n")
+
+
+def write_private(path: Path, text: str) -> bool:
+    """Replace the file at `path` with `text`, mode 0600, atomically; False if it already held
+    exactly that (then it is not touched: running a login twice changes nothing)."""
     target = path.resolve() if path.is_symlink() else path
+    data = text.encode("utf-8")
+    try:
+        if target.read_bytes() == data and stat.S_IMODE(target.stat().st_mode) == 0o600:
+            return False
+    except OSError:
+        pass  # no file yet, or an unreadable one: write it
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as exc:
         raise AuthFileError(f"cannot write {path}: {exc.strerror}") from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)
             with contextlib.suppress(OSError):  # keep the owner (root writing a user's file)
                 owner = target.stat()
                 os.fchown(handle.fileno(), owner.st_uid, owner.st_gid)
-            json.dump(data, handle, indent="\t")
-            handle.write("\n")
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
@@ -133,3 +145,4 @@ def _write(path: Path, data: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise AuthFileError(f"cannot write {path}: {exc.strerror}") from exc
+    return True
