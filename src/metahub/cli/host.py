@@ -200,7 +200,7 @@ def _choose_login(
     cloud: bool,
 ) -> str:
     from metahub.host.detect import detect
-    from metahub.host.login import profile_login
+    from metahub.host.profile_names import profile_login
 
     if account is not None and (login is not None or machine_type is not None):
         raise click.UsageError(
@@ -223,7 +223,7 @@ def _choose_login(
 
 
 def _password(from_stdin: bool) -> str:
-    from metahub.host.login import LoginError
+    from metahub.host.profile_names import LoginError
 
     if from_stdin:
         password = sys.stdin.read().removesuffix("\n").removesuffix("\r")

@@ -28,15 +28,11 @@ from metahub.client.errors import RegistryHttpError, Trouble
 from metahub.client.http import RegistryConnection
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import host_of, is_loopback
-from metahub.host.errors import HostError
+from metahub.host.profile_names import LoginError, without_keys
 
 DEFAULT_TIMEOUT = 10.0
 USER_AGENT = "metahub-login"
 MAX_BODY = 1 << 20
-
-
-class LoginError(HostError):
-    """Why the host could not be logged in; shown to the user as is."""
 
 
 class LoginRefused(LoginError):
@@ -82,28 +78,6 @@ def parse_server(text: str, *, insecure: bool = False) -> Server:
     if insecure or is_loopback(host_of(rest)):
         urls.append(f"http://{rest}")
     return Server(rest, tuple(urls))
-
-
-def profile_login(account: str, features: Iterable[str], skip: Iterable[str] = ()) -> str:
-    """`hpc` and `cpu:zen3`, `nvcap:8.6` -> `hpc/cpu=zen3,nvcap=8.6`, in the server's order."""
-    skipped = set(skip)
-    pairs = set()
-    for feature in features:
-        key, _, value = feature.partition(":")
-        if key not in skipped:
-            pairs.add(f"{key}={value}")
-    if not pairs:
-        raise LoginError("no features left for the profile login")
-    return f"{account}/{','.join(sorted(pairs))}"
-
-
-def without_keys(login: str, keys: Iterable[str]) -> str:
-    account, _, spec = login.partition("/")
-    dropped = set(keys)
-    pairs = [pair for pair in spec.split(",") if pair.partition("=")[0] not in dropped]
-    if not pairs:
-        raise LoginError("no features left for the profile login")
-    return f"{account}/{','.join(pairs)}"
 
 
 def docker_login_line(server: Server, login: str) -> str:
