@@ -58,12 +58,13 @@ def parse_mirror(text: str) -> Mirror:
     path component, so it needs one.
     """
     raw, sep, prefix = text.strip().partition("=")
-    registry = registry_host(raw) if raw else ""
+    registry = raw.lower()
     if not _REGISTRY_RE.match(registry):
         raise MirrorError(
             f"--mirror {text!r}: expected a registry as image references name it, "
             "e.g. docker.io, ghcr.io or registry.lab:5000=lab"
         )
+    registry = registry_host(registry)  # Docker Hub's other names are docker.io
     if not sep:
         prefix = registry
     if not _PREFIX_RE.match(prefix):
