@@ -510,6 +510,7 @@ def test_create_a_machine_type(ui: UI, api: httpx.Client) -> None:
             "feature": ["cpu:skylake", "", "ht:on"],
             "mode": "best",
             "platforms": "linux/amd64, linux/arm64",
+            "repositories": "docker.io/library/*,\nghcr.io/acme/**",
             "description": "lab nodes",
         },
     )
@@ -518,11 +519,15 @@ def test_create_a_machine_type(ui: UI, api: httpx.Client) -> None:
     assert created is not None
     assert created["features"] == ["cpu:skylake", "ht:on"]
     assert created["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert created["repositories"] == ["docker.io/library/*", "ghcr.io/acme/**"]
     assert created["description"] == "lab nodes"
     shown = ui.get(f"/ui/machine-types/{name}")
     assert shown.status_code == 200
     assert f"Machine type {name} created." in Page(shown.text).one("p", class_="flash").text
     assert [c.text for c in Page(shown.text).find("li", class_="chip")] == ["cpu:skylake", "ht:on"]
+    assert "docker.io/library/*, ghcr.io/acme/**" in shown.text
+    edit_form = Page(ui.get(f"/ui/machine-types/{name}/edit").text)
+    assert edit_form.by_id("repositories").get("value") == "docker.io/library/*, ghcr.io/acme/**"
     # The flash message is shown once.
     assert not Page(ui.get(f"/ui/machine-types/{name}").text).find("p", class_="flash")
 
@@ -535,6 +540,7 @@ def test_create_a_machine_type(ui: UI, api: httpx.Client) -> None:
         ({"name": "no spaces"}, "name", "use letters, digits"),
         ({"name": ""}, "name", "use letters, digits"),
         ({"platforms": "linux/amd64, amd64"}, "platforms", "expected os/architecture"),
+        ({"repositories": "docker.io/*, ghcr.io"}, "repositories", "'ghcr.io' names no"),
         ({"mode": "loose"}, "mode", "must be one of best, exact"),
         ({"name": "config-type"}, "name", "already exists"),
     ],
@@ -548,6 +554,7 @@ def test_machine_type_validation_messages_next_to_the_field(
         "name": name,
         "feature": ["cpu:broadwell"],
         "platforms": "linux/amd64",
+        "repositories": "docker.io/**",
         "description": "kept",
         **form,
     }
@@ -565,6 +572,7 @@ def test_machine_type_validation_messages_next_to_the_field(
     assert page.by_id("description").get("value") == "kept"
     assert page.by_id("name").get("value") == sent["name"]
     assert page.by_id("platforms").get("value") == sent["platforms"]
+    assert page.by_id("repositories").get("value") == sent["repositories"]
     features = [e.get("value") for e in page.find("input", name="feature")]
     assert features[: len(sent["feature"])] == sent["feature"]
     assert page.one("div", role="alert")  # a summary of what to correct
