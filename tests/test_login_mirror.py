@@ -373,3 +373,12 @@ def test_skopeo_with_a_limited_machine_type(setup: Setup) -> None:
     assert denied.returncode != 0
     assert f"machine type 'limited' may not pull {setup.registry}/{OTHER}" in denied.stderr
     assert "site/*" not in denied.stderr
+
+
+def test_print_takes_no_mirror(setup: Setup, node: Node) -> None:
+    result = node.login(
+        setup.hub.host, "--machine-type", "nodes", "--mirror", "docker.io", "--print"
+    )
+    assert result.returncode == 2
+    assert "--print writes nothing; it takes no --mirror" in result.stderr
+    assert node.files() == []
