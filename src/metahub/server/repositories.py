@@ -8,6 +8,8 @@ pair this returns.
 
 from __future__ import annotations
 
+import functools
+
 from metahub.config import Settings
 from metahub.hub import Hub
 from metahub.images.spec import DOCKER_HUB, registry_host
@@ -17,7 +19,12 @@ LOCAL_REGISTRY = "local"
 
 def upstream_registry(settings: Settings) -> str:
     """The registry name of the configured upstream."""
-    url = settings.upstream.url
+    return _registry_name(settings.upstream.url)
+
+
+@functools.cache
+def _registry_name(url: str | None) -> str:
+    """Worked out once per URL: every request asks."""
     return registry_host(url) if url is not None else LOCAL_REGISTRY
 
 
