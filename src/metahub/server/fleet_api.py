@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 
 from metahub.oci.reference import parse_image
@@ -61,6 +61,8 @@ class Coverage(BaseModel):
 
 
 class WarmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     images: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=MAX_IMAGES)
     machine_types: list[Annotated[str, Field(min_length=1)]] = Field(
         default=[], description="The machine types to warm for; all when empty."
