@@ -52,8 +52,7 @@ def runs_on(build: str, machine: str) -> bool:
     return bool(archspec.cpu.TARGETS[build] <= archspec.cpu.TARGETS[machine])
 
 
-@pytest.fixture(scope="module")
-def images() -> dict[str, BuildIndex]:
+def fleet_images_built() -> dict[str, BuildIndex]:
     return {
         APP: fleet_images.build_index(
             "app", [(AMD64, ("cpu:broadwell",)), (AMD64, ()), (ARM64, ())]
@@ -63,19 +62,28 @@ def images() -> dict[str, BuildIndex]:
     }
 
 
+def push_all(registry: RegistryServer, images: dict[str, BuildIndex]) -> None:
+    pusher = Pusher(registry.url)
+    for image, built in images.items():
+        name, tag = image.split(":")
+        if image == PLAIN:
+            fleet_images.push_single(pusher, name, tag, built.builds[0])
+        else:
+            fleet_images.push(pusher, name, tag, built)
+    pusher.close()
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, BuildIndex]:
+    return fleet_images_built()
+
+
 @pytest.fixture(scope="module")
 def upstream(
     tmp_path_factory: pytest.TempPathFactory, images: dict[str, BuildIndex]
 ) -> Iterator[RegistryServer]:
     with RegistryServer(tmp_path_factory.mktemp("fleet-registry")) as registry:
-        pusher = Pusher(registry.url)
-        for image, built in images.items():
-            name, tag = image.split(":")
-            if image == PLAIN:
-                fleet_images.push_single(pusher, name, tag, built.builds[0])
-            else:
-                fleet_images.push(pusher, name, tag, built)
-        pusher.close()
+        push_all(registry, images)
         yield registry
 
 

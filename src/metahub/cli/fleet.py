@@ -64,6 +64,8 @@ async def _coverage(
 def _print_coverage(console: Console, report: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from metahub.serving.coverage import suggestion_text
+
     rows = report["images"]
     table = Table(title="Coverage: what a pull gets")
     table.add_column("machine type")
@@ -81,19 +83,7 @@ def _print_coverage(console: Console, report: dict[str, Any]) -> None:
         table.add_row(name, *cells)
     console.print(table)
     for row in rows:
-        console.print(f"{row['image']}: {suggestion_line(row['suggested_builds'])}")
-
-
-def suggestion_line(suggested: dict[str, Any]) -> str:
-    """One sentence: which cpu builds would turn the generic machine types into matched ones."""
-    targets = suggested["targets"]
-    parts = []
-    if targets:
-        builds = "; ".join(f"{t['feature']} for {', '.join(t['machine_types'])}" for t in targets)
-        parts.append(f"builds that would match the generic machine types: {builds}")
-    if suggested["unreachable"]:
-        parts.append(f"no cpu build reaches {', '.join(suggested['unreachable'])} (no cpu feature)")
-    return "; ".join(parts) or "no machine type falls back to the generic build"
+        console.print(f"{row['image']}: {suggestion_text(row['suggested_builds'])}")
 
 
 @click.command()

@@ -142,3 +142,15 @@ def _distance_sum(
     """How far a build for `target` sits from the types it covers (0: built for them exactly)."""
     feature = Feature(CPU_KEY, target)
     return sum(matchers.fit(feature, p.by_key).distance for p in profiles if p.name in names)
+
+
+def suggestion_text(suggested: dict[str, Any]) -> str:
+    """One sentence: which cpu builds would turn the generic machine types into matched ones."""
+    targets = suggested["targets"]
+    parts = []
+    if targets:
+        builds = "; ".join(f"{t['feature']} for {', '.join(t['machine_types'])}" for t in targets)
+        parts.append(f"builds that would match the generic machine types: {builds}")
+    if suggested["unreachable"]:
+        parts.append(f"no cpu build reaches {', '.join(suggested['unreachable'])} (no cpu feature)")
+    return "; ".join(parts) or "no machine type falls back to the generic build"
