@@ -91,7 +91,7 @@ def test_coverage_page_shows_the_matrix_with_links_to_explanations(ui: UI) -> No
         target = urlsplit(link.get("href"))
         assert target.path == "/ui/try"
         query = {k: v[0] for k, v in parse_qs(target.query).items()}
-        cell = link.parents[-1]
+        cell = next(p for p in reversed(link.parents) if p.tag == "td")
         row = next(p for p in reversed(link.parents) if p.tag == "tr")
         assert query == {
             "image": cell.get("data-image"),
