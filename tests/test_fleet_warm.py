@@ -9,6 +9,7 @@ each fetched once though both types share the arm64 build and every build the ba
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,9 @@ import httpx
 import orjson
 import pytest
 
+from metahub.config import parse_config
+from metahub.hub import Hub
+from metahub.serving.warm import Warmer, WarmImage
 from tests.support import fleet_images
 from tests.support.fleet_images import BuildIndex
 from tests.support.inprocess import InProcessHub
@@ -202,3 +206,40 @@ def test_warm_without_a_blob_cache_is_a_clear_error(
     error = response.json()["errors"][0]
     assert error["code"] == "CONFLICT"
     assert "cache.blobs" in error["message"]
+
+
+def test_warm_reports_an_image_the_upstream_lacks(hub: InProcessHub) -> None:
+    with hub.client() as client:
+        response, events = warm(client, {"images": ["fleet/missing:1"], "machine_types": ["bw"]})
+    assert response.status_code == 200
+    (manifests,) = [e for e in events if e["event"] == "manifests"]
+    assert manifests["outcome"] is None
+    assert "fleet/missing" in manifests["error"]
+    assert events[-1]["manifest_failures"] == 1
+
+
+async def test_a_blob_the_cache_cannot_keep_is_a_failure(
+    tmp_path: Path, upstream: RegistryServer
+) -> None:
+    hub = await Hub.start(parse_config(hub_config(upstream.url, tmp_path / "data")))
+    try:
+        assert hub.blobs.cache is not None
+
+        def disk_full(fd: int, data: memoryview) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        hub.blobs.cache.write = disk_full
+        warmer = Warmer(hub.manifests, hub.blobs)
+        events = [
+            event
+            async for event in warmer.warm(
+                [WarmImage(IMAGE, "fleet/warm", "1")], [hub.profiles.named("bw")]
+            )
+        ]
+    finally:
+        await hub.close()
+    done = [e for e in events if e["event"] == "blob_done"]
+    assert len(done) == 5  # the broadwell and arm64 builds; the base layer once
+    assert {e["result"] for e in done} == {"failed"}
+    assert all("did not keep it" in e["error"] for e in done)
+    assert events[-1]["failed"] == 5

@@ -210,6 +210,12 @@ class Warmer:
             await stream.close()
         if received != reported:
             queue.put_nowait(_progress(blob, received))
+        if not self.blobs.cache.holds(blob.digest):
+            raise errors.RegistryError(
+                f"blob {blob.digest} was read but the blob cache did not keep it (its disk "
+                "refused the write, or cache.blobs.max_size is smaller than what is warmed)",
+                status=507,
+            )
         return "fetched"
 
     async def _confirm_holders(self, blob: _Blob) -> None:
