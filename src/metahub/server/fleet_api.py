@@ -45,7 +45,8 @@ class SuggestedBuild(BaseModel):
 class SuggestedBuilds(BaseModel):
     targets: list[SuggestedBuild]
     unreachable: list[str] = Field(
-        description="Generic types no cpu build can reach (they declare no cpu feature)."
+        description="Generic types no cpu build can reach: they declare no cpu feature, "
+        "or one archspec does not know."
     )
 
 

@@ -53,9 +53,12 @@ class Cell:
 
 
 async def image_coverage(
-    manifests: ManifestService, image: str, name: str, reference: str,
+    manifests: ManifestService,
+    image: str,
+    name: str,
+    reference: str,
     profiles: Sequence[MachineProfile],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """One image's row: its upstream digest, each machine type's outcome and entries, and the
     builds that would turn its generic types into matched ones."""
     cells = []
@@ -118,12 +121,9 @@ def suggested_builds(generic: Sequence[MachineProfile], matchers: Matchers) -> d
     uncovered = {p.name for p in generic if p.name not in without_cpu}
     targets = []
     while uncovered:
-
-        def worth(target: str, uncovered: set[str] = uncovered) -> tuple[int, float]:
-            gains = covers[target] & uncovered
-            return len(gains), -_distance_sum(target, gains, generic, matchers)
-
-        best = max(sorted(covers), key=worth)
+        best = max(
+            sorted(covers), key=lambda t: _worth(t, covers[t] & uncovered, generic, matchers)
+        )
         gained = covers[best] & uncovered
         if not gained:
             break
@@ -136,12 +136,13 @@ def suggested_builds(generic: Sequence[MachineProfile], matchers: Matchers) -> d
     }
 
 
-def _distance_sum(
-    target: str, names: set[str], profiles: Sequence[MachineProfile], matchers: Matchers
-) -> float:
-    """How far a build for `target` sits from the types it covers (0: built for them exactly)."""
+def _worth(
+    target: str, gains: set[str], profiles: Sequence[MachineProfile], matchers: Matchers
+) -> tuple[int, float]:
+    """More types gained first; then the build closest to them (distance 0: built for them)."""
     feature = Feature(CPU_KEY, target)
-    return sum(matchers.fit(feature, p.by_key).distance for p in profiles if p.name in names)
+    distance = sum(matchers.fit(feature, p.by_key).distance for p in profiles if p.name in gains)
+    return len(gains), -distance
 
 
 def suggestion_text(suggested: dict[str, Any]) -> str:
@@ -152,5 +153,5 @@ def suggestion_text(suggested: dict[str, Any]) -> str:
         builds = "; ".join(f"{t['feature']} for {', '.join(t['machine_types'])}" for t in targets)
         parts.append(f"builds that would match the generic machine types: {builds}")
     if suggested["unreachable"]:
-        parts.append(f"no cpu build reaches {', '.join(suggested['unreachable'])} (no cpu feature)")
+        parts.append(f"no cpu build reaches {', '.join(suggested['unreachable'])}")
     return "; ".join(parts) or "no machine type falls back to the generic build"
