@@ -870,6 +870,8 @@ def test_openapi_lists_every_route(anon: httpx.Client) -> None:
         "/v1/tokens/{token_id}/revoke",
         "/v1/audit",
         "/v1/explain",
+        "/v1/coverage",
+        "/v1/warm",
     }
     assert spec.json()["components"]["securitySchemes"]
 

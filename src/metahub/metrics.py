@@ -41,3 +41,8 @@ BLOB_CACHE_WRITE_ERRORS = Counter(
     "metahub_blob_cache_write_errors_total",
     "Blob downloads the cache could not write to disk, served straight from the upstream instead",
 )
+MANIFEST_PULLS = Counter(
+    "metahub_manifest_pulls_total",
+    "Manifest pulls by tag, by machine type (profile logins under their account) and outcome",
+    ["machine_type", "outcome"],
+)

@@ -8,6 +8,7 @@ from metahub import __version__
 from metahub.cli.db import db
 from metahub.cli.demo import demo
 from metahub.cli.explain import explain
+from metahub.cli.fleet import coverage, warm
 from metahub.cli.host import detect_command, login_command
 from metahub.cli.manage import admin, credential, machine_type
 from metahub.cli.options import config_option
@@ -35,6 +36,8 @@ for _command in (
     hash_password_command,
     demo,
     explain,
+    coverage,
+    warm,
     db,
     admin,
     machine_type,

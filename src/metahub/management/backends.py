@@ -6,11 +6,13 @@ Both answer with the API's JSON shapes, so the CLI prints one format whichever i
 from __future__ import annotations
 
 import getpass
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from metahub import errors
 from metahub.config import Settings
@@ -19,6 +21,8 @@ from metahub.store.database import open_engine
 from metahub.store.files import secure_data_dir
 
 Json = dict[str, Any]
+# Seconds a streamed answer (warming's progress) may stay silent before it is given up on.
+STREAM_IDLE = 300
 T = TypeVar("T")
 
 
@@ -165,6 +169,37 @@ class RemoteBackend:
         except aiohttp.ClientError as exc:
             raise errors.UpstreamUnavailable(f"cannot reach {self.server}: {exc}") from exc
 
+    async def events(self, path: str, body: Json) -> AsyncIterator[Json]:
+        """POST `body` and read the NDJSON answer, one event a line, as the server sends it.
+
+        No overall time limit (a warm takes as long as its blobs do); a server silent for
+        STREAM_IDLE seconds is given up on.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=STREAM_IDLE)
+        try:
+            async with self._session.post(self.base + path, json=body, timeout=timeout) as answer:
+                if answer.status >= 400:
+                    await self._raise_for(answer)
+                async for line in answer.content:
+                    if line.strip():
+                        yield self._shaped(_json_line(self.server, line), dict)
+        except aiohttp.ClientError as exc:
+            raise errors.UpstreamUnavailable(f"cannot reach {self.server}: {exc}") from exc
+        except TimeoutError as exc:
+            raise errors.UpstreamTimeout(
+                f"{self.server} sent nothing for {STREAM_IDLE} seconds"
+            ) from exc
+
+    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+        try:
+            data = await response.json(content_type=None)
+        except ValueError:
+            data = None
+        error = (data.get("errors") or [{}])[0] if isinstance(data, dict) else {}
+        raise errors.RegistryError(
+            f"{self.server}: {error.get('message', response.reason)}", status=response.status
+        )
+
     async def _object(self, method: str, path: str, body: Json | None = None) -> Json:
         return self._shaped(await self._call(method, path, body), dict)
 
@@ -241,6 +276,15 @@ class RemoteBackend:
 
     async def revoke_admin_token(self, token_id: str) -> None:
         await self._call("POST", f"/tokens/{_segment(token_id)}/revoke")
+
+
+def _json_line(server: str, line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise errors.RegistryError(
+            f"{server} sent a line that is not JSON: {line[:80]!r}", status=502
+        ) from exc
 
 
 def _segment(value: str) -> str:

@@ -22,6 +22,7 @@ from metahub.hub import Hub
 from metahub.oci.reference import parse_image
 from metahub.server.admin_api import COMMON_ERRORS, ErrorBody, current_hub, require_admin, router
 from metahub.server.database import database_unavailable, is_unavailable
+from metahub.server.fleet_api import router as fleet_router
 from metahub.serving.explain import explanation_json
 
 HubGetter = Callable[[], Hub]
@@ -122,6 +123,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         return web_error_response(database_unavailable(exc, hub, request.method, request.url.path))
 
     api.include_router(router)
+    api.include_router(fleet_router)
 
     @api.get(
         "/v1/explain",

@@ -104,6 +104,10 @@ class BlobCache:
         """Whether the blob is cached, downloading, or about to be."""
         return digest in self._index or digest in self._downloads or self._starts.in_flight(digest)
 
+    def holds(self, digest: str) -> bool:
+        """Whether the blob is in the cache, verified and whole (not merely downloading)."""
+        return digest in self._index
+
     def size_of(self, digest: str) -> int | None:
         size = self._index.get(digest)
         if size is None:

@@ -31,6 +31,7 @@ from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, looks_like_digest
 from metahub.oci.index import Entry, Index, InvalidIndex
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey
+from metahub.serving.outcomes import Outcome, PullCounter, outcome_of
 from metahub.store.digests import FilteredDigestStore, StoredManifest
 from metahub.upstream.base import Manifest, Upstream
 
@@ -46,6 +47,7 @@ class ServedManifest:
     media_type: str
     digest: str
     stale: bool = False  # the upstream could not be asked; this is the last known answer
+    outcome: Outcome = "generic"  # what selection made of it for the machine type served
 
 
 @dataclass(slots=True)
@@ -59,6 +61,10 @@ class Filtering:
     nested: dict[int, Filtering] = field(default_factory=dict)
     error: str | None = None
     kept: list[Entry] = field(default_factory=list)  # the entries `served` lists, once filtered
+
+
+class NothingFits(errors.ManifestUnknown):
+    """No entry of the index fits the machine type: the `none` outcome, a 404 to the client."""
 
 
 class ManifestService:
@@ -80,6 +86,7 @@ class ManifestService:
         self._filtering: SingleFlight[tuple[str, str, str], ServedManifest] = SingleFlight(
             "filtered"
         )
+        self.pulls = PullCounter()
 
     async def get(
         self,
@@ -89,17 +96,37 @@ class ManifestService:
         *,
         accepts_index: bool = True,
     ) -> ServedManifest:
-        """The manifest `profile` is served (None: the upstream's, unfiltered)."""
+        """The manifest `profile` is served (None: the upstream's, unfiltered).
+
+        A pull by tag is counted by machine type and outcome; a pull by digest is not, since a
+        client resolving a tag asks for the digest it got right after (counted once).
+        """
         if looks_like_digest(reference):
             return await self._by_digest(name, reference)
-        manifest = await self.upstream.get_manifest(name, reference)
-        served = _as_served(manifest)
-        if profile is not None and mediatypes.is_index(manifest.media_type):
-            served = await self._filtered_for(name, reference, manifest, profile)
+        try:
+            served = await self.resolve(name, reference, profile)
+        except NothingFits:
+            self.pulls.count(profile, "none")
+            raise
+        self.pulls.count(profile, served.outcome)
         if not accepts_index and mediatypes.is_index(served.media_type):
             platform = profile.preferred_platform if profile else DEFAULT_PLATFORM
             return await self._single_manifest(name, reference, served, platform)
         return served
+
+    async def resolve(
+        self, name: str, reference: str, profile: MachineProfile | None
+    ) -> ServedManifest:
+        """What a tag gives `profile`, filtered and recorded as a pull's would be; not counted.
+
+        Raises NothingFits when no entry fits.
+        """
+        manifest = await self.upstream.get_manifest(name, reference)
+        if profile is None:
+            return dataclasses.replace(_as_served(manifest), outcome="unfiltered")
+        if mediatypes.is_index(manifest.media_type):
+            return await self._filtered_for(name, reference, manifest, profile)
+        return _as_served(manifest)
 
     async def _filtered_for(
         self, name: str, reference: str, manifest: Manifest, profile: MachineProfile
@@ -124,8 +151,9 @@ class ManifestService:
         if filtering.served is None:
             raise _no_match(key[0], reference, profile, filtering)
         await self.record(key[0], reference, filtering, profile)
-        self._filtered.put(key, filtering.served)
-        return filtering.served
+        served = dataclasses.replace(filtering.served, outcome=outcome_of(filtering))
+        self._filtered.put(key, served)
+        return served
 
     async def explain(self, name: str, reference: str, profile: MachineProfile) -> Filtering:
         manifest = await self.upstream.get_manifest(name, reference)
@@ -270,8 +298,8 @@ def _offered(filtering: Filtering) -> list[str]:
 
 def _no_match(
     name: str, reference: str, profile: MachineProfile, filtering: Filtering
-) -> errors.RegistryError:
-    return errors.ManifestUnknown(
+) -> NothingFits:
+    return NothingFits(
         filtering.error or f"nothing in {name}:{reference} fits machine type {profile.name}",
         detail={
             "name": name,

@@ -25,6 +25,7 @@ from metahub.errors import RegistryError
 from metahub.management.records import Credential, MachineType
 from metahub.oci.reference import parse_image
 from metahub.server.origin import origin_of
+from metahub.server.ui.coverage import coverage_page
 from metahub.server.ui.pages import STATIC, HubGetter, Page, Pages, field_errors, safe_next
 from metahub.server.ui.sessions import SESSION_TTL, Session
 from metahub.server.ui.suggestions import feature_suggestions
@@ -54,6 +55,7 @@ def create_ui(get_hub: HubGetter) -> Starlette:
         ),
         Route("/credentials/{credential_id}/revoke", admin(revoke_credential), methods=["POST"]),
         Route("/try", admin(try_image(pages))),
+        Route("/coverage", admin(coverage_page(pages))),
         Route("/audit", admin(audit(pages))),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
