@@ -52,9 +52,7 @@ LEVEL_INDEX = [
 ]
 
 
-def selection(
-    descriptors: list[dict[str, Any]], features: list[str], **profile: Any
-) -> Selection:
+def selection(descriptors: list[dict[str, Any]], features: list[str], **profile: Any) -> Selection:
     return select(make_index(*descriptors), MachineProfile.of("m", features, **profile), Matchers())
 
 
@@ -110,7 +108,10 @@ def test_level_targets(architecture: str, variant: str, target: str | None) -> N
         ("nehalem", ["v2", "arm-base", "arm-v8.2", "arm-v9"]),
         ("core2", ["base", "arm-base", "arm-v8.2", "arm-v9"]),
         ("sapphirerapids", ["v4", "arm-base", "arm-v8.2", "arm-v9"]),
-        ("coffeelake", ["v3", "arm-base", "arm-v8.2", "arm-v9"]),  # an alias of skylake: AVX2, no AVX-512
+        (
+            "coffeelake",
+            ["v3", "arm-base", "arm-v8.2", "arm-v9"],
+        ),  # an alias of skylake: AVX2, no AVX-512
         ("neoverse_n1", ["v2", "v3", "base", "v4", "arm-v8.2"]),
         ("a64fx", ["v2", "v3", "base", "v4", "arm-v8.2"]),
         ("neoverse_v2", ["v2", "v3", "base", "v4", "arm-v9"]),

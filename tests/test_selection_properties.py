@@ -476,8 +476,7 @@ def test_ranking_is_never_beaten_by_a_clearly_better_rival(
         rivals = [
             e
             for e in images(index)
-            if group(e, features) == group(entry, features)
-            and oracle_fits(e, features, platforms)
+            if group(e, features) == group(entry, features) and oracle_fits(e, features, platforms)
         ]
         counted = len(set(requirements(entry, features)))
         assert counted == max(len(set(requirements(e, features))) for e in rivals)

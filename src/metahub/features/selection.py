@@ -315,6 +315,19 @@ def _served(verdict: Verdict) -> Entry:
     return dataclasses.replace(entry, descriptor=descriptor, platform=served)
 
 
+def chooses(index: Index, machine: MachineProfile, matchers: Matchers) -> bool:
+    """Whether selection has anything to decide in this index for this machine: an entry with
+    features, or a variant that is a level the machine's cpu decides (an index of x86-64 levels
+    without any features)."""
+    if index.has_features():
+        return True
+    levels = matchers.levels(machine)
+    return any(
+        entry.platform is not None and levels.requirement(entry.platform) is not None
+        for entry in index.entries
+    )
+
+
 def entry_for_platform(entries: Iterable[Entry], platform: PlatformKey) -> Entry | None:
     """The entry a single-manifest client gets: same os/architecture, same variant if asked."""
     platform = normalize_platform(platform)
