@@ -122,9 +122,7 @@ UPSTREAM_CREDS = ":".join(UPSTREAM_AUTH)
 # --- what the runtimes do on their own ----------------------------------------------------------
 
 
-def test_containerd_alone_takes_no_unexpected_variant(
-    setup: Setup, containerd: Containerd
-) -> None:
+def test_containerd_alone_takes_no_unexpected_variant(setup: Setup, containerd: Containerd) -> None:
     refused = containerd.pull(upstream_ref(setup, "v3-only"), *UPSTREAM_AUTH)
     assert refused.returncode != 0
     assert "no match for platform" in refused.stderr
