@@ -112,6 +112,13 @@ class ManifestService:
             served = await self._filtering.do(
                 key, lambda: self._filter_and_keep(key, reference, manifest, profile)
             )
+        elif served.digest != manifest.digest:  # a filtered index, served from memory
+            self.store.mark_served_filtered(
+                served.digest,
+                StoredManifest(name, served.media_type, served.data),
+                machine_type=profile.name,
+                upstream_digest=manifest.digest,
+            )
         return dataclasses.replace(served, stale=True) if manifest.stale else served
 
     async def _filter_and_keep(
