@@ -3,7 +3,7 @@
 The oracle knows the rules from the issue, not from the code: archspec ancestry for `cpu` (with
 the documented aliases and one configured here), CUDA's rule for `nvcap` (X.y runs on X.z with
 z >= y; X.ya only on X.y) and `nvptx` (any capability >= X.Y), dotted versions for `driver`
-(assigned to `at-least`), a declared flag or archspec's feature list of the machine's cpu for
+and `cuda` (`at-least` by default, not configured here), a declared flag or archspec's feature list of the machine's cpu for
 `cpuflag`, and equality for any other key. Platforms compare on os, architecture
 and variant, with arm64/v8 read as arm64; except that for a machine with an x86-64 `cpu` every
 amd64 variant is one platform whose `vN` requires `cpu:x86_64_vN` (v1 and none require nothing),
@@ -37,7 +37,7 @@ TARGETS = archspec.cpu.TARGETS
 
 # The documented built-in aliases (two of them) and one configured for these tests.
 CPU_ALIASES = {"coffeelake": "skylake", "kabylake": "skylake", "corp-gen3": "icelake"}
-MATCHERS = Matchers({"driver": "at-least"}, {"cpu": {"corp-gen3": "icelake"}})
+MATCHERS = Matchers(aliases={"cpu": {"corp-gen3": "icelake"}})
 
 CPU_VALUES = [
     "x86_64",
@@ -70,6 +70,7 @@ NVCAP_MACHINE = ["5.2", "7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0"]
 NVCAP_ENTRY = [*NVCAP_MACHINE, "9.0a", "8.6a"]
 NVPTX_ENTRY = ["5.2", "8.0", "9.0"]
 DRIVERS = ["470", "525.60", "535.54", "535.104", "550"]
+CUDAS = ["11.8", "12.0", "12.2", "12.4"]
 GPUS = ["t4", "a100"]
 
 ENTRY_FEATURES = (
@@ -77,15 +78,17 @@ ENTRY_FEATURES = (
     + [f"nvcap:{v}" for v in NVCAP_ENTRY]
     + [f"nvptx:{v}" for v in NVPTX_ENTRY]
     + [f"driver:{v}" for v in DRIVERS]
+    + [f"cuda:{v}" for v in CUDAS]
     + [f"gpu:{v}" for v in GPUS]
 )
 MACHINE_FEATURES = (
     [f"cpu:{v}" for v in CPU_VALUES]
     + [f"nvcap:{v}" for v in NVCAP_MACHINE]
     + [f"driver:{v}" for v in DRIVERS]
+    + [f"cuda:{v}" for v in CUDAS]
     + [f"gpu:{v}" for v in GPUS]
 )
-MACHINE_KEYS = ["cpu", "nvcap", "driver", "gpu"]
+MACHINE_KEYS = ["cpu", "nvcap", "driver", "cuda", "gpu"]
 
 PLATFORMS = [
     {"os": "linux", "architecture": "amd64"},
@@ -154,7 +157,7 @@ def _at_least(required: str, have: str) -> bool:
     return got + [0] * (width - len(got)) >= want + [0] * (width - len(want))
 
 
-RULES = {"cpu": _cpu, "nvcap": _nvcap, "nvptx": _nvptx, "driver": _at_least}
+RULES = {"cpu": _cpu, "nvcap": _nvcap, "nvptx": _nvptx, "driver": _at_least, "cuda": _at_least}
 JUDGED_BY = {"nvptx": "nvcap"}  # PTX is checked against the machine's capabilities
 
 
