@@ -292,13 +292,10 @@ def _served_platform(
     (none takes a variant it does not expect; docs/selection.md), unless the machine type's
     declared platforms leave the baseline out: then its runtimes were told to take variants."""
     platform = verdict.entry.platform
-    if platform is None:
+    served = levels.served(platform) if platform is not None else None
+    if served is None or not machine.allows(served):
         return None
-    served = levels.served(platform)
-    if served is not None and not machine.allows(served):
-        return None
-    if served is not None:
-        verdict.rules.append(f"served as {served}, the platform runtimes take by default")
+    verdict.rules.append(f"served as {served}, the platform runtimes take by default")
     return served
 
 
