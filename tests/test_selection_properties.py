@@ -4,12 +4,12 @@ The oracle knows the rules from the issue, not from the code: archspec ancestry 
 the documented aliases and one configured here), CUDA's rule for `nvcap` (X.y runs on X.z with
 z >= y; X.ya only on X.y) and `nvptx` (any capability >= X.Y), dotted versions for `driver`
 and `cuda` (`at-least` by default, not configured here), a declared flag or archspec's feature
-list of the machine's cpu for `cpuflag`, and equality for any other key. Platforms compare on os, architecture
-and variant, with arm64/v8 read as arm64; except that for a machine with an x86-64 `cpu` every
-amd64 variant is one platform whose `vN` requires `cpu:x86_64_vN` (v1 and none require nothing),
-and for one with an aarch64 `cpu` every arm64 variant is one platform whose `v8.N` requires
-`cpu:armv8.Na` and `v9` `cpu:armv9.0a` (a cpu of its own on the entry says more: the level then
-must fit but is not counted).
+list of the machine's cpu for `cpuflag`, and equality for any other key. Platforms compare on
+os, architecture and variant, with arm64/v8 read as arm64; except that for a machine with an
+x86-64 `cpu` every amd64 variant is one platform whose `vN` requires `cpu:x86_64_vN` (v1 and
+none require nothing), and for one with an aarch64 `cpu` every arm64 variant is one platform
+whose `v8.N` requires `cpu:armv8.Na` and `v9` `cpu:armv9.0a` (a cpu of its own on the entry
+says more: the level then must fit but is not counted).
 """
 
 from __future__ import annotations
