@@ -220,3 +220,10 @@ def test_host_report_lines_order() -> None:
         "cuda:12.4",
         "ht:on",
     ]
+
+
+def test_a_failing_shutdown_does_not_hide_the_answer(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUB_NVML_FAIL", "nvmlShutdown")
+    assert nvml.query(str(library)).driver == "535.104.05"
