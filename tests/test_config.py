@@ -46,6 +46,8 @@ def test_minimal_config_defaults() -> None:
     assert settings.data_dir == Path("data")
     assert settings.public_url is None
     assert settings.features.matchers == {}
+    assert settings.database.filtered_retention_days is None  # retention is off
+    assert settings.database.last_served_interval == 300
 
 
 def test_full_config() -> None:
@@ -264,6 +266,18 @@ BAD_CONFIGS = [
         "database.refresh_interval",
         "less than or equal to 5",
         id="refresh-slower-than-revocation-bound",
+    ),
+    pytest.param(
+        config(database={"filtered_retention_days": 0}),
+        "database.filtered_retention_days",
+        "greater than 0",
+        id="retention-of-nothing",
+    ),
+    pytest.param(
+        config(database={"last_served_interval": 0}),
+        "database.last_served_interval",
+        "greater than 0",
+        id="last-served-interval-zero",
     ),
     pytest.param(
         config(database={"url": "mysql://db/metahub"}),

@@ -408,3 +408,73 @@ def test_cli_unknown_machine_type(cli_config: Path) -> None:
     assert "no-such-type" in result.stderr
     assert "type1" in result.stderr  # the known ones are named
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# --- x86-64 levels: the rule that chose ---------------------------------------------------------
+
+LEVELS_IMAGE = "hpc/levels:latest"
+LEVEL_TYPES = [
+    {"name": "zen3", "login": "zen3", "password": "zen3", "features": ["cpu:zen3"]},
+    {"name": "core2", "login": "core2", "password": "core2", "features": ["cpu:core2"]},
+]
+
+
+@pytest.fixture(scope="module")
+def levels_layout(workdir: Path) -> Path:
+    from metahub.demo.images import FeatureImage, build_feature_images
+
+    path = workdir / "levels-layout"
+    builds = [
+        FeatureImage("v2", "x86-64-v2", (), "v2", "v2"),
+        FeatureImage("v3", "x86-64-v3", (), "v3", "v3"),
+        FeatureImage("base", "x86-64", (), "base"),
+    ]
+    build_feature_images(path, "hpc/levels", builds)
+    return path
+
+
+@pytest.fixture(scope="module")
+def levels_config(workdir: Path, levels_layout: Path) -> dict[str, Any]:
+    return {
+        "upstream": {"path": str(levels_layout)},
+        "data_dir": str(workdir / "levels-data"),
+        "machine_types": LEVEL_TYPES,
+        "admin": {"tokens": [ADMIN_TOKEN]},
+    }
+
+
+def test_explain_names_the_level_rule_and_the_served_platform(
+    workdir: Path, levels_config: dict[str, Any]
+) -> None:
+    with InProcessHub(workdir / "levels-hub", levels_config) as running, running.client() as http:
+        zen3 = explain(http, LEVELS_IMAGE, "zen3").json()
+        core2 = explain(http, LEVELS_IMAGE, "core2").json()
+    assert [(e["platform"], e["chosen"]) for e in zen3["entries"]] == [
+        ("linux/amd64/v2", False),
+        ("linux/amd64/v3", True),
+        ("linux/amd64", False),
+    ]
+    v2, v3, base = zen3["entries"]
+    assert v3["served_platform"] == "linux/amd64"
+    assert v3["rules"] == [
+        "amd64 variant v3 read as cpu:x86_64_v3, which cpu:zen3 runs",
+        "served as linux/amd64, the platform runtimes take by default",
+    ]
+    assert v3["score"]["satisfied"] == 1
+    assert v2["served_platform"] is None and v2["fits"]
+    assert v2["why_not"] == ["entry 1 fits this platform better"]
+    assert base["rules"] == [] and base["score"]["satisfied"] == 0
+    # core2 runs neither level: the baseline, which needs no rewriting.
+    assert [e["chosen"] for e in core2["entries"]] == [False, False, True]
+    assert core2["entries"][2]["served_platform"] is None
+    assert "cpu:x86_64_v2 does not run on cpu:core2" in core2["entries"][0]["why_not"][0]
+
+
+def test_cli_table_shows_the_level_rule(workdir: Path, levels_config: dict[str, Any]) -> None:
+    path = workdir / "levels.yaml"
+    path.write_text(yaml.safe_dump({**levels_config, "data_dir": str(workdir / "levels-cli")}))
+    result = run_cli("--config", str(path), "--machine-type", "zen3", LEVELS_IMAGE)
+    assert result.returncode == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if "linux/amd64/v3" in line]
+    assert "served as linux/amd64" in row and "✔" in row
+    assert "x86_64_v3" in result.stdout

@@ -374,6 +374,8 @@ def test_default_key_matchers() -> None:
         "cpuflag": "cpuflag",
         "nvcap": "cuda",
         "nvptx": "cuda",
+        "driver": "at-least",
+        "cuda": "at-least",
     }
 
 
@@ -397,8 +399,9 @@ def test_registry_builds_each_key_its_matcher_with_its_aliases() -> None:
 
 
 def test_machines_declare_capabilities_not_ptx() -> None:
-    assert MatcherRegistry().machine_keys() == {"cpu", "cpuflag", "nvcap"}
-    assert MatcherRegistry({"ht": "exact"}).machine_keys() == {"cpu", "cpuflag", "nvcap", "ht"}
+    builtin = {"cpu", "cpuflag", "nvcap", "driver", "cuda"}
+    assert MatcherRegistry().machine_keys() == builtin
+    assert MatcherRegistry({"ht": "exact"}).machine_keys() == builtin | {"ht"}
 
 
 # --- values a machine may declare ----------------------------------------------------------------

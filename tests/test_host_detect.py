@@ -156,6 +156,8 @@ def test_json_holds_the_same_features_and_the_details() -> None:
         "cpu",
         "platform",
         "nvcap",
+        "driver",
+        "cuda",
         "ht",
         "instType",
         "gpus",

@@ -177,6 +177,8 @@ async def check_kept(engine: AsyncEngine, tables: set[str]) -> None:
         (row,) = (await connection.execute(select(filtered_manifests))).all()
         kept = {key: row._mapping[key] for key in MANIFEST}
         assert {**kept, "content": bytes(kept["content"])} == MANIFEST
+        # Made before 0004 knew when rows were served: dated by its creation.
+        assert row.last_served == row.created
         if "machine_types" in tables:
             (machine_type,) = (await connection.execute(select(machine_types))).all()
             assert machine_type.name == "db-type" and machine_type.revision == 3

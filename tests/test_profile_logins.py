@@ -165,7 +165,7 @@ async def test_unknown_keys_are_refused_naming_the_keys_the_server_knows() -> No
     with pytest.raises(ProfileLoginError) as refused:
         await service().authenticate("hpc/cpu=zen3,colour=blue,mpi=openmpi", PASSWORD)
     error = refused.value
-    known = ["cpu", "cpuflag", "driver", "ht", "nvcap", "platform"]
+    known = ["cpu", "cpuflag", "cuda", "driver", "ht", "nvcap", "platform"]
     assert error.unknown_keys == ["colour", "mpi"]
     assert error.known_keys == known
     assert str(error) == (
@@ -178,7 +178,8 @@ async def test_unknown_keys_are_refused_naming_the_keys_the_server_knows() -> No
 async def test_keys_used_by_machine_types_are_known() -> None:
     types = {"mpi": MachineProfile.of("mpi", ["cpu:zen2", "mpi:openmpi"])}
     logins = ProfileLogins(accounts(), FeaturesConfig(), lambda: types)
-    assert logins.known_keys() == {"cpu", "cpuflag", "nvcap", "mpi", "platform"}
+    builtin = {"cpu", "cpuflag", "nvcap", "driver", "cuda", "platform"}
+    assert logins.known_keys() == builtin | {"mpi"}
     profile = await logins.authenticate("hpc/mpi=openmpi", PASSWORD)
     assert profile is not None and [str(f) for f in profile.features] == ["mpi:openmpi"]
     types.clear()  # a machine type removed: its keys are no longer known to new logins
@@ -425,7 +426,8 @@ def test_bad_profile_logins_get_no_token(
     assert says in error["message"]
     if "colour" in login:
         assert error["detail"]["unknown_keys"] == ["colour"]
-        assert error["detail"]["known_keys"] == ["cpu", "cpuflag", "ht", "nvcap", "platform"]
+        known = ["cpu", "cpuflag", "cuda", "driver", "ht", "nvcap", "platform"]
+        assert error["detail"]["known_keys"] == known
 
 
 @pytest.mark.parametrize(("login", "password", "says"), BAD_LOGINS)

@@ -3,9 +3,13 @@
 The oracle knows the rules from the issue, not from the code: archspec ancestry for `cpu` (with
 the documented aliases and one configured here), CUDA's rule for `nvcap` (X.y runs on X.z with
 z >= y; X.ya only on X.y) and `nvptx` (any capability >= X.Y), dotted versions for `driver`
-(assigned to `at-least`), a declared flag or archspec's feature list of the machine's cpu for
-`cpuflag`, and equality for any other key. Platforms compare on os, architecture
-and variant, with arm64/v8 read as arm64.
+and `cuda` (`at-least` by default, not configured here), a declared flag or archspec's feature
+list of the machine's cpu for `cpuflag`, and equality for any other key. Platforms compare on
+os, architecture and variant, with arm64/v8 read as arm64; except that for a machine with an
+x86-64 `cpu` every amd64 variant is one platform whose `vN` requires `cpu:x86_64_vN` (v1 and
+none require nothing), and for one with an aarch64 `cpu` every arm64 variant is one platform
+whose `v8.N` requires `cpu:armv8.Na` and `v9` `cpu:armv9.0a` (a cpu of its own on the entry
+says more: the level then must fit but is not counted).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ TARGETS = archspec.cpu.TARGETS
 
 # The documented built-in aliases (two of them) and one configured for these tests.
 CPU_ALIASES = {"coffeelake": "skylake", "kabylake": "skylake", "corp-gen3": "icelake"}
-MATCHERS = Matchers({"driver": "at-least"}, {"cpu": {"corp-gen3": "icelake"}})
+MATCHERS = Matchers(aliases={"cpu": {"corp-gen3": "icelake"}})
 
 CPU_VALUES = [
     "x86_64",
@@ -66,6 +70,7 @@ NVCAP_MACHINE = ["5.2", "7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0"]
 NVCAP_ENTRY = [*NVCAP_MACHINE, "9.0a", "8.6a"]
 NVPTX_ENTRY = ["5.2", "8.0", "9.0"]
 DRIVERS = ["470", "525.60", "535.54", "535.104", "550"]
+CUDAS = ["11.8", "12.0", "12.2", "12.4"]
 GPUS = ["t4", "a100"]
 
 ENTRY_FEATURES = (
@@ -73,24 +78,48 @@ ENTRY_FEATURES = (
     + [f"nvcap:{v}" for v in NVCAP_ENTRY]
     + [f"nvptx:{v}" for v in NVPTX_ENTRY]
     + [f"driver:{v}" for v in DRIVERS]
+    + [f"cuda:{v}" for v in CUDAS]
     + [f"gpu:{v}" for v in GPUS]
 )
 MACHINE_FEATURES = (
     [f"cpu:{v}" for v in CPU_VALUES]
     + [f"nvcap:{v}" for v in NVCAP_MACHINE]
     + [f"driver:{v}" for v in DRIVERS]
+    + [f"cuda:{v}" for v in CUDAS]
     + [f"gpu:{v}" for v in GPUS]
 )
-MACHINE_KEYS = ["cpu", "nvcap", "driver", "gpu"]
+MACHINE_KEYS = ["cpu", "nvcap", "driver", "cuda", "gpu"]
 
 PLATFORMS = [
     {"os": "linux", "architecture": "amd64"},
+    {"os": "linux", "architecture": "amd64", "variant": "v1"},
+    {"os": "linux", "architecture": "amd64", "variant": "v2"},
     {"os": "linux", "architecture": "amd64", "variant": "v3"},
+    {"os": "linux", "architecture": "amd64", "variant": "v4"},
     {"os": "linux", "architecture": "arm64"},
     {"os": "linux", "architecture": "arm64", "variant": "v8"},
+    {"os": "linux", "architecture": "arm64", "variant": "v8.2"},
+    {"os": "linux", "architecture": "arm64", "variant": "v9"},
     {"os": "linux", "architecture": "arm", "variant": "v7"},
 ]
-PLATFORM_TEXTS = ["linux/amd64", "linux/amd64/v3", "linux/arm64", "linux/arm64/v8", "linux/arm/v7"]
+PLATFORM_TEXTS = [
+    "linux/amd64",
+    "linux/amd64/v3",
+    "linux/arm64",
+    "linux/arm64/v8",
+    "linux/arm64/v8.2",
+    "linux/arm/v7",
+]
+# The levels as the issue defines them, written out rather than derived.
+LEVELS = {
+    ("amd64", "v2"): "x86_64_v2",
+    ("amd64", "v3"): "x86_64_v3",
+    ("amd64", "v4"): "x86_64_v4",
+    ("arm64", "v8.2"): "armv8.2a",
+    ("arm64", "v9"): "armv9.0a",
+}
+BASELINES = {("amd64", ""), ("amd64", "v1"), ("arm64", ""), ("arm64", "v8")}
+FAMILY = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 # --- the oracle --------------------------------------------------------------------------------
@@ -128,7 +157,7 @@ def _at_least(required: str, have: str) -> bool:
     return got + [0] * (width - len(got)) >= want + [0] * (width - len(want))
 
 
-RULES = {"cpu": _cpu, "nvcap": _nvcap, "nvptx": _nvptx, "driver": _at_least}
+RULES = {"cpu": _cpu, "nvcap": _nvcap, "nvptx": _nvptx, "driver": _at_least, "cuda": _at_least}
 JUDGED_BY = {"nvptx": "nvcap"}  # PTX is checked against the machine's capabilities
 
 
@@ -146,8 +175,44 @@ def feature_fits(feature: str, machine: list[str]) -> bool:
     return any(rule(value, have) for have in machine_values(machine, judged_key(key)))
 
 
+def decides_levels(entry: Entry, machine: list[str]) -> bool:
+    """Whether the machine's cpu chooses among this entry's architecture's variants."""
+    arch, variant = entry.platform.architecture, entry.platform.variant
+    if (arch, variant) not in LEVELS and (arch, variant) not in BASELINES:
+        return False
+    families = set()
+    for cpu in machine_values(machine, "cpu"):
+        cpu = CPU_ALIASES.get(cpu, cpu)
+        if cpu in TARGETS:
+            families.add(TARGETS[cpu].family.name)
+    return FAMILY[arch] in families
+
+
+def level(entry: Entry, machine: list[str]) -> str | None:
+    """The cpu feature the entry's variant requires on this machine, if any."""
+    if not decides_levels(entry, machine):
+        return None
+    target = LEVELS.get((entry.platform.architecture, entry.platform.variant))
+    return f"cpu:{target}" if target else None
+
+
+def requirements(entry: Entry, machine: list[str]) -> list[str]:
+    """What counts as satisfied when the entry fits: its features, and its level unless it
+    names a cpu of its own."""
+    implied = level(entry, machine)
+    own_cpu = any(f.startswith("cpu:") for f in entry.features)
+    return [*entry.features, *([implied] if implied and not own_cpu else [])]
+
+
+def group(entry: Entry, machine: list[str]) -> tuple[str, str, str]:
+    os, arch, variant = norm(entry.platform)
+    return (os, arch, "") if decides_levels(entry, machine) else (os, arch, variant)
+
+
 def failing_keys(entry: Entry, machine: list[str]) -> set[str]:
-    return {judged_key(f.partition(":")[0]) for f in entry.features if not feature_fits(f, machine)}
+    implied = level(entry, machine)
+    required = [*entry.features, *([implied] if implied else [])]
+    return {judged_key(f.partition(":")[0]) for f in required if not feature_fits(f, machine)}
 
 
 def norm(platform: Any) -> tuple[str, str, str]:
@@ -237,6 +302,12 @@ def run(
 
 
 def chosen_images(selection: Selection) -> list[Entry]:
+    """The chosen entries as the index has them (not under the platform they are served as)."""
+    return [v.entry for v in selection.verdicts if v.chosen and not is_attestation(v.entry)]
+
+
+def served_images(selection: Selection) -> list[Entry]:
+    """The entries of the filtered index, under the platform each is served as."""
     return [e for e in selection.kept if not is_attestation(e)]
 
 
@@ -254,8 +325,8 @@ def test_chosen_entry_always_fits(index: Index, features: list[str], platforms: 
     for entry in chosen_images(selection):
         assert oracle_fits(entry, features, platforms), (entry.platform, entry.features)
     # and every platform where something fits gets its entry
-    assert {norm(e.platform) for e in chosen_images(selection)} == {
-        norm(e.platform) for e in fitting
+    assert {group(e, features) for e in chosen_images(selection)} == {
+        group(e, features) for e in fitting
     }
 
 
@@ -297,9 +368,9 @@ def test_a_new_key_never_rescues_an_entry_that_failed_on_another_key(
         if failed - {new_key}:
             assert not fits_after, (entry.features, features, added)
     # At the level of the served index: what was chosen for another reason stays unchanged
-    # unless the new key made a rival fit.
+    # unless the new key made a rival fit (a new cpu may also make the levels one choice).
     first, second = run(index, features, []), run(index, [*features, added], [])
-    if first is not None:
+    if first is not None and new_key != "cpu":
         assert second is not None
         newly = {
             e.digest
@@ -307,7 +378,7 @@ def test_a_new_key_never_rescues_an_entry_that_failed_on_another_key(
             if failing_keys(e, features) and not failing_keys(e, [*features, added])
         }
         for entry in chosen_images(first):
-            if entry not in second.kept:
+            if entry not in chosen_images(second):
                 rivals = [
                     e for e in chosen_images(second) if norm(e.platform) == norm(entry.platform)
                 ]
@@ -323,21 +394,21 @@ def test_generic_only_when_nothing_with_features_fits(
     if selection is None:
         return
     for entry in chosen_images(selection):
-        if entry.features:
+        if requirements(entry, features):
             continue
         featured_rivals = [
             e
             for e in images(index)
-            if e.features
-            and norm(e.platform) == norm(entry.platform)
+            if requirements(e, features)
+            and group(e, features) == group(entry, features)
             and oracle_fits(e, features, platforms)
         ]
         assert featured_rivals == [], [e.features for e in featured_rivals]
-    for key in {norm(e.platform) for e in images(index)}:
-        group = [e for e in images(index) if norm(e.platform) == key]
-        if any(e.features and oracle_fits(e, features, platforms) for e in group):
-            chosen = [e for e in chosen_images(selection) if norm(e.platform) == key]
-            assert chosen and chosen[0].features
+    for key in {group(e, features) for e in images(index)}:
+        members = [e for e in images(index) if group(e, features) == key]
+        if any(requirements(e, features) and oracle_fits(e, features, platforms) for e in members):
+            chosen = [e for e in chosen_images(selection) if group(e, features) == key]
+            assert chosen and requirements(chosen[0], features)
 
 
 @PROPERTY
@@ -349,7 +420,7 @@ def test_at_most_one_entry_per_platform(
         selection = run(index, features, platforms, mode)
         if selection is None:
             continue
-        keys = [norm(e.platform) for e in chosen_images(selection)]
+        keys = [norm(e.platform) for e in served_images(selection)]
         assert len(keys) == len(set(keys)), (mode, keys)
 
 
@@ -408,16 +479,17 @@ def test_ranking_is_never_beaten_by_a_clearly_better_rival(
         rivals = [
             e
             for e in images(index)
-            if norm(e.platform) == norm(entry.platform) and oracle_fits(e, features, platforms)
+            if group(e, features) == group(entry, features) and oracle_fits(e, features, platforms)
         ]
-        assert len(set(entry.features)) == max(len(set(e.features)) for e in rivals)
-        if len(entry.features) != 1:
+        counted = len(set(requirements(entry, features)))
+        assert counted == max(len(set(requirements(e, features))) for e in rivals)
+        if counted != 1:
             continue
-        key, _, value = entry.features[0].partition(":")
+        key, _, value = requirements(entry, features)[0].partition(":")
         for rival in rivals:
-            if len(rival.features) != 1 or rival is entry:
+            if len(set(requirements(rival, features))) != 1 or rival is entry:
                 continue
-            r_key, _, r_value = rival.features[0].partition(":")
+            r_key, _, r_value = requirements(rival, features)[0].partition(":")
             if key == r_key == "cpu":
                 # the rival descends from the chosen one: it is the more derived build
                 canon, r_canon = CPU_ALIASES.get(value, value), CPU_ALIASES.get(r_value, r_value)
@@ -485,3 +557,38 @@ def test_requiring_a_flag_the_machine_lacks_never_satisfies(
     verdict = flag_judgement([*required, lacking], declared, machine_cpus)
     assert not verdict.fits
     assert any(f"cpuflag:{lacking}" in reason for reason in verdict.reasons)
+
+
+# --- levels ------------------------------------------------------------------------------------
+
+
+@PROPERTY
+@given(indexes(), machines, platform_lists)
+def test_a_chosen_level_is_served_under_the_baseline_platform(
+    index: Index, features: list[str], platforms: list[str]
+) -> None:
+    """Runtimes take no variant they do not expect: a level the machine's cpu chose is listed
+    as its architecture's baseline, unless the declared platforms leave the baseline out; only
+    the platform changes."""
+    selection = run(index, features, platforms)
+    if selection is None:
+        return
+    served = {e.position: e for e in served_images(selection)}
+    for entry in chosen_images(selection):
+        listed = served[entry.position]
+        assert {k: v for k, v in listed.descriptor.items() if k != "platform"} == {
+            k: v for k, v in entry.descriptor.items() if k != "platform"
+        }
+        os, arch, _ = norm(entry.platform)
+        baseline = (os, arch, "")
+        if decides_levels(entry, features) and (
+            not platforms or baseline in {norm_text(p) for p in platforms}
+        ):
+            assert norm(listed.platform) == baseline
+            if norm(entry.platform) == baseline and entry.platform.variant != "v1":
+                assert listed.descriptor == entry.descriptor  # already what runtimes take
+            else:
+                variant = listed.descriptor["platform"].get("variant", "")
+                assert variant == ("v8" if arch == "arm64" else "")
+        else:
+            assert listed.descriptor == entry.descriptor

@@ -277,11 +277,16 @@ def test_at_least(machine: list[str], offered: list[str], expected: str) -> None
 
 
 def test_at_least_only_where_assigned() -> None:
-    """Without the assignment, `driver` is an unknown key and matched exactly."""
-    descriptors = [labelled("driver:525.60", AMD64, "driver:525.60"), labelled(GENERIC, AMD64)]
-    assert choose(descriptors, ["driver:535.54"]) == [GENERIC]
-    assert choose(descriptors, ["driver:535.54"], AT_LEAST) == ["driver:525.60"]
-    assert choose(descriptors, ["driver:525.60"]) == ["driver:525.60"]
+    """Without the assignment, `kernel` is an unknown key and matched exactly; `driver` and
+    `cuda` (what `metahub detect` reports from NVML) are at-least by default."""
+    descriptors = [labelled("kernel:5.10", AMD64, "kernel:5.10"), labelled(GENERIC, AMD64)]
+    assert choose(descriptors, ["kernel:5.15"]) == [GENERIC]
+    assert choose(descriptors, ["kernel:5.15"], AT_LEAST) == ["kernel:5.10"]
+    assert choose(descriptors, ["kernel:5.10"]) == ["kernel:5.10"]
+    for key in ("driver", "cuda"):
+        descriptors = [labelled(f"{key}:12.0", AMD64, f"{key}:12.0"), labelled(GENERIC, AMD64)]
+        assert choose(descriptors, [f"{key}:12.4"]) == [f"{key}:12.0"]
+        assert choose(descriptors, [f"{key}:11.8"]) == [GENERIC]
 
 
 def test_at_least_combines_with_cpu_and_cuda() -> None:
@@ -404,7 +409,9 @@ def test_exact_mode_verdict_says_what_differs() -> None:
         (["linux/arm64/v8"], ["arm64"]),
         (["linux/arm64", "linux/amd64"], ["skylake", "arm64"]),
         (["linux/amd64/v3"], ["skylake-v3"]),
-        (["linux/amd64", "linux/amd64/v3"], ["skylake", "skylake-v3"]),
+        # A skylake decides between the amd64 levels: one amd64 entry, the earlier of two
+        # equally close skylake builds (the v3 level says no more than cpu:skylake).
+        (["linux/amd64", "linux/amd64/v3"], ["skylake"]),
         (["linux/arm/v7"], ["armv7"]),
     ],
 )

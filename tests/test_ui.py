@@ -961,3 +961,42 @@ def test_a_session_from_another_database_is_not_valid(
     with admin_hub.client(headers=session) as same, limited.client(headers=session) as other:
         assert same.get("/ui/machine-types").status_code == 200  # the cookie is a session here
         assert other.get("/ui/machine-types").status_code == 303
+
+
+# -- x86-64 levels on the try page ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def levels_hub(workdir: Path) -> Iterator[InProcessHub]:
+    from metahub.demo.images import FeatureImage, build_feature_images
+
+    layout = workdir / "levels-layout"
+    builds = [
+        FeatureImage("v2", "x86-64-v2", (), "v2", "v2"),
+        FeatureImage("v3", "x86-64-v3", (), "v3", "v3"),
+        FeatureImage("base", "x86-64", (), "base"),
+    ]
+    build_feature_images(layout, "hpc/levels", builds)
+    zen3 = {"name": "zen3", "login": "zen3", "password": "zen3", "features": ["cpu:zen3"]}
+    settings = {**admin_hub_config(layout), "machine_types": [zen3]}
+    with InProcessHub(workdir / "levels", settings) as hub:
+        hub.create_admin(ADMIN, ADMIN_PASSWORD)
+        yield hub
+
+
+def test_try_page_shows_the_level_rule_and_the_served_platform(levels_hub: InProcessHub) -> None:
+    ui = UI(levels_hub)
+    assert redirected_to(ui.sign_in(), "/ui/")
+    response = ui.get("/ui/try", machine_type="zen3", image="hpc/levels:latest")
+    assert response.status_code == 200, response.text
+    page = Page(response.text)
+    rows = [r for r in page.find("tr") if r.get("data-position")]
+    assert [r.get("data-chosen") for r in rows] == ["no", "yes", "no"]
+    chosen = rows[1]
+    assert "linux/amd64/v3" in chosen.text
+    assert "served as linux/amd64" in page.within(chosen, "div", class_="muted served-as")[0].text
+    (rules,) = page.within(chosen, "ul", class_="rules")
+    assert "amd64 variant v3 read as cpu:x86_64_v3, which cpu:zen3 runs" in rules.text
+    assert not page.within(rows[0], "div", class_="muted served-as")
+    check_labels(response.text)
+    ui.close()

@@ -197,6 +197,11 @@ class DatabaseConfig(StrictModel):
     refresh_interval: float = Field(2.0, gt=0, le=5)
     # How long a request waits on a locked SQLite database before it is answered 503.
     busy_timeout: float = Field(5.0, ge=0, le=60)
+    # Filtered indexes no one was served for this many days are deleted; None keeps them all.
+    filtered_retention_days: float | None = Field(None, gt=0)
+    # Seconds between the batched writes of when filtered indexes were last served (and the
+    # pruning after each); only with a retention.
+    last_served_interval: float = Field(300.0, gt=0, le=86400)
 
     @field_validator("url")
     @classmethod

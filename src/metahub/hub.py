@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -76,6 +77,7 @@ class Hub:
     profile_logins: ProfileLogins
     profiles: MachineProfiles
     _refresh: asyncio.Task[None] | None = None
+    _retention: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
@@ -87,6 +89,11 @@ class Hub:
             BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
         )
         engine = await open_engine(settings)
+        retention_days = settings.database.filtered_retention_days
+        store = FilteredDigestStore(
+            engine,
+            retention=timedelta(days=retention_days) if retention_days is not None else None,
+        )
         management = ManagementService(engine)
         await management.import_config(settings.machine_types)
         directory = Directory(engine, settings.machine_types)
@@ -104,7 +111,7 @@ class Hub:
             credentials=CredentialChecker(directory),
             manifests=ManifestService(
                 upstream,
-                FilteredDigestStore(engine),
+                store,
                 matchers,
                 filtered_cache_bytes=settings.cache.filtered_max_size,
             ),
@@ -120,12 +127,19 @@ class Hub:
         hub._refresh = asyncio.create_task(
             directory.refresh_forever(settings.database.refresh_interval)
         )
+        if store.retention is not None:
+            hub._retention = asyncio.create_task(
+                store.retain_forever(settings.database.last_served_interval)
+            )
         return hub
 
     async def close(self) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresh
+        for task in (self._refresh, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._retention is not None:
+            await self.manifests.store.flush_served()  # the marks noted since the last write
         await self.upstream.close()
         await self.engine.dispose()

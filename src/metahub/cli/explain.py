@@ -75,17 +75,19 @@ def _print(console: Console, explanation: dict[str, Any], *, indent: str) -> Non
         from rich.table import Table
 
         table = Table(show_lines=False)
-        for column in ("#", "platform", "features", "fits", "score", "chosen", "why not", "digest"):
+        columns = ("#", "platform", "features", "fits", "score", "chosen", "rule", "why not")
+        for column in (*columns, "digest"):
             table.add_column(column, overflow="fold")
         for entry in explanation["entries"]:
             score = entry["score"]
             table.add_row(
                 str(entry["position"]),
-                entry["platform"] or "-",
+                _platform(entry),
                 ", ".join(entry["features"]) or "generic",
                 "yes" if entry["fits"] else "no",
                 f"{score['satisfied']} / {score['distance']:g}",
                 "[green]✔[/green]" if entry["chosen"] else "",
+                "; ".join(entry["rules"]),
                 "; ".join(entry["why_not"]),
                 entry["digest"][:19],
             )
@@ -93,3 +95,9 @@ def _print(console: Console, explanation: dict[str, Any], *, indent: str) -> Non
     for position, nested in explanation["nested"].items():
         console.print(f"{indent}entry {position} is an index:")
         _print(console, nested, indent=indent + "  ")
+
+
+def _platform(entry: dict[str, Any]) -> str:
+    platform = entry["platform"] or "-"
+    served = entry["served_platform"]
+    return f"{platform} (served as {served})" if served else platform

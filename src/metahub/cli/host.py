@@ -27,7 +27,7 @@ PASSWORD_ENV = "METAHUB_PASSWORD"
     help="Also ask the cloud metadata service (EC2, GCE, Azure) for the instance type.",
 )
 def detect_command(as_json: bool, cloud: bool) -> None:
-    """Print this host's features, one per line: cpu, platform, nvcap per GPU, ht."""
+    """Print this host's features, one per line: cpu, platform, nvcap per GPU, driver, cuda, ht."""
     from metahub.host.detect import detect
 
     report = detect(with_cloud=cloud)

@@ -41,12 +41,14 @@ class FeatureImage:
     """One amd64 build of an index: a static program for ``march`` that prints ``message``.
 
     ``features`` go on the index entry's ``platform.features``; none makes it the generic entry.
+    ``variant`` (``v2``, ``v3``: an x86-64 level) goes on the entry's and the config's platform.
     """
 
     tag: str
     march: str
     features: tuple[str, ...]
     message: str
+    variant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +243,14 @@ def _write_feature_images(
     for build in builds:
         source = _c_source(build.message)
         program = _compile_static(compiler, source, build.march, workdir / build.tag)
-        descriptor = _bench_image(writer, program, "amd64")
+        descriptor = _bench_image(writer, program, "amd64", build.variant or None)
         writer.tag(f"{repository}:{build.tag}", descriptor)
         if build.features:
             # features is the product's selector; only the index entry carries it.
-            platform = {"architecture": "amd64", "os": "linux", "features": [*build.features]}
-            descriptor = {**descriptor, "platform": platform}
+            platform: dict[str, object] = {"architecture": "amd64", "os": "linux"}
+            if build.variant:
+                platform["variant"] = build.variant
+            descriptor = {**descriptor, "platform": {**platform, "features": [*build.features]}}
         entries.append(descriptor)
     return entries
 

@@ -358,6 +358,9 @@ DEFAULT_KEY_MATCHERS: Mapping[str, str] = {
     CPUFLAG_KEY: "cpuflag",
     "nvcap": "cuda",
     "nvptx": "cuda",
+    # What `metahub detect` reports from NVML: an entry needs at least this driver / CUDA.
+    "driver": "at-least",
+    "cuda": "at-least",
 }
 
 

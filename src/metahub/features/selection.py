@@ -7,18 +7,24 @@ microarchitecture, nearest capability or version), then the earliest in the inde
 without features are the generic fallback: they fit every machine and satisfy nothing, so they
 win only when no entry with features fits.
 
+For a machine type with a `cpu`, architecture variants that are levels of its lineage
+(`amd64/v3`, `arm64/v8.2`) are one platform group whose entries require that level
+(`features/levels.py`); the chosen one is served under the baseline platform.
+
 A machine type in `exact` mode (the original MetaHub's rule) keeps an entry only when its
 feature set equals the machine's. A machine type that declares `platforms` keeps no other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry
+from metahub.features.levels import CPU_KEY, Levels
+from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry, MicroarchMatcher
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
 from metahub.oci.index import Entry, Index
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey, normalize_platform, parse_platform
@@ -98,6 +104,16 @@ class Matchers(MatcherRegistry):
             required = feature.value
         return self.for_key(feature.key).fit(feature.key, required, machine)
 
+    def levels(self, machine: MachineProfile) -> Levels:
+        """The architectures whose variants this machine's `cpu` chooses between: only when
+        `cpu` is judged by archspec lineage, and never in exact mode (the original rule)."""
+        cpus = machine.by_key.get(CPU_KEY, ())
+        matcher = self.for_key(CPU_KEY)
+        if machine.mode == "exact" or not cpus or not isinstance(matcher, MicroarchMatcher):
+            return Levels()
+        aliases = self.aliases.get(CPU_KEY, {})
+        return Levels.for_cpus(cpus, lambda cpu: matcher.canonical(aliases.get(cpu, cpu)))
+
 
 @dataclass(slots=True)
 class Verdict:
@@ -109,6 +125,10 @@ class Verdict:
     distance: float = 0.0
     reasons: list[str] = field(default_factory=list)
     chosen: bool = False
+    # The rules that made it fit where the feature alone does not say (an x86-64 level).
+    rules: list[str] = field(default_factory=list)
+    # The platform it is served under when chosen, if not its own (a level as the baseline).
+    served_platform: PlatformKey | None = None
 
     @property
     def rank(self) -> tuple[int, float, int]:
@@ -135,8 +155,13 @@ class Selection:
     verdicts: list[Verdict]
 
 
-def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
-    """Does this entry fit the machine, how many features does it satisfy, and how closely."""
+def judge(
+    entry: Entry, machine: MachineProfile, matchers: Matchers, levels: Levels | None = None
+) -> Verdict:
+    """Does this entry fit the machine, how many features does it satisfy, and how closely.
+
+    `levels` is `matchers.levels(machine)`, computed once per index by `select`.
+    """
     verdict = Verdict(entry, fits=True)
     platform = entry.platform
     if platform is not None and not _is_attestation(entry) and not machine.allows(platform):
@@ -161,7 +186,33 @@ def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
         else:
             verdict.fits = False
             verdict.reasons.append(fit.reason)
+    if platform is not None:
+        _judge_level(verdict, machine, matchers, levels or matchers.levels(machine))
     return verdict
+
+
+def _judge_level(
+    verdict: Verdict, machine: MachineProfile, matchers: Matchers, levels: Levels
+) -> None:
+    """An entry's variant as the cpu level it requires: it must fit; it counts as a satisfied
+    feature only when the entry names no cpu of its own (that one says more)."""
+    platform = verdict.entry.platform
+    assert platform is not None
+    required = levels.requirement(platform)
+    if required is None:
+        return
+    fit = matchers.fit(required, machine.by_key)
+    if not fit.ok:
+        verdict.fits = False
+        verdict.reasons.append(f"variant {platform.variant} is the level {required}: {fit.reason}")
+        return
+    cpus = ", ".join(f"{CPU_KEY}:{cpu}" for cpu in machine.by_key.get(CPU_KEY, ()))
+    verdict.rules.append(
+        f"{platform.architecture} variant {platform.variant} read as {required}, which {cpus} runs"
+    )
+    if not any(text.startswith(f"{CPU_KEY}:") for text in verdict.entry.features):
+        verdict.satisfied += 1
+        verdict.distance += fit.distance
 
 
 def _judge_exact(entry: Entry, machine: MachineProfile, verdict: Verdict) -> Verdict:
@@ -203,7 +254,8 @@ def select(
     indexes in which nothing fits. With `choose=False` (an index without features) every fitting
     entry is kept rather than one per platform.
     """
-    verdicts = [judge(entry, machine, matchers) for entry in index.entries]
+    levels = matchers.levels(machine)
+    verdicts = [judge(entry, machine, matchers, levels) for entry in index.entries]
     for position, reason in (unfit or {}).items():
         verdicts[position].fits = False
         verdicts[position].reasons.append(reason)
@@ -216,13 +268,14 @@ def select(
         elif entry.platform is None or not choose:
             verdict.chosen = verdict.fits  # nothing to choose between
         else:
-            groups.setdefault(normalize_platform(entry.platform), []).append(verdict)
+            groups.setdefault(levels.group(entry.platform), []).append(verdict)
 
     for group in groups.values():
         fitting = [v for v in group if v.fits]
         if fitting:
             best = max(fitting, key=lambda v: v.rank)
             best.chosen = True
+            best.served_platform = _served_platform(best, machine, levels)
             for verdict in fitting:
                 if verdict is not best:
                     verdict.reasons.append(f"entry {best.entry.position} fits this platform better")
@@ -234,7 +287,47 @@ def select(
         verdict.chosen = verdict.entry.annotations.get(REFERENCE_DIGEST) in chosen_digests
         if not verdict.chosen:
             verdict.reasons.append("attestation of an entry that was not chosen")
-    return Selection([v.entry for v in verdicts if v.chosen], verdicts)
+    return Selection([_served(v) for v in verdicts if v.chosen], verdicts)
+
+
+def _served_platform(
+    verdict: Verdict, machine: MachineProfile, levels: Levels
+) -> PlatformKey | None:
+    """The baseline platform for a chosen level, which every runtime's default platform takes
+    (none takes a variant it does not expect; docs/selection.md), unless the machine type's
+    declared platforms leave the baseline out: then its runtimes were told to take variants."""
+    platform = verdict.entry.platform
+    served = levels.served(platform) if platform is not None else None
+    if served is None or not machine.allows(served):
+        return None
+    verdict.rules.append(f"served as {served}, the platform runtimes take by default")
+    return served
+
+
+def _served(verdict: Verdict) -> Entry:
+    """The entry as the filtered index lists it: under the platform it is served as."""
+    entry, served = verdict.entry, verdict.served_platform
+    if served is None:
+        return entry
+    platform = dict(entry.descriptor.get("platform") or {})
+    platform.pop("variant", None)
+    if served.variant:
+        platform["variant"] = served.variant
+    descriptor = {**entry.descriptor, "platform": platform}
+    return dataclasses.replace(entry, descriptor=descriptor, platform=served)
+
+
+def chooses(index: Index, machine: MachineProfile, matchers: Matchers) -> bool:
+    """Whether selection has anything to decide in this index for this machine: an entry with
+    features, or a variant that is a level the machine's cpu decides (an index of x86-64 levels
+    without any features)."""
+    if index.has_features():
+        return True
+    levels = matchers.levels(machine)
+    return any(
+        entry.platform is not None and levels.requirement(entry.platform) is not None
+        for entry in index.entries
+    )
 
 
 def entry_for_platform(entries: Iterable[Entry], platform: PlatformKey) -> Entry | None:

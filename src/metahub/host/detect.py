@@ -5,6 +5,8 @@
 - `platform:<os>/<arch>[/<variant>]`: the platform runtimes pull for, with the amd64 level
   (v2, v3, v4) of the generic x86-64 target the CPU descends from, and arm64 as `arm64/v8`.
 - `nvcap:X.Y`: one per distinct GPU compute capability (gpu.py); none without a GPU.
+- `driver:<version>` and `cuda:<X.Y>`: the NVIDIA driver's version and the highest CUDA
+  version it supports, from NVML (nvml.py); none without NVML, and the notes say why.
 - `ht:on|off`: simultaneous multithreading, from sysfs, else lscpu, else /proc/cpuinfo.
 - `instType:<type>`: the cloud instance type, only when asked for (cloud.py).
 """
@@ -37,12 +39,18 @@ class HostReport:
     instance_type: str | None = None
     gpus: gpu.GpuReport | None = None
     notes: tuple[str, ...] = field(default=())
+    driver: str | None = None
+    cuda: str | None = None
 
     @property
     def features(self) -> list[str]:
         """One `key:value` line each, in a fixed order."""
         lines = [f"cpu:{self.cpu}", f"platform:{self.platform}"]
         lines += [f"nvcap:{value}" for value in self.nvcap]
+        if self.driver is not None:
+            lines.append(f"driver:{self.driver}")
+        if self.cuda is not None:
+            lines.append(f"cuda:{self.cuda}")
         if self.ht is not None:
             lines.append(f"ht:{self.ht}")
         if self.instance_type is not None:
@@ -55,6 +63,8 @@ class HostReport:
             "cpu": self.cpu,
             "platform": self.platform,
             "nvcap": list(self.nvcap),
+            "driver": self.driver,
+            "cuda": self.cuda,
             "ht": self.ht,
             "instType": self.instance_type,
             "gpus": [
@@ -142,7 +152,8 @@ def detect(*, with_cloud: bool = False, smi: str = "nvidia-smi") -> HostReport:
     """Everything `metahub detect` prints. Asks the cloud metadata service only if told to."""
     target = archspec.cpu.host()
     gpus = gpu.detect_gpus(smi)
-    notes = list(gpus.notes) if not gpus.gpus else []
+    # Why nothing was found: no GPU, or no NVML (then no driver or CUDA version either).
+    notes = list(gpus.notes) if not gpus.gpus or gpus.driver is None else []
     instance_type = None
     if with_cloud:
         instance_type = cloud.instance_type()
@@ -156,4 +167,6 @@ def detect(*, with_cloud: bool = False, smi: str = "nvidia-smi") -> HostReport:
         instance_type=instance_type,
         gpus=gpus,
         notes=tuple(notes),
+        driver=gpus.driver,
+        cuda=gpus.cuda,
     )

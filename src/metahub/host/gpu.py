@@ -1,18 +1,21 @@
-"""CUDA compute capabilities of this host's GPUs: NVML first, then `nvidia-smi`.
+"""This host's GPUs, driver and CUDA version: NVML first, then `nvidia-smi`.
 
-NVML (through nvidia-ml-py) answers without starting a process. When its library is missing
-(no driver installed, or a container without the driver's user-space libraries) `nvidia-smi`
-is asked instead. A host without a GPU is not an error: it has no capabilities.
+NVML (the driver's library, through ctypes: nvml.py) answers without starting a process, and
+alone knows the highest CUDA version the driver supports. When its library is missing (no
+driver installed, or a container without the driver's user-space libraries) `nvidia-smi` is
+asked for the compute capabilities instead. A host without a GPU is not an error: it has no
+capabilities, no driver and no CUDA version.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+
+from metahub.host import nvml
 
 SMI_QUERY = ("--query-gpu=index,name,compute_cap", "--format=csv,noheader")
 SMI_TIMEOUT = 15.0
@@ -33,6 +36,8 @@ class GpuReport:
     gpus: tuple[Gpu, ...]
     source: str | None  # "nvml", "nvidia-smi", or None when neither could tell
     notes: tuple[str, ...] = ()
+    driver: str | None = None  # the driver's version, from NVML only
+    cuda: str | None = None  # the highest CUDA version the driver supports, from NVML only
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -48,31 +53,12 @@ class SmiError(RuntimeError):
     """nvidia-smi ran but said something that is not a list of GPUs."""
 
 
-def from_nvml() -> tuple[Gpu, ...] | str:
-    """The GPUs NVML knows, or why NVML could not be asked."""
+def from_nvml(library: str | None = None) -> nvml.NvmlReport | str:
+    """What NVML knows (driver, CUDA version, GPUs), or why NVML could not be asked."""
     try:
-        import pynvml
-    except ImportError:
-        return "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
+        return nvml.query(library)
+    except nvml.NvmlError as exc:
         return f"NVML: {exc}"
-    try:
-        gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            if isinstance(name, bytes):  # older nvidia-ml-py
-                name = name.decode(errors="replace")
-            gpus.append(Gpu(index, str(name), f"{major}.{minor}"))
-        return tuple(gpus)
-    except pynvml.NVMLError as exc:
-        return f"NVML: {exc}"
-    finally:
-        with contextlib.suppress(pynvml.NVMLError):
-            pynvml.nvmlShutdown()
 
 
 def parse_smi(output: str, returncode: int = 0) -> tuple[Gpu, ...]:
@@ -126,11 +112,12 @@ def from_smi(executable: str = "nvidia-smi") -> tuple[Gpu, ...] | str:
         return f"{executable}: {exc}"
 
 
-def detect_gpus(smi: str = "nvidia-smi") -> GpuReport:
-    nvml = from_nvml()
-    if not isinstance(nvml, str):
-        return GpuReport(nvml, "nvml")
+def detect_gpus(smi: str = "nvidia-smi", library: str | None = None) -> GpuReport:
+    from_library = from_nvml(library)
+    if not isinstance(from_library, str):
+        gpus = tuple(Gpu(d.index, d.name, d.capability) for d in from_library.devices)
+        return GpuReport(gpus, "nvml", (), from_library.driver, from_library.cuda)
     smi_result = from_smi(smi)
     if not isinstance(smi_result, str):
-        return GpuReport(smi_result, "nvidia-smi", (nvml,))
-    return GpuReport((), None, (nvml, smi_result))
+        return GpuReport(smi_result, "nvidia-smi", (from_library,))
+    return GpuReport((), None, (from_library, smi_result))

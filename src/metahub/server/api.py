@@ -49,6 +49,10 @@ class ExplainedEntry(BaseModel):
     fits: bool
     score: Score
     chosen: bool
+    # The platform the filtered index lists it under, when not its own (an x86-64 level).
+    served_platform: str | None
+    # The rules that made it fit beyond its features (an architecture variant read as a level).
+    rules: list[str]
     why_not: list[str]
 
 

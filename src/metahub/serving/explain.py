@@ -28,6 +28,10 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
         "fits": verdict.fits,
         "score": {"satisfied": verdict.satisfied, "distance": round(verdict.distance, 6)},
         "chosen": verdict.chosen,
+        "served_platform": (
+            str(verdict.served_platform) if verdict.served_platform is not None else None
+        ),
+        "rules": list(verdict.rules),
         "why_not": list(verdict.reasons),
     }
 

@@ -24,6 +24,7 @@ from metahub.features.selection import (
     Matchers,
     NoMatchingEntry,
     Verdict,
+    chooses,
     entry_for_platform,
     select,
 )
@@ -138,6 +139,13 @@ class ManifestService:
             served = await self._filtering.do(
                 key, lambda: self._filter_and_keep(key, reference, manifest, profile)
             )
+        elif served.digest != manifest.digest:  # a filtered index, served from memory
+            self.store.mark_served_filtered(
+                served.digest,
+                StoredManifest(name, served.media_type, served.data),
+                machine_type=profile.name,
+                upstream_digest=manifest.digest,
+            )
         return dataclasses.replace(served, stale=True) if manifest.stale else served
 
     async def _filter_and_keep(
@@ -178,7 +186,8 @@ class ManifestService:
         nests = [e for e in index.entries if mediatypes.is_index(e.media_type)]
         if depth >= MAX_NESTING:
             nests = []
-        if not index.has_features() and not nests:
+        choice = chooses(index, profile, self.matchers)
+        if not choice and not nests:
             return Filtering(manifest, [], _as_served(manifest), filtered=False)
         result = Filtering(manifest, [], None, filtered=True)
         for entry in nests:
@@ -192,15 +201,13 @@ class ManifestService:
             if nested.served is None
         }
         try:
-            selection = select(
-                index, profile, self.matchers, unfit=unfit, choose=index.has_features()
-            )
+            selection = select(index, profile, self.matchers, unfit=unfit, choose=choice)
         except NoMatchingEntry as exc:
             result.verdicts, result.error = exc.verdicts, str(exc)
             return result
-        result.verdicts = selection.verdicts if index.has_features() else []
+        result.verdicts = selection.verdicts if choice else []
         kept = [self._with_nested(entry, result.nested) for entry in selection.kept]
-        if not index.has_features() and kept == list(index.entries):
+        if not choice and kept == list(index.entries):
             # Nothing was chosen here and nothing below changed: the upstream bytes stand.
             result.served, result.filtered = _as_served(manifest), False
             return result

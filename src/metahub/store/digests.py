@@ -3,15 +3,24 @@
 Shared by every worker and replica through the database: a filtered index made by one is found
 by another the first time a client asks it for that digest. Warm requests stay off the database:
 filtered indexes once read are kept in memory, and so are digests known to be the upstream's.
+
+Retention (`database.filtered_retention_days`, off by default) prunes the rows no one was served
+for that long. Each row's `last_served` is kept without a write per request: a request only
+notes its key in memory (`mark_served`), and every `database.last_served_interval` seconds one
+transaction dates the keys noted since (`flush_served`), then rows older than the retention are
+deleted (`prune`). A row pruned while a process still serves it from memory is written back by
+that process's next flush, so a digest someone is served never disappears from the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,15 +40,37 @@ class StoredManifest:
     content: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A row as this process knows it: enough to write it back if retention pruned it."""
+
+    manifest: StoredManifest
+    machine_type: str
+    upstream_digest: str
+
+
+# Served keys noted between two flushes, at most: past it, marks are dropped (and the row is
+# then dated by another request, or by its creation).
+MAX_PENDING_MARKS = 100_000
+
+
 class FilteredDigestStore:
     """Writes once per new digest; reads are served from a small in-memory LRU first."""
 
     def __init__(
-        self, engine: AsyncEngine, *, memory_entries: int = 1024, upstream_entries: int = 16384
+        self,
+        engine: AsyncEngine,
+        *,
+        memory_entries: int = 1024,
+        upstream_entries: int = 16384,
+        retention: timedelta | None = None,
     ) -> None:
         self._engine = engine
         self.description = database_description(engine)
-        self._memory: OrderedDict[tuple[str, str], StoredManifest] = OrderedDict()
+        self.retention = retention
+        # (repository, digest) served since the last flush; the record when this process has it.
+        self._served: dict[tuple[str, str], _Record | None] = {}
+        self._memory: OrderedDict[tuple[str, str], _Record] = OrderedDict()
         self._memory_entries = memory_entries
         # (repository, digest) the upstream itself serves: no filtered index can be stored under
         # such a digest with other bytes, so asking the database again could only say "no".
@@ -55,23 +86,16 @@ class FilteredDigestStore:
         upstream_digest: str,
     ) -> None:
         key = (manifest.repository, digest)
+        record = _Record(manifest, machine_type, upstream_digest)
         if key in self._memory:
             self._memory.move_to_end(key)
+            self.mark_served(key, record)
             return
         try:
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    insert(filtered_manifests).values(
-                        digest=digest,
-                        repository=manifest.repository,
-                        media_type=manifest.media_type,
-                        content=manifest.content,
-                        machine_type=machine_type,
-                        upstream_digest=upstream_digest,
-                    )
-                )
+            await self._insert(digest, record)
         except IntegrityError:
-            pass  # another worker or replica stored the same bytes first
+            # Another worker or replica stored the same bytes first; served now all the same.
+            self.mark_served(key, record)
         except DATABASE_TROUBLE as exc:
             # Still served, and by digest from this process's memory; other replicas and a
             # restart will not know it until a later request stores it again.
@@ -81,7 +105,122 @@ class FilteredDigestStore:
                 manifest.repository,
                 _describe(exc),
             )
-        self._remember(key, manifest)
+        self._remember(key, record)
+
+    async def _insert(self, digest: str, record: _Record) -> None:
+        manifest = record.manifest
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(filtered_manifests).values(
+                    digest=digest,
+                    repository=manifest.repository,
+                    media_type=manifest.media_type,
+                    content=manifest.content,
+                    machine_type=record.machine_type,
+                    upstream_digest=record.upstream_digest,
+                    last_served=func.now(),
+                )
+            )
+
+    def mark_served(self, key: tuple[str, str], record: _Record | None = None) -> None:
+        """Note that (repository, digest) was served: dated in the database at the next flush.
+        Nothing to do without retention."""
+        if self.retention is None:
+            return
+        if key in self._served:
+            if record is not None:
+                self._served[key] = record
+        elif len(self._served) < MAX_PENDING_MARKS:
+            self._served[key] = record if record is not None else self._known(key)
+
+    def mark_served_filtered(
+        self,
+        digest: str,
+        manifest: StoredManifest,
+        *,
+        machine_type: str,
+        upstream_digest: str,
+    ) -> None:
+        """A filtered index served from a cache above this store (a warm pull by tag)."""
+        if self.retention is not None:
+            key = (manifest.repository, digest)
+            self.mark_served(key, _Record(manifest, machine_type, upstream_digest))
+
+    def _known(self, key: tuple[str, str]) -> _Record | None:
+        return self._memory.get(key)
+
+    async def flush_served(self) -> int:
+        """Date every row served since the last flush in one transaction; write back the ones
+        pruned meanwhile that this process still holds. Returns how many rows were dated."""
+        pending, self._served = self._served, {}
+        if not pending:
+            return 0
+        lost: list[tuple[str, _Record]] = []
+        dated = 0
+        try:
+            async with self._engine.begin() as connection:
+                for (repository, digest), record in pending.items():
+                    result = await connection.execute(
+                        update(filtered_manifests)
+                        .where(
+                            filtered_manifests.c.digest == digest,
+                            filtered_manifests.c.repository == repository,
+                        )
+                        .values(last_served=func.now())
+                    )
+                    dated += result.rowcount
+                    if result.rowcount == 0 and record is not None:
+                        lost.append((digest, record))
+        except DATABASE_TROUBLE as exc:
+            log.warning(
+                "could not record when %d filtered indexes were served (%s); trying again later",
+                len(pending),
+                _describe(exc),
+            )
+            for key, record in pending.items():
+                if key not in self._served and len(self._served) < MAX_PENDING_MARKS:
+                    self._served[key] = record
+            return 0
+        for digest, record in lost:
+            try:
+                await self._insert(digest, record)
+            except IntegrityError:
+                pass  # written back by another process first
+            except DATABASE_TROUBLE as exc:
+                log.warning("could not write back filtered index %s (%s)", digest, _describe(exc))
+        return dated
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete the rows not served within the retention; returns how many went."""
+        if self.retention is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - self.retention
+        served = func.coalesce(filtered_manifests.c.last_served, filtered_manifests.c.created)
+        try:
+            async with self._engine.begin() as connection:
+                rows = (
+                    await connection.execute(
+                        delete(filtered_manifests)
+                        .where(served < cutoff)
+                        .returning(filtered_manifests.c.repository, filtered_manifests.c.digest)
+                    )
+                ).all()
+        except DATABASE_TROUBLE as exc:
+            log.warning("could not prune the filtered-digest store (%s)", _describe(exc))
+            return 0
+        for repository, digest in rows:
+            # Not served here for the whole retention either: forget it, as the database did.
+            self._memory.pop((repository, digest), None)
+        if rows:
+            log.info("pruned %d filtered indexes not served for %s", len(rows), self.retention)
+        return len(rows)
+
+    async def retain_forever(self, interval: float) -> None:
+        """Flush the served marks and prune, every `interval` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush_served()
+            await self.prune()
 
     def upstream_has(self, repository: str, digest: str) -> None:
         """Note that the upstream serves `digest` in `repository`: later `get`s skip the DB."""
@@ -96,7 +235,8 @@ class FilteredDigestStore:
         found = self._memory.get(key)
         if found is not None:
             self._memory.move_to_end(key)
-            return found
+            self.mark_served(key, found)
+            return found.manifest
         if key in self._upstream:
             self._upstream.move_to_end(key)
             return None
@@ -108,6 +248,8 @@ class FilteredDigestStore:
                             filtered_manifests.c.repository,
                             filtered_manifests.c.media_type,
                             filtered_manifests.c.content,
+                            filtered_manifests.c.machine_type,
+                            filtered_manifests.c.upstream_digest,
                         ).where(
                             filtered_manifests.c.digest == digest,
                             filtered_manifests.c.repository == repository,
@@ -122,11 +264,13 @@ class FilteredDigestStore:
         if row is None:
             return None
         manifest = StoredManifest(row.repository, row.media_type, bytes(row.content))
-        self._remember(key, manifest)
+        record = _Record(manifest, row.machine_type, row.upstream_digest)
+        self._remember(key, record)
+        self.mark_served(key, record)
         return manifest
 
-    def _remember(self, key: tuple[str, str], manifest: StoredManifest) -> None:
-        self._memory[key] = manifest
+    def _remember(self, key: tuple[str, str], record: _Record) -> None:
+        self._memory[key] = record
         while len(self._memory) > self._memory_entries:
             self._memory.popitem(last=False)
 

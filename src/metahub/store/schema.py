@@ -45,6 +45,8 @@ filtered_manifests = Table(
     Column("machine_type", String(255), nullable=False),
     Column("upstream_digest", String(150), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Updated in batches as it is served (store/digests.py); retention prunes by it.
+    Column("last_served", DateTime(timezone=True), nullable=True),
 )
 
 machine_types = Table(
