@@ -22,7 +22,7 @@ _REGISTRY_RE = re.compile(
 
 def canonical_registry(name: str) -> str:
     """The registry as MetaHub names it: lower case, Docker Hub's aliases as `docker.io`."""
-    name = name.strip().lower()
+    name = name.lower()
     return DOCKER_HUB if name in DOCKER_HUB_ALIASES else name
 
 

@@ -63,8 +63,9 @@ class Router:
         if ns:
             upstream = self._by_registry.get(canonical_registry(ns))
             if upstream is None:
+                shown = ns if len(ns) <= 100 else ns[:100] + "..."
                 raise self._unknown(
-                    name, f"ns={ns!r} names no registry this MetaHub mirrors", ns=ns
+                    name, f"ns={shown!r} names no registry this MetaHub mirrors", ns=ns
                 )
             return self._route(upstream, name)
         first, slash, rest = name.partition("/")
