@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.mirror import ADMIN_TOKEN, DOWN, NODE, TAG, Mirror, mirror
+from tests.support.mirror import ADMIN_TOKEN, DOWN, NODE, Mirror, mirror
 from tests.support.oci import ACCEPT_ALL
 from tests.support.registry_log import metahub_requests
 from tests.support.scrape import scrape, value
@@ -283,8 +284,6 @@ def test_metrics_and_the_access_log_name_the_upstream(setup: Mirror, http: httpx
 
 
 def _logged(log: Path, path: str) -> str:
-    import time
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         lines = [line for line in log.read_text().splitlines() if f'"GET {path}"' in line]

@@ -80,7 +80,7 @@ def test_ns_wins_over_a_prefix():
         "lab",  # a prefix is not a registry name
         " ",
         "ghcr.io\n",
-        "ghcr.іo",  # Cyrillic i
+        "ghcr.\u0456o",  # a Cyrillic i
         "x" * 5000,
     ],
 )
