@@ -210,8 +210,9 @@ def test_the_single_upstream_keeps_unqualified_keys():
     unknown(lambda: old.route("qnib/bench", "ghcr.io"))
 
 
-def test_the_single_docker_hub_upstream_keeps_its_keys_and_asks_for_library():
+def test_the_single_docker_hub_upstream_keeps_its_keys():
     old = legacy(url="https://registry-1.docker.io")
     route = old.route("busybox")
     assert where(route) == ("docker.io", "library/busybox", "busybox")
-    assert old.for_key("busybox")[1] == "library/busybox"
+    # Passed on as before: the registry upstream adds library/ itself.
+    assert old.for_key("busybox")[1] == "busybox"

@@ -49,8 +49,9 @@ def make_upstream(configured: ConfiguredUpstream) -> Upstream:
             min_rate_window=config.min_rate_window,
             request_timeout=config.request_timeout,
             redirect_hosts=config.redirect_hosts,
+            registry=configured.registry,
             # A single `upstream:` keeps its messages; one of several names its registry.
-            registry=None if configured.legacy else configured.registry,
+            named=not configured.legacy,
         )
     assert config.path is not None
     return OciLayoutUpstream(config.path)

@@ -32,7 +32,7 @@ from metahub.client.retry import RetryPolicy
 from metahub.client.urls import DOCKER_HUB_API, base_url
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, InvalidDigest
-from metahub.oci.registries import registry_of_url
+from metahub.oci.registries import DOCKER_HUB, registry_of_url
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -69,14 +69,17 @@ class RegistryUpstream:
         request_timeout: float = 60.0,
         redirect_hosts: Iterable[str] | None = None,
         registry: str | None = None,
+        named: bool = False,
     ) -> None:
-        self.url = base_url(url, insecure=insecure)
-        # Named by its registry when it has one of its own (one of several `upstreams`), so an
-        # error says which registry it came from; the URL says where that registry was asked.
+        url = self.url = base_url(url, insecure=insecure)
+        # The registry as image references spell it; default: the URL's host[:port].
+        self.registry = registry or registry_of_url(self.url)
+        # `named` (one of several `upstreams`): messages name the registry, so an error says
+        # which registry it came from; the URL says where that registry was asked.
         self.description = (
-            f"upstream {registry} ({self.url})" if registry is not None else f"upstream {self.url}"
+            f"upstream {self.registry} ({self.url})" if named else f"upstream {self.url}"
         )
-        self._docker_hub = self.url == DOCKER_HUB_API
+        self._docker_hub = self.url == DOCKER_HUB_API or self.registry == DOCKER_HUB
         self._request_timeout = request_timeout
         self._http = RegistryConnection(
             self.url,
@@ -88,7 +91,7 @@ class RegistryUpstream:
                 total=None, sock_connect=connect_timeout, sock_read=read_timeout
             ),
             retry=retry or RetryPolicy(),
-            observer=_UpstreamMetrics(registry or registry_of_url(self.url)),
+            observer=_UpstreamMetrics(self.registry),
             connection_limit=256,
             chunk_size=CHUNK_SIZE,
             redirects=RedirectPolicy.of(redirect_hosts),

@@ -89,8 +89,9 @@ class Router:
     def for_key(self, key: str) -> tuple[ConfiguredUpstream, str]:
         """The upstream a key belongs to and the repository to ask it for."""
         if self._legacy is not None:
-            upstream = self._legacy
-            return upstream, repository_in(upstream.registry, key)
+            # The name as the client sent it, as before `upstreams:` (virtual images are keyed
+            # so); a registry upstream on Docker Hub adds `library/` itself.
+            return self._legacy, key
         registry, _, repository = key.partition("/")
         found = self._by_registry.get(registry)
         if found is None or not repository:
