@@ -141,6 +141,19 @@ def test_blobs_come_from_the_registry_routed_to(setup: Mirror, http: httpx.Clien
     error_of(http.get(f"/v2/lab/acme/app/blobs/{layer}"), 404, "BLOB_UNKNOWN")
 
 
+@pytest.mark.parametrize(
+    "path", ["/v2/vapp/manifests/1.0", "/v2/docker.io/library/vapp/manifests/1.0"]
+)
+def test_virtual_images_are_the_default_upstreams(setup: Mirror, http: httpx.Client, path: str):
+    assert amd64(http.get(path)) == [setup.images[HUB].chosen]
+
+
+def test_virtual_images_are_not_other_registries(http: httpx.Client):
+    response = http.get("/v2/vapp/manifests/1.0", params={"ns": LAB})
+    assert response.status_code == 404
+    assert response.json()["errors"][0]["code"] in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+
+
 def test_tags_pages_keep_their_registry(http: httpx.Client):
     first = http.get("/v2/acme/app/tags/list", params={"ns": LAB, "n": 1})
     assert first.status_code == 200

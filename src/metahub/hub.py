@@ -64,7 +64,10 @@ def make_routed_upstream(settings: Settings, router: Router) -> RoutedUpstream:
     for configured in router.upstreams:
         upstream = make_upstream(configured)
         if configured.default:
-            upstream = with_virtual_images(upstream, settings.images)
+            # Requests reach one of several upstreams by its registry's own repository names
+            # (`library/` added on docker.io); the single `upstream:` by names as sent.
+            registry = None if configured.legacy else configured.registry
+            upstream = with_virtual_images(upstream, settings.images, registry)
         upstreams[configured.registry] = upstream
     return RoutedUpstream(router, upstreams)
 

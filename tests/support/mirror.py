@@ -12,6 +12,7 @@ Every index lists a generic amd64 build first and the build for machine type `no
 (`cpu:broadwell`) second, then one that fits no x86 host this old: a client that gets the
 upstream's index instead of the filtered one runs the first entry and prints the wrong line.
 Each build prints its registry and repository, so a mix-up between registries shows too.
+docker.io also serves a virtual image, `vapp`, made of library/app's builds.
 Expected digests are the ones the registries answered when the images were pushed.
 """
 
@@ -35,6 +36,8 @@ GHCR_AUTH = ("ghcr-bot", "ghcr-secret")
 TAG = "1.0"
 # A registry whose upstream never answers: its errors must name it.
 DOWN = "down.example"
+# A virtual image on docker.io, its members library/app's builds (one-part names: library/).
+VIRTUAL = "vapp"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,20 @@ def mirror(work: Path) -> Iterator[Mirror]:
                 }
             ],
             "admin": {"tokens": [ADMIN_TOKEN]},
+            # A virtual image, made from and served as part of the default upstream.
+            "images": [
+                {
+                    "image": VIRTUAL,
+                    "tags": [TAG],
+                    "manifests": [
+                        {"image": f"app:{tag}", "platform": {"features": [feature]}}
+                        for tag, feature in (
+                            ("icelake", "cpu:icelake"),
+                            ("broadwell", "cpu:broadwell"),
+                        )
+                    ],
+                }
+            ],
         }
         (work / "hub").mkdir()
         hub = stack.enter_context(MetaHubServer(work / "hub", config))
