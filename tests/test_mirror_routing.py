@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.mirror import ADMIN_TOKEN, DOWN, NODE, Mirror, mirror
 from tests.support.oci import ACCEPT_ALL
@@ -304,3 +308,46 @@ def _logged(log: Path, path: str) -> str:
             return lines[-1]
         time.sleep(0.05)
     raise AssertionError(f"{path} was not logged")
+
+
+@pytest.mark.parametrize(
+    ("args", "registry"),
+    [(["--registry", "registry.lab:5000", "acme/app:1.0"], LAB), (["ghcr.io/acme/app:1.0"], GHCR)],
+)
+def test_the_explain_command_names_the_registry(
+    setup: Mirror, tmp_path: Path, args: list[str], registry: str
+):
+    # Its own data directory: the command opens the database itself.
+    config = {**setup.hub.config, "data_dir": str(tmp_path / "data")}
+    path = tmp_path / "metahub.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "metahub", "explain", "--config", str(path)]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "--machine-type", "node", *extra, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+            timeout=120,
+            check=False,
+        )
+
+    shown = run()
+    assert shown.returncode == 0, shown.stderr
+    assert f"({registry}/acme/app)" in shown.stdout.splitlines()[0]
+    as_json = run("--json")
+    assert as_json.returncode == 0, as_json.stderr
+    body = json.loads(as_json.stdout)
+    assert (body["registry"], body["repository"]) == (registry, "acme/app")
+    assert [e["digest"] for e in body["entries"] if e["chosen"]] == [setup.images[registry].chosen]
+    refused = subprocess.run(
+        [*command, "--machine-type", "node", "--registry", "quay.io", "acme/app:1.0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "quay.io" in refused.stderr
+    assert "Traceback" not in refused.stderr
