@@ -248,6 +248,21 @@ def test_a_token_for_the_prefixed_path_pulls_it(setup: Mirror):
         assert 'scope="repository:lab/acme/app:pull"' in other.headers["www-authenticate"]
 
 
+def test_the_challenge_of_an_ns_request_sends_the_token_request_there_too(setup: Mirror):
+    with httpx.Client(base_url=setup.hub.url, timeout=30) as anonymous:
+        challenged = anonymous.get("/v2/acme/app/manifests/1.0?ns=registry.lab%3A5000")
+        plain = anonymous.get("/v2/lab/acme/app/manifests/1.0")
+    assert challenged.status_code == plain.status_code == 401
+    realm = f"{setup.hub.url}/token"
+    assert challenged.headers["www-authenticate"] == (
+        f'Bearer realm="{realm}?ns=registry.lab%3A5000",service="metahub",'
+        'scope="repository:acme/app:pull"'
+    )
+    assert plain.headers["www-authenticate"] == (
+        f'Bearer realm="{realm}",service="metahub",scope="repository:lab/acme/app:pull"'
+    )
+
+
 @pytest.mark.parametrize(
     ("params", "registry", "repository"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import quote
 
 from metahub import errors
 from metahub.auth.profile_logins import ProfileLoginError, is_profile_login
@@ -14,7 +15,13 @@ from metahub.server.origin import origin_of
 
 def challenge(request: Request, hub: Hub, name: str | None, error: str | None = None) -> str:
     base = origin_of(request.scope, hub.settings).url
-    value = f'Bearer realm="{base}/token",service="{SERVICE}"'
+    realm = f"{base}/token"
+    ns = request.param("ns")
+    if ns:
+        # containerd keeps a realm's query when it asks for a token: /token then knows which
+        # registry a scope's repository (named as the path names it) belongs to.
+        realm += f"?ns={quote(ns, safe='')}"
+    value = f'Bearer realm="{realm}",service="{SERVICE}"'
     if name is not None:
         value += f',scope="repository:{name}:pull"'
     if error is not None:
