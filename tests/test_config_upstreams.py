@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from metahub.config import ConfigError, load_config, parse_config
+from metahub.hub import make_upstream
 
 HUB = {"registry": "docker.io", "url": "https://registry-1.docker.io", "default": True}
 GHCR = {"registry": "ghcr.io", "url": "https://ghcr.io", "username": "bot", "password": "s"}
@@ -140,6 +141,12 @@ def test_bad_upstreams_are_refused_naming_the_key(raw: dict[str, Any], key: str,
     assert key in message
     assert words in message
     assert "Traceback" not in message
+
+
+def test_errors_of_a_layout_among_upstreams_name_its_registry(tmp_path: Path):
+    settings = parse_config(upstreams({"registry": "local", "path": str(tmp_path / "none")}))
+    upstream = make_upstream(settings.configured_upstreams[0])
+    assert upstream.description == f"upstream local (OCI layout {tmp_path / 'none'})"
 
 
 def test_no_default_is_allowed_when_every_request_names_its_registry():

@@ -54,7 +54,9 @@ def make_upstream(configured: ConfiguredUpstream) -> Upstream:
             named=not configured.legacy,
         )
     assert config.path is not None
-    return OciLayoutUpstream(config.path)
+    return OciLayoutUpstream(
+        config.path, registry=None if configured.legacy else configured.registry
+    )
 
 
 def make_routed_upstream(settings: Settings, router: Router) -> RoutedUpstream:
