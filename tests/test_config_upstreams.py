@@ -114,6 +114,11 @@ def test_the_single_upstream_may_name_its_registry(tmp_path: Path):
             "docker.io is also upstreams.0",
         ),
         (upstreams(HUB, {**LAB, "prefix": "docker.io"}), "upstreams.1.prefix", "also the prefix"),
+        (
+            upstreams({**LAB, "prefix": "ghcr.io"}, GHCR),
+            "upstreams.1.prefix",
+            "'ghcr.io' (by default: its registry) is also the prefix of upstreams.0",
+        ),
         (upstreams(HUB, {**GHCR, "prefix": "a/b"}), "upstreams.1.prefix", "path component"),
         (upstreams(HUB, {**GHCR, "prefix": "Lab"}), "upstreams.1.prefix", "path component"),
         (upstreams(HUB, {**GHCR, "prefix": "lab:5000"}), "upstreams.1.prefix", "path component"),

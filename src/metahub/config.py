@@ -158,9 +158,10 @@ def configured_upstreams(
             prefix = registry
         if prefix is not None:
             if prefix in seen_prefixes:
+                implied = "" if config.prefix is not None else " (by default: its registry)"
                 raise ValueError(
-                    f"{key}.prefix: {prefix!r} is also the prefix of "
-                    f"upstreams.{seen_prefixes[prefix]}"
+                    f"{key}.prefix: {prefix!r}{implied} is also the prefix of "
+                    f"upstreams.{seen_prefixes[prefix]}; give one a 'prefix' of its own"
                 )
             seen_prefixes[prefix] = position
         if config.default:
