@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metahub import errors
 from metahub.config import parse_config
+from metahub.oci.reference import NAME_RE
 from metahub.upstream.routing import Route, Router
 
 HUB = {"registry": "docker.io", "url": "https://registry-1.docker.io", "default": True}
@@ -216,3 +219,29 @@ def test_the_single_docker_hub_upstream_keeps_its_keys():
     assert where(route) == ("docker.io", "library/busybox", "busybox")
     # Passed on as before: the registry upstream adds library/ itself.
     assert old.for_key("busybox")[1] == "busybox"
+
+
+_COMPONENT = st.from_regex(r"[a-z0-9]{1,6}(?:[._-][a-z0-9]{1,4})?", fullmatch=True)
+NAMES = st.lists(
+    st.one_of(_COMPONENT, st.sampled_from(["ghcr.io", "lab", "docker.io", "library"])),
+    min_size=1,
+    max_size=4,
+).map("/".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=NAMES, ns=st.one_of(st.none(), st.text(max_size=40), st.sampled_from(MIRROR.registries))
+)
+def test_any_ns_and_name_route_to_a_configured_registry_or_are_name_unknown(
+    name: str, ns: str | None
+):
+    try:
+        route = MIRROR.route(name, ns)
+    except errors.NameUnknown as exc:
+        assert exc.status == 404
+        return
+    assert route.registry in MIRROR.registries
+    assert NAME_RE.match(route.repository)
+    assert route.key == route.qualified
+    assert MIRROR.for_key(route.key) == (route.upstream, route.repository)
