@@ -134,9 +134,12 @@ def test_a_prefix_alone_names_no_repository(name: str):
 def test_without_a_default_an_unprefixed_name_is_name_unknown():
     no_default = router(GHCR, LAB)
     error = unknown(lambda: no_default.route("acme/app"))
-    assert "no default upstream" in error.message
+    assert "no upstream is the default" in error.message
+    assert "(ghcr.io, lab)" in error.message
     assert "ghcr.io, registry.lab:5000" in error.message
     assert where(no_default.route("lab/acme/app"))[0] == "registry.lab:5000"
+    ns_only = router({**LAB, "prefix": None})
+    assert "(none configured)" in unknown(lambda: ns_only.route("acme/app")).message
 
 
 # -- Docker Hub's library/ ---------------------------------------------------------------

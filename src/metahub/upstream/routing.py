@@ -79,11 +79,12 @@ class Router:
                 )
             return self._route(upstream, rest)
         if self.default is None:
+            prefixes = ", ".join(sorted(self._by_prefix)) or "none configured"
             raise self._unknown(
                 name,
-                f"{name!r} starts with no known prefix ("
-                + ", ".join(sorted(self._by_prefix)) + ") and there is no default upstream",
-            )  # fmt: skip
+                f"{name!r} has no ns, starts with no known prefix ({prefixes}), "
+                "and no upstream is the default",
+            )
         return self._route(self.default, name)
 
     def for_key(self, key: str) -> tuple[ConfiguredUpstream, str]:
