@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -177,7 +178,7 @@ def test_redirects_are_followed_without_the_upstream_credentials(
     assert cdn.sent[path] == blob.size
     after = scrape(hub.url)
     for outcome in ("307", "200"):  # both requests count as upstream requests
-        labels = {"method": "GET", "outcome": outcome}
+        labels = {"upstream": urlsplit(upstream.url).netloc, "method": "GET", "outcome": outcome}
         assert value(after, UPSTREAM, **labels) == value(before, UPSTREAM, **labels) + 1
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ from tests.support.servers import RegistryServer
 
 ACCESS_LINE = re.compile(
     r'metahub\.access: (?P<client>\S+) "(?P<method>[A-Z]+) (?P<path>\S+)" '
-    r"(?P<status>\d{3}) (?P<bytes>\d+) (?P<ms>[\d.]+)ms$"
+    r"(?P<status>\d{3}) (?P<bytes>\d+) (?P<ms>[\d.]+)ms(?: upstream=(?P<upstream>\S+))?$"
 )
 
 
@@ -105,10 +106,14 @@ def test_metrics_count_what_was_served(hub: MetaHubServer, upstream: RegistrySer
     # Upstream requests by outcome, as many as the registry itself logged.
     asked = metahub_requests(upstream, "GET")[len(asked_before) :]
     assert {r.uri for r in asked} == {tag, blob, "/v2/observe/metrics/manifests/missing"}
-    assert grew("metahub_upstream_requests_total", method="GET", outcome="200") == sum(
-        1 for r in asked if r.status == 200
+    # Labelled by the upstream's registry: the single `upstream:` is named by its host:port.
+    registry = urlsplit(upstream.url).netloc
+    assert grew(
+        "metahub_upstream_requests_total", upstream=registry, method="GET", outcome="200"
+    ) == sum(1 for r in asked if r.status == 200)
+    assert (
+        grew("metahub_upstream_requests_total", upstream=registry, method="GET", outcome="404") == 1
     )
-    assert grew("metahub_upstream_requests_total", method="GET", outcome="404") == 1
     for family in (
         "metahub_coalesced_waiters_total",
         "metahub_stale_serves_total",
@@ -141,7 +146,7 @@ def access_lines(hub: MetaHubServer) -> list[re.Match[str]]:
     return [m for m in map(ACCESS_LINE.search, hub.log_path.read_text().splitlines()) if m]
 
 
-def test_plain_access_log_has_one_line_per_request(hub: MetaHubServer):
+def test_plain_access_log_has_one_line_per_request(hub: MetaHubServer, upstream: RegistryServer):
     with httpx.Client(base_url=hub.url, timeout=30) as client:
         response = client.get("/v2/observe/app/manifests/latest")
         client.get("/v2/observe/app/manifests/nothing-here")
@@ -156,6 +161,7 @@ def test_plain_access_log_has_one_line_per_request(hub: MetaHubServer):
     assert (last["client"], last["method"], last["status"]) == ("127.0.0.1", "GET", "200")
     assert int(last["bytes"]) == len(response.content)
     assert float(last["ms"]) >= 0
+    assert last["upstream"] == urlsplit(upstream.url).netloc  # the registry it went to
     assert missing[-1]["status"] == "404"
 
 
@@ -183,7 +189,9 @@ def json_hub(workdir: Path, upstream: RegistryServer) -> Iterator[MetaHubServer]
         yield server
 
 
-def test_json_access_log_is_one_json_object_a_line(json_hub: MetaHubServer):
+def test_json_access_log_is_one_json_object_a_line(
+    json_hub: MetaHubServer, upstream: RegistryServer
+):
     with httpx.Client(base_url=json_hub.url, timeout=30) as client:
         response = client.get("/v2/observe/app/manifests/latest")
         client.get("/healthz")
@@ -201,9 +209,11 @@ def test_json_access_log_is_one_json_object_a_line(json_hub: MetaHubServer):
     assert served["status"] == 200
     assert served["bytes"] == len(response.content)
     assert served["client"] == "127.0.0.1"
+    assert served["upstream"] == urlsplit(upstream.url).netloc
     assert isinstance(served["duration_ms"], float | int)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", served["time"])
     assert any(r["path"] == "/healthz" and r["status"] == 200 for r in found)
+    assert all("upstream" not in r for r in found if r["path"] == "/healthz")
 
 
 def test_ready_when_the_upstream_answers_or_the_cache_is_warm(

@@ -29,9 +29,23 @@ def test_other_registries_keep_names_as_they_are(url: str) -> None:
     assert upstream.repository("qnib/bench") == "qnib/bench"
 
 
+def test_a_mirror_named_docker_io_gets_library_too() -> None:
+    upstream = RegistryUpstream("http://10.0.0.5:5000", registry="docker.io")
+    assert upstream.repository("busybox") == "library/busybox"
+    assert upstream.repository("qnib/bench") == "qnib/bench"
+
+
 def test_description_names_the_upstream() -> None:
     assert RegistryUpstream("127.0.0.1:5000").description == "upstream http://127.0.0.1:5000"
     assert RegistryUpstream("docker.io").description == f"upstream {DOCKER_HUB}"
+
+
+def test_one_of_several_upstreams_is_described_by_its_registry_too() -> None:
+    upstream = RegistryUpstream("http://10.0.0.5:5000", registry="registry.lab:5000", named=True)
+    assert upstream.description == "upstream registry.lab:5000 (http://10.0.0.5:5000)"
+    assert RegistryUpstream("https://ghcr.io", named=True).description == (
+        "upstream ghcr.io (https://ghcr.io)"
+    )
 
 
 # -- _parse_content_range -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -32,6 +33,8 @@ from metahub.features.selection import Mode
 from metahub.images.documents import FeatureTexts, StrictModel, describe, each, read_yaml
 from metahub.images.spec import ImageSpec, check_virtual_images
 from metahub.oci.platform import parse_platform
+from metahub.oci.reference import is_path_component
+from metahub.oci.registries import canonical_registry, is_registry_name, registry_of_url
 from metahub.oci.repository_patterns import compile_pattern
 
 
@@ -40,6 +43,14 @@ class ConfigError(ValueError):
 
 
 class UpstreamConfig(StrictModel):
+    # The registry's name as image references spell it (`docker.io`, `registry.lab:5000`);
+    # default: the URL's host[:port]. Requests name it in containerd's `?ns=`.
+    registry: str | None = None
+    # A first path component that routes to this upstream (`/v2/<prefix>/<repository>/...`);
+    # default in `upstreams:`: `registry` when it is a valid path component.
+    prefix: str | None = None
+    # Requests with no `ns` and no known prefix go here (in `upstreams:`, at most one).
+    default: bool = False
     url: str | None = None
     path: Path | None = None
     username: str | None = None
@@ -59,6 +70,29 @@ class UpstreamConfig(StrictModel):
     # upstream's own origin; None: the storage hosts of the well-known public registries.
     redirect_hosts: tuple[str, ...] | None = None
 
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, registry: str | None) -> str | None:
+        if registry is None:
+            return None
+        name = canonical_registry(registry)
+        if not is_registry_name(name):
+            raise ValueError(
+                f"{registry!r} is not a registry name: a host or address with an optional port, "
+                "as image references spell it (docker.io, registry.lab:5000)"
+            )
+        return name
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str | None) -> str | None:
+        if prefix is not None and not is_path_component(prefix):
+            raise ValueError(
+                f"{prefix!r} is not a valid path component: lowercase letters and digits "
+                "separated by '.', '_', '__' or '-', no '/' or ':'"
+            )
+        return prefix
+
     @model_validator(mode="after")
     def _one_source(self) -> UpstreamConfig:
         if (self.url is None) == (self.path is None):
@@ -70,6 +104,76 @@ class UpstreamConfig(StrictModel):
     @property
     def kind(self) -> Literal["registry", "oci-layout"]:
         return "registry" if self.url is not None else "oci-layout"
+
+    @property
+    def registry_name(self) -> str | None:
+        """`registry`, else the URL's host[:port]; None for an OCI layout that names none."""
+        if self.registry is not None:
+            return self.registry
+        return registry_of_url(self.url) if self.url is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredUpstream:
+    """One upstream as requests are routed to it, its defaults filled in."""
+
+    registry: str
+    prefix: str | None
+    default: bool
+    # From the single `upstream:` key: its repositories keep their unqualified names in the
+    # caches and the filtered-digest store, as before `upstreams:` existed.
+    legacy: bool
+    config: UpstreamConfig
+
+
+LEGACY_LAYOUT_REGISTRY = "local"
+
+
+def configured_upstreams(
+    upstream: UpstreamConfig | None, upstreams: tuple[UpstreamConfig, ...]
+) -> tuple[ConfiguredUpstream, ...]:
+    """The upstreams with their defaults; a ValueError naming the key for a bad combination."""
+    if upstream is not None and upstreams:
+        raise ValueError("set either 'upstream' (one upstream) or 'upstreams' (several), not both")
+    if upstream is not None:
+        legacy_registry = upstream.registry_name or LEGACY_LAYOUT_REGISTRY
+        return (ConfiguredUpstream(legacy_registry, upstream.prefix, True, True, upstream),)
+    if not upstreams:
+        raise ValueError("set 'upstream' (one upstream) or 'upstreams' (several)")
+    entries: list[ConfiguredUpstream] = []
+    seen_registries: dict[str, int] = {}
+    seen_prefixes: dict[str, int] = {}
+    default_at: int | None = None
+    for position, config in enumerate(upstreams):
+        key = f"upstreams.{position}"
+        registry = config.registry_name
+        if registry is None:
+            raise ValueError(f"{key}.registry: required for an OCI layout ('path')")
+        if registry in seen_registries:
+            raise ValueError(
+                f"{key}.registry: {registry} is also upstreams.{seen_registries[registry]}"
+            )
+        seen_registries[registry] = position
+        prefix = config.prefix
+        if prefix is None and is_path_component(registry):
+            prefix = registry
+        if prefix is not None:
+            if prefix in seen_prefixes:
+                implied = "" if config.prefix is not None else " (by default: its registry)"
+                raise ValueError(
+                    f"{key}.prefix: {prefix!r}{implied} is also the prefix of "
+                    f"upstreams.{seen_prefixes[prefix]}; give one a 'prefix' of its own"
+                )
+            seen_prefixes[prefix] = position
+        if config.default:
+            if default_at is not None:
+                raise ValueError(
+                    f"{key}.default: upstreams.{default_at} is the default already; "
+                    "at most one upstream is the default"
+                )
+            default_at = position
+        entries.append(ConfiguredUpstream(registry, prefix, config.default, False, config))
+    return tuple(entries)
 
 
 class _Login(StrictModel):
@@ -262,7 +366,8 @@ class Settings(BaseSettings):
         env_prefix="METAHUB_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    upstream: UpstreamConfig
+    upstream: UpstreamConfig | None = None  # one upstream, the default: as before `upstreams`
+    upstreams: tuple[UpstreamConfig, ...] = ()
     machine_types: tuple[MachineTypeConfig, ...] = ()
     accounts: tuple[AccountConfig, ...] = ()
     images: tuple[ImageSpec, ...] = ()  # virtual images, in manifest-tool's format
@@ -297,8 +402,29 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _upstreams(self) -> Settings:
+        configured_upstreams(self.upstream, self.upstreams)
+        return self
+
+    @property
+    def configured_upstreams(self) -> tuple[ConfiguredUpstream, ...]:
+        return configured_upstreams(self.upstream, self.upstreams)
+
+    @property
+    def default_upstream(self) -> ConfiguredUpstream | None:
+        return next((entry for entry in self.configured_upstreams if entry.default), None)
+
+    @model_validator(mode="after")
     def _virtual_images(self) -> Settings:
-        check_virtual_images(self.images, self.upstream.url)
+        if not self.images:
+            return self
+        default = self.default_upstream
+        if default is None:
+            raise ValueError(
+                "images: virtual images are made from the default upstream; "
+                "mark one of 'upstreams' with 'default: true'"
+            )
+        check_virtual_images(self.images, default.config.url)
         return self
 
     @classmethod
@@ -345,8 +471,14 @@ def _relative_to(settings: Settings, base: Path) -> Settings:
         updates["cache"] = settings.cache.model_copy(
             update={"blobs": blobs.model_copy(update={"path": base / blobs.path})}
         )
-    if settings.upstream.path is not None and not settings.upstream.path.is_absolute():
-        updates["upstream"] = settings.upstream.model_copy(
-            update={"path": base / settings.upstream.path}
-        )
+    if settings.upstream is not None:
+        updates["upstream"] = _layout_relative_to(settings.upstream, base)
+    if settings.upstreams:
+        updates["upstreams"] = tuple(_layout_relative_to(u, base) for u in settings.upstreams)
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _layout_relative_to(upstream: UpstreamConfig, base: Path) -> UpstreamConfig:
+    if upstream.path is None or upstream.path.is_absolute():
+        return upstream
+    return upstream.model_copy(update={"path": base / upstream.path})

@@ -15,7 +15,7 @@ from metahub.auth.profiles import MachineProfiles
 from metahub.auth.ratelimit import FailureLimiter
 from metahub.auth.tokens import TokenService
 from metahub.client.retry import RetryPolicy
-from metahub.config import Settings
+from metahub.config import ConfiguredUpstream, Settings
 from metahub.features.selection import Matchers
 from metahub.management.directory import Directory
 from metahub.management.service import ManagementService
@@ -30,11 +30,13 @@ from metahub.upstream.base import Upstream
 from metahub.upstream.caching import CachingUpstream
 from metahub.upstream.layout import OciLayoutUpstream
 from metahub.upstream.registry import RegistryUpstream
+from metahub.upstream.routed import RoutedUpstream
+from metahub.upstream.routing import Router
 from metahub.upstream.virtual import with_virtual_images
 
 
-def make_upstream(settings: Settings) -> Upstream:
-    config = settings.upstream
+def make_upstream(configured: ConfiguredUpstream) -> Upstream:
+    config = configured.config
     if config.url is not None:
         return RegistryUpstream(
             config.url,
@@ -48,9 +50,29 @@ def make_upstream(settings: Settings) -> Upstream:
             min_rate_window=config.min_rate_window,
             request_timeout=config.request_timeout,
             redirect_hosts=config.redirect_hosts,
+            registry=configured.registry,
+            # A single `upstream:` keeps its messages; one of several names its registry.
+            named=not configured.legacy,
         )
     assert config.path is not None
-    return OciLayoutUpstream(config.path)
+    return OciLayoutUpstream(
+        config.path, registry=None if configured.legacy else configured.registry
+    )
+
+
+def make_routed_upstream(settings: Settings, router: Router) -> RoutedUpstream:
+    """One Upstream per configured registry behind the router; virtual images (`images:`) are
+    made from, and served as part of, the default upstream."""
+    upstreams: dict[str, Upstream] = {}
+    for configured in router.upstreams:
+        upstream = make_upstream(configured)
+        if configured.default:
+            # Requests reach one of several upstreams by its registry's own repository names
+            # (`library/` added on docker.io); the single `upstream:` by names as sent.
+            registry = None if configured.legacy else configured.registry
+            upstream = with_virtual_images(upstream, settings.images, registry)
+        upstreams[configured.registry] = upstream
+    return RoutedUpstream(router, upstreams)
 
 
 def cached(upstream: Upstream, settings: Settings) -> CachingUpstream:
@@ -64,6 +86,7 @@ def cached(upstream: Upstream, settings: Settings) -> CachingUpstream:
 @dataclass(slots=True)
 class Hub:
     settings: Settings
+    router: Router  # a request's repository -> its upstream and key; see upstream/routing.py
     upstream: CachingUpstream
     engine: AsyncEngine
     tokens: TokenService
@@ -82,7 +105,8 @@ class Hub:
     @classmethod
     async def start(cls, settings: Settings) -> Hub:
         secure_data_dir(settings.data_dir)
-        upstream = cached(with_virtual_images(make_upstream(settings), settings.images), settings)
+        router = Router(settings.configured_upstreams)
+        upstream = cached(make_routed_upstream(settings, router), settings)
         blob_cache = settings.cache.blobs
         blobs = BlobService(
             upstream,
@@ -105,6 +129,7 @@ class Hub:
         )
         hub = cls(
             settings=settings,
+            router=router,
             upstream=upstream,
             engine=engine,
             tokens=TokenService(await signing_key(engine), ttl=settings.token.ttl),

@@ -20,9 +20,13 @@ LATENCY = Histogram(
 BYTES_SERVED = Counter("metahub_bytes_served_total", "Response body bytes sent", ["route"])
 CACHE = Counter("metahub_cache_requests_total", "Cache lookups", ["cache", "result"])
 UPSTREAM = Counter(
-    "metahub_upstream_requests_total", "Requests to the upstream", ["method", "outcome"]
+    "metahub_upstream_requests_total",
+    "Requests to an upstream",
+    ["upstream", "method", "outcome"],
 )
-UPSTREAM_RETRIES = Counter("metahub_upstream_retries_total", "Upstream requests retried")
+UPSTREAM_RETRIES = Counter(
+    "metahub_upstream_retries_total", "Upstream requests retried", ["upstream"]
+)
 COALESCED = Counter(
     "metahub_coalesced_waiters_total",
     "Requests that waited for an identical one in flight",

@@ -21,12 +21,17 @@ if TYPE_CHECKING:
 @config_option()
 @click.option("--machine-type", required=True, help="The machine type to choose for.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@click.option(
+    "--registry",
+    help="The upstream registry (as containerd's ns names it); default: IMAGE's path prefix, "
+    "else the default upstream.",
+)
 @click.argument("image")
-def explain(machine_type: str, as_json: bool, image: str) -> None:
+def explain(machine_type: str, as_json: bool, registry: str | None, image: str) -> None:
     """Show which entry of IMAGE's index a machine type gets, and why each other does not."""
     settings = load_settings(required_config())
     try:
-        explanation = asyncio.run(_explain(settings, machine_type, image))
+        explanation = asyncio.run(_explain(settings, machine_type, image, registry))
     except errors.RegistryError as exc:
         raise click.ClickException(exc.message) from exc
     except ConfigError as exc:  # machine types that clash with the database's
@@ -42,12 +47,15 @@ def explain(machine_type: str, as_json: bool, image: str) -> None:
     if machine["platforms"]:
         described += f"; platforms {', '.join(machine['platforms'])}"
     console.print(
-        f"[bold]{image}[/bold] for machine type [bold]{machine['name']}[/bold] ({described})"
+        f"[bold]{image}[/bold] ({explanation['registry']}/{explanation['repository']}) "
+        f"for machine type [bold]{machine['name']}[/bold] ({described})"
     )
     _print(console, explanation, indent="")
 
 
-async def _explain(settings: Settings, machine_type: str, image: str) -> dict[str, Any]:
+async def _explain(
+    settings: Settings, machine_type: str, image: str, registry: str | None
+) -> dict[str, Any]:
     # Imported here: the hub's imports would slow every other command's start.
     from metahub.hub import Hub
     from metahub.serving.explain import explanation_json
@@ -55,9 +63,10 @@ async def _explain(settings: Settings, machine_type: str, image: str) -> dict[st
     name, reference = parse_image(image)
     hub = await Hub.start(settings)
     try:
+        route = hub.router.route(name, registry)
         profile = hub.profiles.named(machine_type)
-        filtering = await hub.manifests.explain(name, reference, profile)
-        return explanation_json(image, profile, filtering)
+        filtering = await hub.manifests.explain(route.key, reference, profile)
+        return explanation_json(image, route, profile, filtering)
     finally:
         await hub.close()
 

@@ -22,6 +22,14 @@ TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 MAX_NAME_LENGTH = 255
 
 
+_COMPONENT_RE = re.compile(rf"^{_NAME_COMPONENT}\Z")
+
+
+def is_path_component(text: str) -> bool:
+    """Whether `text` is one component of a repository name (no '/')."""
+    return bool(_COMPONENT_RE.match(text))
+
+
 class InvalidName(ValueError):
     pass
 

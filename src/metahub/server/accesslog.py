@@ -18,6 +18,8 @@ import os
 import time
 
 LOGGER_NAME = "metahub.access"
+# The ASGI scope key under which the registry routes note the upstream a request went to.
+UPSTREAM_SCOPE_KEY = "metahub.upstream"
 
 
 def escaped(field: str) -> str:

@@ -72,6 +72,8 @@ class ExplainedIndex(BaseModel):
 
 class ExplainedSubject(BaseModel):
     image: str
+    registry: str  # the upstream registry the image was routed to
+    repository: str  # the repository within that registry
     machine_type: ExplainedMachineType
 
 
@@ -144,12 +146,20 @@ def create_api(get_hub: HubGetter) -> FastAPI:
         hub: Annotated[Hub, Depends(current_hub)],
         image: Annotated[str, Query(description="name:tag or name@digest", min_length=1)],
         machine_type: Annotated[str, Query(min_length=1)],
+        registry: Annotated[
+            str | None,
+            Query(
+                description="The registry, as containerd's `ns` names it; default: the image's "
+                "path prefix, else the default upstream"
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """Every entry of the image's index judged for the machine type, and which was chosen."""
         name, reference = parse_image(image)
+        route = hub.router.route(name, registry)
         profile = hub.profiles.named(machine_type)
-        filtering = await hub.manifests.explain(name, reference, profile)
-        return explanation_json(image, profile, filtering)
+        filtering = await hub.manifests.explain(route.key, reference, profile)
+        return explanation_json(image, route, profile, filtering)
 
     return api
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import quote
 
 from metahub import errors
 from metahub.auth.access import check_repository_access
@@ -12,12 +13,18 @@ from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.server.http import Request
 from metahub.server.origin import origin_of
-from metahub.server.repositories import resolve_repository
+from metahub.upstream.routing import Route
 
 
 def challenge(request: Request, hub: Hub, name: str | None, error: str | None = None) -> str:
     base = origin_of(request.scope, hub.settings).url
-    value = f'Bearer realm="{base}/token",service="{SERVICE}"'
+    realm = f"{base}/token"
+    ns = request.param("ns")
+    if ns:
+        # containerd keeps a realm's query when it asks for a token: /token then knows which
+        # registry a scope's repository (named as the path names it) belongs to.
+        realm += f"?ns={quote(ns, safe='')}"
+    value = f'Bearer realm="{realm}",service="{SERVICE}"'
     if name is not None:
         value += f',scope="repository:{name}:pull"'
     if error is not None:
@@ -84,8 +91,10 @@ async def principal_from_password(hub: Hub, login: str, password: str) -> Princi
     return Principal(login, profile.name) if profile is not None else None
 
 
-def authorize(request: Request, hub: Hub, principal: Principal, name: str) -> MachineProfile | None:
-    """The profile `principal` is served for, once it may pull `name`.
+def authorize(
+    request: Request, hub: Hub, principal: Principal, name: str, route: Route
+) -> MachineProfile | None:
+    """The profile `principal` is served for, once it may pull `name` (routed to `route`).
 
     A repository outside the machine type's patterns is `403 DENIED`, whether the credentials
     came as a token or as Basic auth: the client is told at once, and not sent for a new token
@@ -93,7 +102,7 @@ def authorize(request: Request, hub: Hub, principal: Principal, name: str) -> Ma
     insufficient_scope`, so the client asks for one that covers this repository.
     """
     profile = hub.profiles.for_principal(principal)
-    check_repository_access(profile, *resolve_repository(hub, name))
+    check_repository_access(profile, route.registry, route.repository)
     if not principal.may_pull(name):
         raise unauthorized(
             request, hub, name, f"token does not grant pull on {name}", "insufficient_scope"

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from metahub import metrics
-from metahub.server.accesslog import LOGGER_NAME, AccessLog, escaped
+from metahub.server.accesslog import LOGGER_NAME, UPSTREAM_SCOPE_KEY, AccessLog, escaped
 from metahub.server.origin import behind_proxies
 
 access_log = logging.getLogger(LOGGER_NAME)  # its level says whether access lines are written
@@ -123,20 +123,23 @@ class Observe:
         client = scope.get("client")
         address = client[0] if client else "-"
         path = scope["path"]
+        upstream = scope.get(UPSTREAM_SCOPE_KEY)  # set once a registry request is routed
         if self.log_format == "json":
-            self.access.write(
-                orjson.dumps(
-                    {
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "client": address,
-                        "method": method,
-                        "path": path,
-                        "status": status,
-                        "bytes": sent,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    }
-                ).decode()
-            )
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "client": address,
+                "method": method,
+                "path": path,
+                "status": status,
+                "bytes": sent,
+                "duration_ms": round(elapsed * 1000, 3),
+            }
+            if upstream is not None:
+                record["upstream"] = upstream
+            self.access.write(orjson.dumps(record).decode())
         else:
             address, method, path = escaped(address), escaped(method), escaped(path)
-            self.access.write(f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms')
+            line = f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms'
+            if upstream is not None:
+                line += f" upstream={upstream}"  # a configured registry name: nothing to escape
+            self.access.write(line)

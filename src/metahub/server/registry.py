@@ -13,6 +13,7 @@ from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
+from metahub.server.accesslog import UPSTREAM_SCOPE_KEY
 from metahub.server.authn import authenticate, authorize
 from metahub.server.http import Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
@@ -40,18 +41,24 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
             raise _read_only(request)
         return Response(200, _JSON, b"{}")
     name, kind, reference = _route(request.path)
+    # Before authentication: an `ns` this MetaHub does not mirror is a 404 at once, so that
+    # containerd moves on to its next host.
+    route = hub.router.route(name, request.param("ns"))
+    request.scope[UPSTREAM_SCOPE_KEY] = route.registry  # for metrics and the access log
+    # Tokens grant the name as the client sent it (the one in its scope).
     principal = await authenticate(request, hub, name)
     if request.method not in READ_METHODS or kind == "uploads":
         raise _read_only(request)
-    profile = authorize(request, hub, principal, name)
+    profile = authorize(request, hub, principal, name, route)
+    key = route.key
     if kind == "manifests":
         reference = checked_reference(reference)
-        return await _manifest(request, hub, profile, name, reference)
+        return await _manifest(request, hub, profile, key, reference)
     if kind == "tags":
-        return await _tags_list(request, hub, name)
+        return await _tags_list(request, hub, name, key)
     if kind == "blobs":
-        return await _blob(request, hub, name, checked_digest(reference))
-    return await _referrers(request, hub, name, checked_digest(reference))
+        return await _blob(request, hub, key, checked_digest(reference))
+    return await _referrers(request, hub, key, checked_digest(reference))
 
 
 def _route(path: str) -> tuple[str, str, str]:
@@ -128,7 +135,7 @@ async def _nothing() -> Any:
     yield b""
 
 
-async def _tags_list(request: Request, hub: Hub, name: str) -> Response:
+async def _tags_list(request: Request, hub: Hub, name: str, key: str) -> Response:
     n_text, last = request.param("n"), request.param("last")
     limit: int | None = None
     if n_text is not None and n_text != "":
@@ -137,7 +144,7 @@ async def _tags_list(request: Request, hub: Hub, name: str) -> Response:
         # More digits than any count of tags: as good as no limit (and int() refuses 4,300+).
         significant = n_text.lstrip("0") or "0"
         limit = int(significant) if len(significant) <= 18 else None
-    tags = sorted(set(await hub.upstream.tags(name)))
+    tags = sorted(set(await hub.upstream.tags(key)))
     if last:
         tags = [tag for tag in tags if tag > last]
     headers = dict(_JSON)
@@ -145,6 +152,9 @@ async def _tags_list(request: Request, hub: Hub, name: str) -> Response:
         tags = tags[:limit]
         if tags:
             link = f"/v2/{name}/tags/list?n={limit}&last={quote(tags[-1])}"
+            ns = request.param("ns")
+            if ns:
+                link += f"&ns={quote(ns, safe='')}"  # the next page goes to the same registry
             headers["link"] = f'<{link}>; rel="next"'
     return Response(200, headers, orjson.dumps({"name": name, "tags": tags}))
 

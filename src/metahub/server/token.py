@@ -14,7 +14,6 @@ from metahub.hub import Hub
 from metahub.oci.reference import NAME_RE
 from metahub.server.authn import anonymous, checked_basic, principal_from_password
 from metahub.server.http import Request, Response
-from metahub.server.repositories import resolve_repository
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -34,14 +33,28 @@ def pull_repositories(scopes: list[str]) -> list[str]:
     return granted
 
 
-def granted_repositories(hub: Hub, principal: Principal, asked: list[str]) -> list[str]:
+def granted_repositories(
+    hub: Hub, principal: Principal, asked: list[str], ns: str | None
+) -> list[str]:
     """Those of the repositories asked for that the principal's machine type may pull.
 
-    One left out is simply not granted (as distribution does): the client learns why when it
-    asks `/v2/` for it, which answers `403 DENIED` naming the repository and the machine type.
+    A scope names the path as the client sent it (`ghcr.io/acme/app` through a prefix,
+    `acme/app` with the `ns` that MetaHub's challenge put in the realm), so it is routed as a
+    `/v2/` request would be. One left out (patterns, or a registry not mirrored) is simply not
+    granted, as distribution does: the client learns why when it asks `/v2/` for it, which
+    answers `403 DENIED` naming the repository and the machine type, or `404 NAME_UNKNOWN`.
+    `/v2/` checks the patterns again on every request, so a grant never widens access.
     """
     profile = hub.profiles.for_principal(principal)
-    return [name for name in asked if may_pull(profile, *resolve_repository(hub, name))]
+    granted = []
+    for name in asked:
+        try:
+            route = hub.router.route(name, ns)
+        except errors.NameUnknown:
+            continue
+        if may_pull(profile, route.registry, route.repository):
+            granted.append(name)
+    return granted
 
 
 async def token_endpoint(request: Request, hub: Hub, receive: Any) -> Response:
@@ -57,7 +70,9 @@ async def token_endpoint(request: Request, hub: Hub, receive: Any) -> Response:
         oauth = True
     else:
         raise errors.Unsupported(f"{request.method} is not supported on /token")
-    repositories = granted_repositories(hub, principal, pull_repositories(scopes))
+    repositories = granted_repositories(
+        hub, principal, pull_repositories(scopes), request.param("ns")
+    )
     issued = hub.tokens.issue(principal, repositories)
     body: dict[str, Any] = {
         "access_token": issued.token,

@@ -6,6 +6,7 @@ from typing import Any
 
 from metahub.features.selection import MachineProfile, Verdict
 from metahub.serving.manifests import Filtering
+from metahub.upstream.routing import Route
 
 
 def profile_json(profile: MachineProfile) -> dict[str, Any]:
@@ -51,5 +52,13 @@ def filtering_json(filtering: Filtering) -> dict[str, Any]:
     }
 
 
-def explanation_json(image: str, profile: MachineProfile, filtering: Filtering) -> dict[str, Any]:
-    return {"image": image, "machine_type": profile_json(profile), **filtering_json(filtering)}
+def explanation_json(
+    image: str, route: Route, profile: MachineProfile, filtering: Filtering
+) -> dict[str, Any]:
+    return {
+        "image": image,
+        "registry": route.registry,
+        "repository": route.repository,
+        "machine_type": profile_json(profile),
+        **filtering_json(filtering),
+    }

@@ -41,9 +41,12 @@ class _Layout:
 
 
 class OciLayoutUpstream:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, registry: str | None = None) -> None:
+        """`registry`: its name as one of several upstreams, for messages."""
         self.path = path
         self.description = f"OCI layout {path}"
+        if registry is not None:
+            self.description = f"upstream {registry} ({self.description})"
         self._cache: dict[Path, tuple[tuple[int, int, int], _Layout]] = {}
 
     async def close(self) -> None:

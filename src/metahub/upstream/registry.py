@@ -32,6 +32,7 @@ from metahub.client.retry import RetryPolicy
 from metahub.client.urls import DOCKER_HUB_API, base_url
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, InvalidDigest
+from metahub.oci.registries import DOCKER_HUB, registry_of_url
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -39,13 +40,17 @@ CHUNK_SIZE = 256 * 1024
 
 
 class _UpstreamMetrics:
-    """Counts every upstream answer (or failure to get one) and every retry."""
+    """Counts every upstream answer (or failure to get one) and every retry, per registry."""
+
+    def __init__(self, registry: str) -> None:
+        self.registry = registry
+        self._retries = metrics.UPSTREAM_RETRIES.labels(registry)
 
     def answered(self, method: str, outcome: str) -> None:
-        metrics.UPSTREAM.labels(method, outcome).inc()
+        metrics.UPSTREAM.labels(self.registry, method, outcome).inc()
 
     def retrying(self) -> None:
-        metrics.UPSTREAM_RETRIES.inc()
+        self._retries.inc()
 
 
 class RegistryUpstream:
@@ -63,10 +68,18 @@ class RegistryUpstream:
         min_rate_window: float = 30.0,
         request_timeout: float = 60.0,
         redirect_hosts: Iterable[str] | None = None,
+        registry: str | None = None,
+        named: bool = False,
     ) -> None:
-        self.url = base_url(url, insecure=insecure)
-        self.description = f"upstream {self.url}"
-        self._docker_hub = self.url == DOCKER_HUB_API
+        url = self.url = base_url(url, insecure=insecure)
+        # The registry as image references spell it; default: the URL's host[:port].
+        self.registry = registry or registry_of_url(self.url)
+        # `named` (one of several `upstreams`): messages name the registry, so an error says
+        # which registry it came from; the URL says where that registry was asked.
+        self.description = (
+            f"upstream {self.registry} ({self.url})" if named else f"upstream {self.url}"
+        )
+        self._docker_hub = self.url == DOCKER_HUB_API or self.registry == DOCKER_HUB
         self._request_timeout = request_timeout
         self._http = RegistryConnection(
             self.url,
@@ -78,7 +91,7 @@ class RegistryUpstream:
                 total=None, sock_connect=connect_timeout, sock_read=read_timeout
             ),
             retry=retry or RetryPolicy(),
-            observer=_UpstreamMetrics(),
+            observer=_UpstreamMetrics(self.registry),
             connection_limit=256,
             chunk_size=CHUNK_SIZE,
             redirects=RedirectPolicy.of(redirect_hosts),

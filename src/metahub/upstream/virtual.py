@@ -36,6 +36,7 @@ from metahub.images.members import (
 from metahub.images.spec import ImageRef, ImageSpec
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest, looks_like_digest
+from metahub.oci.registries import repository_in
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers, Upstream
 
 MAX_OWNED_DIGESTS = 100_000
@@ -75,12 +76,19 @@ class _UpstreamSource:
 
 
 class VirtualUpstream:
-    def __init__(self, inner: Upstream, images: Sequence[ImageSpec]) -> None:
+    def __init__(
+        self, inner: Upstream, images: Sequence[ImageSpec], registry: str | None = None
+    ) -> None:
+        """`registry`: the name of the registry the images are served as part of, when requests
+        reach it with that registry's own repository names (Docker Hub's `library/` added)."""
         self.inner = inner
         self.description = inner.description
         self._specs: dict[str, dict[str, ImageSpec]] = {}
         for spec in images:
-            tags = self._specs.setdefault(spec.ref.repository, {})
+            name = spec.ref.repository
+            if registry is not None:
+                name = repository_in(registry, name)
+            tags = self._specs.setdefault(name, {})
             for tag in spec.all_tags:
                 tags[tag] = spec
         self._built: dict[tuple[str, str], _Built] = {}
@@ -272,6 +280,8 @@ class VirtualUpstream:
         await self.inner.close()
 
 
-def with_virtual_images(upstream: Upstream, images: Sequence[ImageSpec]) -> Upstream:
+def with_virtual_images(
+    upstream: Upstream, images: Sequence[ImageSpec], registry: str | None = None
+) -> Upstream:
     """The upstream, serving `images` too when there are any."""
-    return VirtualUpstream(upstream, images) if images else upstream
+    return VirtualUpstream(upstream, images, registry) if images else upstream

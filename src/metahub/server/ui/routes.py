@@ -386,10 +386,11 @@ def try_image(pages: Pages) -> Any:
         if context["errors"]:
             return pages.render(page, "try.html", context, status=status)
         try:
+            route = page.hub.router.route(name)
             for type_name in [chosen_type] if chosen_type else known:
                 profile = profiles.named(type_name)
-                filtering = await page.hub.manifests.explain(name, reference, profile)
-                context["explanations"].append(explanation_json(image, profile, filtering))
+                filtering = await page.hub.manifests.explain(route.key, reference, profile)
+                context["explanations"].append(explanation_json(image, route, profile, filtering))
         except errors.RegistryError as exc:
             context["problem"] = exc.message
             context["explanations"] = []
