@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import yaml
 
-from tests.support.mirror import ADMIN_TOKEN, DOWN, NODE, Mirror, mirror
+from tests.support.mirror import ADMIN_TOKEN, DOWN, GHCR_ONLY, NODE, Mirror, mirror
 from tests.support.oci import ACCEPT_ALL
 from tests.support.registry_log import metahub_requests
 from tests.support.scrape import scrape, value
@@ -227,6 +228,66 @@ def test_ready_while_some_upstream_answers(setup: Mirror):
     ready = httpx.get(f"{setup.hub.url}/readyz", timeout=30)
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+
+
+# -- per-repository access across registries ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v2/acme/app/manifests/1.0?ns=ghcr.io", "/v2/ghcr.io/acme/app/manifests/1.0"],
+)
+def test_a_limited_type_pulls_its_registry_by_ns_and_by_prefix(setup: Mirror, path: str):
+    with httpx.Client(base_url=setup.hub.url, auth=GHCR_ONLY, timeout=30) as client:
+        response = client.get(path, headers={"accept": ACCEPT_ALL})
+    assert amd64(response) == [setup.images[GHCR].chosen]
+
+
+@pytest.mark.parametrize(
+    ("path", "qualified"),
+    [
+        # The same repository name as the allowed one, on another registry.
+        ("/v2/acme/app/manifests/1.0?ns=registry.lab%3A5000", "registry.lab:5000/acme/app"),
+        ("/v2/lab/acme/app/manifests/1.0", "registry.lab:5000/acme/app"),
+        ("/v2/library/app/manifests/1.0?ns=docker.io", "docker.io/library/app"),
+        ("/v2/app/manifests/1.0", "docker.io/library/app"),  # the default upstream
+        (
+            "/v2/acme/app/blobs/sha256:" + "0" * 64 + "?ns=registry.lab:5000",
+            "registry.lab:5000/acme/app",
+        ),
+    ],
+)
+def test_a_limited_type_is_denied_other_registries_whichever_way_it_asks(
+    setup: Mirror, path: str, qualified: str
+):
+    before = all_asked(setup)
+    with httpx.Client(base_url=setup.hub.url, auth=GHCR_ONLY, timeout=30) as client:
+        response = client.get(path, headers={"accept": ACCEPT_ALL})
+    error = error_of(response, 403, "DENIED")
+    assert qualified in error["message"] and "ghcr-only" in error["message"]
+    assert "ghcr.io/acme/**" not in response.text  # its patterns are not told
+    assert all_asked(setup) == before  # refused before any upstream is asked
+
+
+@pytest.mark.parametrize(
+    ("params", "granted"),
+    [
+        ({"ns": "ghcr.io", "scope": "repository:acme/app:pull"}, ["acme/app"]),
+        ({"scope": "repository:ghcr.io/acme/app:pull"}, ["ghcr.io/acme/app"]),
+        ({"ns": "registry.lab:5000", "scope": "repository:acme/app:pull"}, []),
+        ({"scope": "repository:lab/acme/app:pull"}, []),
+        ({"scope": "repository:app:pull"}, []),
+        ({"ns": "quay.io", "scope": "repository:acme/app:pull"}, []),  # not mirrored
+    ],
+)
+def test_a_limited_types_token_grants_only_its_registrys_repositories(
+    setup: Mirror, params: dict[str, str], granted: list[str]
+):
+    with httpx.Client(base_url=setup.hub.url, timeout=30) as client:
+        issued = client.get("/token", params={"service": "metahub", **params}, auth=GHCR_ONLY)
+    assert issued.status_code == 200, issued.text
+    claims = jwt.decode(issued.json()["token"], options={"verify_signature": False})
+    assert [grant["name"] for grant in claims["access"]] == granted
 
 
 # -- tokens, explain, metrics, access log -------------------------------------------------

@@ -31,6 +31,8 @@ from tests.support.servers import RegistryServer, free_port
 
 NODE = ("node", "node-secret")  # the machine type's login and password
 NODE_FEATURES = ["cpu:broadwell"]
+# A machine type limited to one registry's repositories (`repositories:` patterns).
+GHCR_ONLY = ("ghcr-only", "ghcr-only-secret")
 ADMIN_TOKEN = "mirror-admin-token"
 GHCR_AUTH = ("ghcr-bot", "ghcr-secret")
 TAG = "1.0"
@@ -128,7 +130,14 @@ def mirror(work: Path) -> Iterator[Mirror]:
                     "login": NODE[0],
                     "password": NODE[1],
                     "features": NODE_FEATURES,
-                }
+                },
+                {
+                    "name": "ghcr-only",
+                    "login": GHCR_ONLY[0],
+                    "password": GHCR_ONLY[1],
+                    "features": NODE_FEATURES,
+                    "repositories": ["ghcr.io/acme/**"],
+                },
             ],
             "admin": {"tokens": [ADMIN_TOKEN]},
             # A virtual image, made from and served as part of the default upstream.
