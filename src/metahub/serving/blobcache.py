@@ -163,15 +163,29 @@ class BlobCache:
     async def _download(self, download: _Download, upstream: BlobStream, fd: int) -> None:
         key = str(download.digest)
         hasher = download.digest.hasher()
+        loop = asyncio.get_running_loop()
+        storing: asyncio.Future[None] | None = None
         try:
             try:
+                # Each chunk is hashed and written on a worker thread while the next one is
+                # read from the upstream; readers see it once it is on disk.
+                stored = 0
                 async for chunk in upstream.chunks:
-                    hasher.update(chunk)
-                    await asyncio.to_thread(self._write_all, fd, chunk)
-                    download.written += len(chunk)
+                    if storing is not None:
+                        await storing
+                        download.written += stored
+                        download.notify()
+                    storing = loop.run_in_executor(None, self._store, hasher, fd, chunk)
+                    stored = len(chunk)
+                if storing is not None:
+                    await storing
+                    download.written += stored
                     download.notify()
             finally:
-                os.close(fd)
+                if storing is None or storing.done():
+                    os.close(fd)
+                else:  # broken off mid-write: the thread still holds the descriptor
+                    storing.add_done_callback(lambda _: os.close(fd))
             if download.written != download.size or hasher.hexdigest() != download.digest.hex:
                 metrics.DIGEST_MISMATCHES.inc()
                 raise errors.UpstreamError(
@@ -195,6 +209,10 @@ class BlobCache:
             self._downloads.pop(key, None)
             if download.error is not None or download.unwritable:
                 download.temp.unlink(missing_ok=True)
+
+    def _store(self, hasher: hashlib._Hash, fd: int, data: bytes) -> None:
+        hasher.update(data)
+        self._write_all(fd, data)
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
