@@ -104,6 +104,9 @@ async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response 
         headers = _blob_headers(digest, media_type)
         return StreamResponse(200, headers, size, _nothing())
     stream = await hub.blobs.open(name, digest, byte_range)
+    if stream.location is not None:  # `blobs.redirect: pass`: the client fetches the bytes
+        redirect = {"location": stream.location, "docker-content-digest": digest}
+        return Response(307, redirect)
     headers = _blob_headers(digest, stream.media_type)
     status = 200
     if stream.content_range is not None:

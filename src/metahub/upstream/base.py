@@ -88,6 +88,9 @@ class BlobStream:
     media_type: str
     chunks: AsyncIterator[bytes]
     content_range: tuple[int, int] | None = None  # set when this is a 206 partial answer
+    # Set when the upstream's redirect is handed to the client (`blobs.redirect: pass`): the
+    # bytes are at this URL, and this stream has none.
+    location: str | None = None
 
     @property
     def length(self) -> int:
@@ -120,8 +123,16 @@ class Upstream(Protocol):
         ...
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
-    ) -> BlobStream: ...
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
+    ) -> BlobStream:
+        """The blob; with `pass_redirect`, an upstream that may redirect the client to where
+        the bytes are instead returns a stream with only `location` set."""
+        ...
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]: ...
 
