@@ -171,7 +171,7 @@ def test_pass_and_a_blob_cache_are_refused_together() -> None:
         "blobs": {"redirect": "pass"},
         "cache": {"blobs": {"path": "/var/cache/metahub"}},
     }
-    with pytest.raises(ConfigError, match="blobs.redirect: pass and cache.blobs"):
+    with pytest.raises(ConfigError, match=r"blobs\.redirect: pass and cache\.blobs"):
         parse_config(config)
 
 
