@@ -21,6 +21,7 @@ import stat
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from metahub import errors, metrics
@@ -168,19 +169,14 @@ class BlobCache:
         try:
             try:
                 # Each chunk is hashed and written on a worker thread while the next one is
-                # read from the upstream; readers see it once it is on disk.
-                stored = 0
+                # read from the upstream; readers are told the moment it is on disk.
                 async for chunk in upstream.chunks:
                     if storing is not None:
-                        await storing
-                        download.written += stored
-                        download.notify()
+                        await storing  # in order: one chunk at a time on the file and hasher
                     storing = loop.run_in_executor(None, self._store, hasher, fd, chunk)
-                    stored = len(chunk)
+                    storing.add_done_callback(partial(_stored, download, len(chunk)))
                 if storing is not None:
                     await storing
-                    download.written += stored
-                    download.notify()
             finally:
                 if storing is None or storing.done():
                     os.close(fd)
@@ -314,6 +310,13 @@ class BlobCache:
         if size is not None:
             self._bytes -= size
             metrics.BLOB_CACHE_BYTES.set(self._bytes)
+
+
+def _stored(download: _Download, size: int, storing: asyncio.Future[None]) -> None:
+    """A chunk's write finished: when it succeeded, readers may read it."""
+    if not storing.cancelled() and storing.exception() is None:
+        download.written += size
+        download.notify()
 
 
 async def _rest_from_upstream(
