@@ -8,6 +8,12 @@ one turn of the event loop are joined and sent together at the end of that turn.
 (blob chunks) go out as they come, after anything held back, so streaming and its back-pressure
 are unchanged.
 
+A body that lies in a file (a blob cache hit) can leave by `sendfile`, the kernel copying from
+the page cache to the socket: the ASGI `http.response.zerocopy` extension, which uvicorn does not
+offer, is offered here. Each `sendfile` call runs on a worker thread, since reading a file that
+is not in the page cache blocks whatever the socket's mode; between calls the socket's
+writability is awaited on the event loop, so a slow client holds no thread.
+
 A request's head is bounded in fields, bytes and time: without limits one unauthenticated
 request with 150,000 `Accept` lines held the event loop for seconds, and connections that drip
 header lines stay open for ever. The refusals are registry error bodies, like every other answer.
@@ -16,11 +22,14 @@ header lines stay open for ever. The refusals are registry error bodies, like ev
 from __future__ import annotations
 
 import asyncio
+import os
+from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from metahub import errors
+from metahub.server.http import ZEROCOPY
 
 # The most header fields and bytes (request line included) one request may send: far above what
 # docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
@@ -33,6 +42,9 @@ HEADER_TIMEOUT = 10.0
 # Writes up to this size are held until the end of the turn; the head of a response and a
 # manifest fit, a blob chunk does not.
 HOLD_LIMIT = 16 * 1024
+
+# The most one `sendfile` call may send (a call returns sooner, once the socket's buffer is full).
+SENDFILE_MAX = 64 * 1024 * 1024
 
 
 class CoalescingTransport:
@@ -129,6 +141,77 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+        cycle.send = partial(self._send, cycle, cycle.send)  # type: ignore[method-assign]
+        super()._start_asgi_task(cycle, app)
+
+    async def _send(self, cycle: RequestResponseCycle, send: Any, message: Any) -> None:
+        if message["type"] != ZEROCOPY:
+            await send(message)
+            return
+        if not cycle.response_started or cycle.response_complete:
+            raise RuntimeError(f"{ZEROCOPY} is a body: it goes after the head, before the end")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        offset = message.get("offset", 0)
+        count = message.get("count")
+        if count is None:
+            count = os.fstat(fd).st_size - offset
+        if count > cycle.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        if not cycle.disconnected:
+            try:
+                await self._sendfile(fd, offset, count)
+            except OSError:  # the client went away (or the file shrank): end the connection
+                cycle.disconnected = True
+                self.transport.abort()
+                return
+        cycle.expected_content_length -= count
+        if not message.get("more_body", False):
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        """`count` bytes of `fd` from `offset` to the client, after what was written before."""
+        transport: CoalescingTransport = self.transport  # type: ignore[assignment]
+        transport.flush()  # the response's head, held back until the end of the turn
+        sock = os.dup(self.transport.get_extra_info("socket").fileno())
+        try:
+            # Whatever the transport still buffers goes first; it sends it when writable.
+            while self.transport.get_write_buffer_size():
+                await self._writable(sock)
+                await asyncio.sleep(0)
+            while count > 0:
+                asked = min(count, SENDFILE_MAX)
+                try:
+                    sent = await self.loop.run_in_executor(
+                        None, os.sendfile, sock, fd, offset, asked
+                    )
+                except BlockingIOError:
+                    sent = -1
+                if sent == 0:
+                    raise OSError(f"the file ended {count} bytes short")
+                if sent > 0:
+                    offset += sent
+                    count -= sent
+                if sent < asked and count:  # the socket's buffer is full: wait, not spin
+                    await self._writable(sock)
+        finally:
+            os.close(sock)
+
+    async def _writable(self, sock: int) -> None:
+        """Until the socket (`sock`, our own duplicate of the transport's) can take more.
+
+        The duplicate is watched rather than the transport's own descriptor, which the event
+        loop keeps to the transport.
+        """
+        ready = self.loop.create_future()
+        self.loop.add_writer(sock, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            self.loop.remove_writer(sock)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -14,7 +14,7 @@ from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
 from metahub.server.authn import authenticate
-from metahub.server.http import Request, Response, StreamResponse
+from metahub.server.http import ZEROCOPY, Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
 
 # Names contain slashes, so a route is recognised by what follows the name.
@@ -113,7 +113,11 @@ async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response 
         first, last = stream.content_range
         headers["content-range"] = f"bytes {first}-{last}/{stream.size}"
         status = 206
-    return StreamResponse(status, headers, stream.length, stream.chunks)
+    response = StreamResponse(status, headers, stream.length, stream.chunks)
+    if stream.file is not None and ZEROCOPY in request.scope.get("extensions", {}):
+        response.file = stream.file
+        response.offset = stream.content_range[0] if stream.content_range else 0
+    return response
 
 
 def _blob_headers(digest: str, media_type: str) -> dict[str, str]:

@@ -127,9 +127,8 @@ class BlobCache:
         self._index.move_to_end(digest)
         window = byte_range.resolve(size) if byte_range else None
         first, last = window if window else (0, size - 1)
-        return BlobStream(
-            size, "application/octet-stream", read_chunks(path, first, last - first + 1), window
-        )
+        chunks = read_chunks(path, first, last - first + 1)
+        return BlobStream(size, "application/octet-stream", chunks, window, file=path)
 
     async def fetch(self, digest: str, opener: Opener, source: str) -> BlobStream:
         """Stream a blob while it is downloaded into the cache, sharing one download.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from metahub.errors import RangeNotSatisfiable
@@ -91,6 +92,9 @@ class BlobStream:
     # Set when the upstream's redirect is handed to the client (`blobs.redirect: pass`): the
     # bytes are at this URL, and this stream has none.
     location: str | None = None
+    # The local file that holds the blob (a cache hit): a server that can may send the bytes
+    # from it with `sendfile` instead of reading `chunks`.
+    file: Path | None = None
 
     @property
     def length(self) -> int:
