@@ -1,7 +1,7 @@
-"""Verification while streaming, with hashing on a worker thread one chunk behind the bytes:
-every byte is hashed in order, and the last chunk goes out only once the digest checks out.
+"""Verification while streaming: every byte is hashed in order, and the last chunk goes out
+only once the digest checks out, wherever in the blob the wrong bytes are.
 
-In-process: `verified` over chunks large enough to be hashed off the event loop's thread.
+In-process: `verified` over chunks of the size the upstream client reads.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from metahub import errors
-from metahub.serving.verify import THREADED_HASH_MIN, PipelinedHasher, verified
-
-CHUNK = 4 * THREADED_HASH_MIN  # hashed on a worker thread
+from metahub.serving.verify import verified
+from metahub.upstream.registry import CHUNK_SIZE as CHUNK
 
 
 async def chunks_of(parts: list[bytes]) -> AsyncIterator[bytes]:
@@ -69,12 +68,3 @@ async def test_a_short_body_is_refused_even_when_its_bytes_hash_right() -> None:
         async for chunk in verified(chunks_of(parts), digest, 3 * CHUNK + 1, "upstream"):
             got.append(chunk)
     assert got == parts[:-1]
-
-
-async def test_the_pipelined_hasher_hashes_in_order_whatever_the_sizes() -> None:
-    parts = [os.urandom(size) for size in (1, CHUNK, 10, CHUNK * 3, THREADED_HASH_MIN - 1, 7)]
-    pipeline = PipelinedHasher(hashlib.sha256())
-    for part in parts:
-        await pipeline.feed(part)
-
-    assert await pipeline.hexdigest() == hashlib.sha256(b"".join(parts)).hexdigest()

@@ -36,7 +36,7 @@ from metahub.oci.digest import Digest, InvalidDigest
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-CHUNK_SIZE = 1024 * 1024  # a blob read: larger reads, fewer turns of the event loop
+CHUNK_SIZE = 256 * 1024
 
 
 class _UpstreamMetrics:
