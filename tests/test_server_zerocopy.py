@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -145,7 +146,8 @@ def test_a_client_that_goes_away_part_way_leaves_the_server_serving(
             request = f"GET /file?offset=0&count={24 * MiB} HTTP/1.1\r\nHost: x\r\n\r\n"
             sock.sendall(request.encode())
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            # Linger 0: the close is a reset, the server's next sendfile fails at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     answer = httpx.get(f"{server}/file?offset=3&count=10", timeout=30)
     assert answer.content == content[1][3:13]
