@@ -47,6 +47,7 @@ from multidict import CIMultiDict
 from tests.support.metahub_server import MetaHubServer
 from tests.support.nginx import NginxServer
 from tests.support.push import Pusher, sha256
+from tests.support.scripted_registry import Blob, ScriptedRegistry
 from tests.support.servers import RegistryServer, require
 
 from benchmarks import Column, SuiteResult
@@ -390,6 +391,9 @@ class BlobRuns:
     peak_rss_mib: float
     cache_rss_before_mib: float
     cache_peak_rss_mib: float
+    redirect_mb_s: list[float]  # `blobs.redirect: pass`: curl follows MetaHub's 307 itself
+    redirect_peak_rss_mib: float
+    redirect_bytes_served: float  # response body bytes the passing MetaHub counted
 
 
 def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
@@ -403,11 +407,19 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
     direct: list[float] = []
     through: list[float] = []
     hits: list[float] = []
+    redirected: list[float] = []
     fill = _curl(caching.url + path, tokens[caching], plan.blob_mib)
-    for _ in range(plan.blob_rounds):
-        direct.append(_curl(servers.upstream.url + path, None, plan.blob_mib))
-        through.append(_curl(relay.url + path, tokens[relay], plan.blob_mib))
-        hits.append(_curl(caching.url + path, tokens[caching], plan.blob_mib))
+    with _passing_hub(servers, digest) as passing:
+        token = fetch_token(passing)
+        for pid in _pids(passing):
+            _reset_peak_rss(pid)
+        for _ in range(plan.blob_rounds):
+            direct.append(_curl(servers.upstream.url + path, None, plan.blob_mib))
+            through.append(_curl(relay.url + path, tokens[relay], plan.blob_mib))
+            hits.append(_curl(caching.url + path, tokens[caching], plan.blob_mib))
+            redirected.append(_curl(passing.url + path, token, plan.blob_mib, follow=True))
+        passing_rss = _rss_mib(passing, "VmHWM")
+        served = _served_bytes(passing, "blob")
     return BlobRuns(
         direct,
         through,
@@ -417,17 +429,46 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
         _rss_mib(relay, "VmHWM"),
         before[caching],
         _rss_mib(caching, "VmHWM"),
+        redirected,
+        passing_rss,
+        served,
     )
+
+
+@contextlib.contextmanager
+def _passing_hub(servers: Servers, digest: str) -> Iterator[MetaHubServer]:
+    """A MetaHub with `blobs.redirect: pass` in front of a registry that redirects the blob to
+    its storage, played by the benchmark's upstream: the bytes go from there to curl."""
+    with contextlib.ExitStack() as stack:
+        storage = stack.enter_context(ScriptedRegistry())
+        storage.add_blob(Blob(b"", digest=digest, redirect_to=servers.upstream.url))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metahub-pass-")))
+        config = {key: value for key, value in servers.hub.config.items() if key != "data_dir"} | {
+            "upstream": {"url": storage.url, "redirect_hosts": [servers.upstream.host]},
+            "blobs": {"redirect": "pass"},
+        }
+        yield stack.enter_context(MetaHubServer(workdir, config, workers=WORKERS))
+
+
+def _served_bytes(hub: MetaHubServer, route: str) -> float:
+    """`metahub_bytes_served_total` for a route, from the server's own metrics."""
+    text = httpx.get(f"{hub.url}/metrics", timeout=30).text
+    pattern = re.compile(rf'^metahub_bytes_served_total{{route="{route}"}} (\S+)$', re.MULTILINE)
+    found = pattern.findall(text)
+    if not found:  # no line is no measurement, not zero bytes
+        raise RuntimeError(f"{hub.url}/metrics has no metahub_bytes_served_total for {route}")
+    return sum(float(value) for value in found)
 
 
 def _rss_mib(hub: MetaHubServer, field: str) -> float:
     return sum(_status_kib(pid, field) for pid in _pids(hub)) / 1024
 
 
-def _curl(url: str, token: str | None, mib: int) -> float:
+def _curl(url: str, token: str | None, mib: int, *, follow: bool = False) -> float:
     argv = [
         require(CURL),
         "-sS",
+        *(["-L"] if follow else []),
         "-o",
         "/dev/null",
         "-w",
@@ -655,6 +696,7 @@ def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
     direct = statistics.median(runs.direct_mb_s)
     relayed = statistics.median(runs.metahub_mb_s)
     hit = statistics.median(runs.cache_hit_mb_s)
+    redirected = statistics.median(runs.redirect_mb_s)
     # Targets from issue #13; "hit" must hold in every run, so its row takes the worst one.
     relay_ratio = _ratio_row(case, "MetaHub relayed / direct", relayed / direct, RELAY_TARGET)
     fill_ratio = _ratio_row(
@@ -677,6 +719,14 @@ def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
         | {"value": runs.peak_rss_mib, "rss_before_mib": runs.rss_before_mib},
         {"case": case, "server": "MetaHub peak RSS, blob cache", "unit": "MiB"}
         | {"value": runs.cache_peak_rss_mib, "rss_before_mib": runs.cache_rss_before_mib},
+        {"case": case, "server": "MetaHub, redirect passed (curl -L)", "unit": "MB/s"}
+        | {"value": redirected, "runs": runs.redirect_mb_s},
+        {"case": case, "server": "MetaHub redirect passed / direct", "ratio": redirected / direct},
+        {"case": case, "server": "MetaHub blob bytes sent, redirect passed", "unit": "bytes"}
+        | {"value": runs.redirect_bytes_served, "target": "0"}
+        | {"met": "yes" if runs.redirect_bytes_served == 0 else "NO"},
+        {"case": case, "server": "MetaHub peak RSS, redirect passed", "unit": "MiB"}
+        | {"value": runs.redirect_peak_rss_mib},
     ]
 
 
