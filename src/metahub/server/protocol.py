@@ -10,9 +10,10 @@ are unchanged.
 
 A body that lies in a file (a blob cache hit) can leave by `sendfile`, the kernel copying from
 the page cache to the socket: the ASGI `http.response.zerocopy` extension, which uvicorn does not
-offer, is offered here. Each `sendfile` call runs on a worker thread, since reading a file that
-is not in the page cache blocks whatever the socket's mode; between calls the socket's
-writability is awaited on the event loop, so a slow client holds no thread.
+offer, is offered here. `sendfile` runs on a worker thread, since reading a file that is not in
+the page cache blocks whatever the socket's mode; the thread goes on while the client takes the
+bytes, and a client whose socket stays full for 10 ms has its wait moved to the event loop, so a
+slow client holds no thread.
 
 A request's head is bounded in fields, bytes and time: without limits one unauthenticated
 request with 150,000 `Accept` lines held the event loop for seconds, and connections that drip
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 from functools import partial
 from typing import Any
 
@@ -43,8 +45,10 @@ HEADER_TIMEOUT = 10.0
 # manifest fit, a blob chunk does not.
 HOLD_LIMIT = 16 * 1024
 
-# The most one `sendfile` call may send (a call returns sooner, once the socket's buffer is full).
+# The most one `sendfile` call may send (a call returns sooner, once the socket's buffer is full),
+# and how long a worker thread waits for a full socket before it leaves the wait to the loop.
 SENDFILE_MAX = 64 * 1024 * 1024
+SENDFILE_PATIENCE = 0.01
 
 
 class CoalescingTransport:
@@ -85,6 +89,28 @@ class CoalescingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _send_while_taken(sock: int, fd: int, offset: int, count: int) -> int:
+    """`sendfile` for as long as the client takes the bytes; how many were sent.
+
+    Runs on a worker thread: a client that keeps up is served in one hand-over, and one whose
+    socket stays full for SENDFILE_PATIENCE gives the thread back.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    sent = 0
+    while sent < count:
+        try:
+            done = os.sendfile(sock, fd, offset + sent, min(count - sent, SENDFILE_MAX))
+        except BlockingIOError:
+            if not poller.poll(SENDFILE_PATIENCE * 1000):
+                break
+            continue
+        if done == 0:
+            raise OSError(f"the file ended {count - sent} bytes short")
+        sent += done
+    return sent
 
 
 class _HeadRefused(Exception):
@@ -183,19 +209,12 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
                 await self._writable(sock)
                 await asyncio.sleep(0)
             while count > 0:
-                asked = min(count, SENDFILE_MAX)
-                try:
-                    sent = await self.loop.run_in_executor(
-                        None, os.sendfile, sock, fd, offset, asked
-                    )
-                except BlockingIOError:
-                    sent = -1
-                if sent == 0:
-                    raise OSError(f"the file ended {count} bytes short")
-                if sent > 0:
-                    offset += sent
-                    count -= sent
-                if sent < asked and count:  # the socket's buffer is full: wait, not spin
+                sent = await self.loop.run_in_executor(
+                    None, _send_while_taken, sock, fd, offset, count
+                )
+                offset += sent
+                count -= sent
+                if count:  # a slow client: wait on the loop, not on a thread
                     await self._writable(sock)
         finally:
             os.close(sock)
