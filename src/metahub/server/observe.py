@@ -87,7 +87,7 @@ class Observe:
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             elif message["type"] == "http.response.zerocopy":
-                sent += message["count"]
+                sent += message.get("count") or 0
             await send(message)
 
         try:

@@ -12,8 +12,8 @@ A body that lies in a file (a blob cache hit) can leave by `sendfile`, the kerne
 the page cache to the socket: the ASGI `http.response.zerocopy` extension, which uvicorn does not
 offer, is offered here. `sendfile` runs on a worker thread, since reading a file that is not in
 the page cache blocks whatever the socket's mode; the thread goes on while the client takes the
-bytes, and a client whose socket stays full for 10 ms has its wait moved to the event loop, so a
-slow client holds no thread.
+bytes (16 MiB at most per hand-over, the threads being shared), and a client whose socket stays
+full for 10 ms has its wait moved to the event loop, so a slow client holds no thread.
 
 A request's head is bounded in fields, bytes and time: without limits one unauthenticated
 request with 150,000 `Accept` lines held the event loop for seconds, and connections that drip
@@ -45,9 +45,10 @@ HEADER_TIMEOUT = 10.0
 # manifest fit, a blob chunk does not.
 HOLD_LIMIT = 16 * 1024
 
-# The most one `sendfile` call may send (a call returns sooner, once the socket's buffer is full),
-# and how long a worker thread waits for a full socket before it leaves the wait to the loop.
-SENDFILE_MAX = 64 * 1024 * 1024
+# The most one hand-over to a worker thread sends (a few ms at loopback speed: the threads are
+# shared, and a long transfer must not keep them from other work), and how long the thread waits
+# for a full socket before it leaves the wait to the event loop.
+SENDFILE_TURN = 16 * 1024 * 1024
 SENDFILE_PATIENCE = 0.01
 
 
@@ -94,15 +95,16 @@ class CoalescingTransport:
 def _send_while_taken(sock: int, fd: int, offset: int, count: int) -> int:
     """`sendfile` for as long as the client takes the bytes; how many were sent.
 
-    Runs on a worker thread: a client that keeps up is served in one hand-over, and one whose
-    socket stays full for SENDFILE_PATIENCE gives the thread back.
+    Runs on a worker thread: up to SENDFILE_TURN bytes while the client keeps up; a client whose
+    socket stays full for SENDFILE_PATIENCE gives the thread back sooner.
     """
     poller = select.poll()
     poller.register(sock, select.POLLOUT)
     sent = 0
+    count = min(count, SENDFILE_TURN)
     while sent < count:
         try:
-            done = os.sendfile(sock, fd, offset + sent, min(count - sent, SENDFILE_MAX))
+            done = os.sendfile(sock, fd, offset + sent, count - sent)
         except BlockingIOError:
             if not poller.poll(SENDFILE_PATIENCE * 1000):
                 break
@@ -214,7 +216,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
                 )
                 offset += sent
                 count -= sent
-                if count:  # a slow client: wait on the loop, not on a thread
+                if count and sent < SENDFILE_TURN:  # a slow client: wait on the loop, not a thread
                     await self._writable(sock)
         finally:
             os.close(sock)
