@@ -115,6 +115,11 @@ def _send_while_taken(sock: int, fd: int, offset: int, count: int) -> int:
     return sent
 
 
+def _close(*descriptors: int) -> None:
+    for descriptor in descriptors:
+        os.close(descriptor)
+
+
 class _HeadRefused(Exception):
     """Raised from a parser callback to stop reading a request whose head is refused."""
 
@@ -204,22 +209,30 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         """`count` bytes of `fd` from `offset` to the client, after what was written before."""
         transport: CoalescingTransport = self.transport  # type: ignore[assignment]
         transport.flush()  # the response's head, held back until the end of the turn
+        # Our own descriptors: a worker thread still sending when this task is cancelled must
+        # not find them closed (or their numbers reused) under it.
         sock = os.dup(self.transport.get_extra_info("socket").fileno())
+        source = os.dup(fd)
+        sending: asyncio.Future[int] | None = None
         try:
             # Whatever the transport still buffers goes first; it sends it when writable.
             while self.transport.get_write_buffer_size():
                 await self._writable(sock)
                 await asyncio.sleep(0)
             while count > 0:
-                sent = await self.loop.run_in_executor(
-                    None, _send_while_taken, sock, fd, offset, count
+                sending = self.loop.run_in_executor(
+                    None, _send_while_taken, sock, source, offset, count
                 )
+                sent = await sending
                 offset += sent
                 count -= sent
                 if count and sent < SENDFILE_TURN:  # a slow client: wait on the loop, not a thread
                     await self._writable(sock)
         finally:
-            os.close(sock)
+            if sending is not None and not sending.done():
+                sending.add_done_callback(lambda _: _close(sock, source))
+            else:
+                _close(sock, source)
 
     async def _writable(self, sock: int) -> None:
         """Until the socket (`sock`, our own duplicate of the transport's) can take more.
@@ -227,8 +240,13 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         The duplicate is watched rather than the transport's own descriptor, which the event
         loop keeps to the transport.
         """
-        ready = self.loop.create_future()
-        self.loop.add_writer(sock, ready.set_result, None)
+        ready: asyncio.Future[None] = self.loop.create_future()
+
+        def writable() -> None:  # the loop may call again before this task runs
+            if not ready.done():
+                ready.set_result(None)
+
+        self.loop.add_writer(sock, writable)
         try:
             await ready
         finally:
