@@ -16,7 +16,9 @@ access log on, metrics on, the filtered-digest store in SQLite. Measured, in thi
    same request straight to the upstream;
 5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns:
    relayed (streamed from the upstream and verified on the way), and from a second MetaHub
-   with a local blob cache (the first download fills it, the others are cache hits), with each
+   with a local blob cache (the first download fills it, the others are cache hits), and from a
+   third with `blobs.redirect: pass` in front of a registry that redirects the blob to its
+   storage (curl follows; MetaHub's own count of blob bytes sent must stay 0), with each
    MetaHub process's peak RSS (VmHWM, reset before the first download);
 6. 200 concurrent requests for a tag nobody has asked for yet, on connections opened
    beforehand; upstream requests are counted in the upstream's own access log.
