@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 SUITES: dict[str, str] = {
     "selection": "benchmarks.selection",
     "serving": "benchmarks.serving",
+    "blobs": "benchmarks.blobs",
 }
 
 

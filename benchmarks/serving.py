@@ -16,7 +16,9 @@ access log on, metrics on, the filtered-digest store in SQLite. Measured, in thi
    same request straight to the upstream;
 5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns:
    relayed (streamed from the upstream and verified on the way), and from a second MetaHub
-   with a local blob cache (the first download fills it, the others are cache hits), with each
+   with a local blob cache (the first download fills it, the others are cache hits), and from a
+   third with `blobs.redirect: pass` in front of a registry that redirects the blob to its
+   storage (curl follows; MetaHub's own count of blob bytes sent must stay 0), with each
    MetaHub process's peak RSS (VmHWM, reset before the first download);
 6. 200 concurrent requests for a tag nobody has asked for yet, on connections opened
    beforehand; upstream requests are counted in the upstream's own access log.
@@ -47,6 +49,7 @@ from multidict import CIMultiDict
 from tests.support.metahub_server import MetaHubServer
 from tests.support.nginx import NginxServer
 from tests.support.push import Pusher, sha256
+from tests.support.scripted_registry import Blob, ScriptedRegistry
 from tests.support.servers import RegistryServer, require
 
 from benchmarks import Column, SuiteResult
@@ -390,6 +393,9 @@ class BlobRuns:
     peak_rss_mib: float
     cache_rss_before_mib: float
     cache_peak_rss_mib: float
+    redirect_mb_s: list[float]  # `blobs.redirect: pass`: curl follows MetaHub's 307 itself
+    redirect_peak_rss_mib: float
+    redirect_bytes_served: float  # response body bytes the passing MetaHub counted
 
 
 def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
@@ -403,11 +409,19 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
     direct: list[float] = []
     through: list[float] = []
     hits: list[float] = []
+    redirected: list[float] = []
     fill = _curl(caching.url + path, tokens[caching], plan.blob_mib)
-    for _ in range(plan.blob_rounds):
-        direct.append(_curl(servers.upstream.url + path, None, plan.blob_mib))
-        through.append(_curl(relay.url + path, tokens[relay], plan.blob_mib))
-        hits.append(_curl(caching.url + path, tokens[caching], plan.blob_mib))
+    with _passing_hub(servers, digest) as passing:
+        token = fetch_token(passing)
+        for pid in _pids(passing):
+            _reset_peak_rss(pid)
+        for _ in range(plan.blob_rounds):
+            direct.append(_curl(servers.upstream.url + path, None, plan.blob_mib))
+            through.append(_curl(relay.url + path, tokens[relay], plan.blob_mib))
+            hits.append(_curl(caching.url + path, tokens[caching], plan.blob_mib))
+            redirected.append(_curl(passing.url + path, token, plan.blob_mib, follow=True))
+        passing_rss = _rss_mib(passing, "VmHWM")
+        served = _served_bytes(passing, "blob")
     return BlobRuns(
         direct,
         through,
@@ -417,17 +431,46 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
         _rss_mib(relay, "VmHWM"),
         before[caching],
         _rss_mib(caching, "VmHWM"),
+        redirected,
+        passing_rss,
+        served,
     )
+
+
+@contextlib.contextmanager
+def _passing_hub(servers: Servers, digest: str) -> Iterator[MetaHubServer]:
+    """A MetaHub with `blobs.redirect: pass` in front of a registry that redirects the blob to
+    its storage, played by the benchmark's upstream: the bytes go from there to curl."""
+    with contextlib.ExitStack() as stack:
+        storage = stack.enter_context(ScriptedRegistry())
+        storage.add_blob(Blob(b"", digest=digest, redirect_to=servers.upstream.url))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="metahub-pass-")))
+        config = {key: value for key, value in servers.hub.config.items() if key != "data_dir"} | {
+            "upstream": {"url": storage.url, "redirect_hosts": [servers.upstream.host]},
+            "blobs": {"redirect": "pass"},
+        }
+        yield stack.enter_context(MetaHubServer(workdir, config, workers=WORKERS))
+
+
+def _served_bytes(hub: MetaHubServer, route: str) -> float:
+    """`metahub_bytes_served_total` for a route, from the server's own metrics."""
+    text = httpx.get(f"{hub.url}/metrics", timeout=30).text
+    pattern = re.compile(rf'^metahub_bytes_served_total{{route="{route}"}} (\S+)$', re.MULTILINE)
+    found = pattern.findall(text)
+    if not found:  # no line is no measurement, not zero bytes
+        raise RuntimeError(f"{hub.url}/metrics has no metahub_bytes_served_total for {route}")
+    return sum(float(value) for value in found)
 
 
 def _rss_mib(hub: MetaHubServer, field: str) -> float:
     return sum(_status_kib(pid, field) for pid in _pids(hub)) / 1024
 
 
-def _curl(url: str, token: str | None, mib: int) -> float:
+def _curl(url: str, token: str | None, mib: int, *, follow: bool = False) -> float:
     argv = [
         require(CURL),
         "-sS",
+        *(["-L"] if follow else []),
         "-o",
         "/dev/null",
         "-w",
@@ -645,12 +688,23 @@ def _cold_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
     ]
 
 
+RELAY_TARGET = 0.70  # relayed and verified / the upstream serving the blob directly
+FILL_TARGET = 0.60  # the first download through the blob cache / direct
+HIT_TARGET = 1.0  # a blob cache hit / direct, in every round
+
+
 def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
     case = f"5 blob, {mib} MiB"
     direct = statistics.median(runs.direct_mb_s)
     relayed = statistics.median(runs.metahub_mb_s)
     hit = statistics.median(runs.cache_hit_mb_s)
-    relay_ratio = {"case": case, "server": "MetaHub relayed / direct", "ratio": relayed / direct}
+    redirected = statistics.median(runs.redirect_mb_s)
+    # Targets from issue #13; "hit" must hold in every run, so its row takes the worst one.
+    relay_ratio = _ratio_row(case, "MetaHub relayed / direct", relayed / direct, RELAY_TARGET)
+    fill_ratio = _ratio_row(
+        case, "MetaHub cache fill / direct", runs.cache_fill_mb_s / direct, FILL_TARGET
+    )
+    worst_hit = min(h / d for h, d in zip(runs.cache_hit_mb_s, runs.direct_mb_s, strict=True))
     return [
         {"case": case, "server": "docker-registry, direct", "value": direct, "unit": "MB/s"}
         | {"runs": runs.direct_mb_s},
@@ -659,13 +713,22 @@ def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
         relay_ratio,
         {"case": case, "server": "MetaHub, filling its blob cache", "unit": "MB/s"}
         | {"value": runs.cache_fill_mb_s},
+        fill_ratio,
         {"case": case, "server": "MetaHub, blob cache hit", "value": hit, "unit": "MB/s"}
         | {"runs": runs.cache_hit_mb_s},
-        _ratio_row(case, "MetaHub cache hit / direct", hit / direct, 0.8),
+        _ratio_row(case, "MetaHub cache hit / direct, worst round", worst_hit, HIT_TARGET),
         {"case": case, "server": "MetaHub peak RSS, relay", "unit": "MiB"}
         | {"value": runs.peak_rss_mib, "rss_before_mib": runs.rss_before_mib},
         {"case": case, "server": "MetaHub peak RSS, blob cache", "unit": "MiB"}
         | {"value": runs.cache_peak_rss_mib, "rss_before_mib": runs.cache_rss_before_mib},
+        {"case": case, "server": "MetaHub, redirect passed (curl -L)", "unit": "MB/s"}
+        | {"value": redirected, "runs": runs.redirect_mb_s},
+        {"case": case, "server": "MetaHub redirect passed / direct", "ratio": redirected / direct},
+        {"case": case, "server": "MetaHub blob bytes sent, redirect passed", "unit": "bytes"}
+        | {"value": runs.redirect_bytes_served, "target": "0"}
+        | {"met": "yes" if runs.redirect_bytes_served == 0 else "NO"},
+        {"case": case, "server": "MetaHub peak RSS, redirect passed", "unit": "MiB"}
+        | {"value": runs.redirect_peak_rss_mib},
     ]
 
 

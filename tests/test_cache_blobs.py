@@ -275,3 +275,75 @@ def test_a_large_blob_goes_through_the_cache_in_flat_memory(
     assert upstream.count("GET", path_of(blob)) == 1
     assert cached_file(cache_dir / "blobs", blob).stat().st_size == blob.size
     assert rss.peak - baseline < 64 * MiB, f"grew by {(rss.peak - baseline) / MiB:.1f} MiB"
+
+
+def test_a_fill_and_then_a_hit_are_byte_exact(
+    client: httpx.Client, upstream: ScriptedRegistry, cache_dir: Path
+):
+    # Not a multiple of any read or chunk size, so the last pieces are odd-sized on every path.
+    content = os.urandom(5 * MiB + 12345)
+    blob = upstream.add_blob(Blob(content))
+    path = path_of(blob)
+
+    filled = client.get(path)
+    wait_until(cached_file(cache_dir / "blobs", blob).exists)
+    hit = client.get(path)
+
+    assert filled.status_code == hit.status_code == 200
+    assert filled.content == content
+    assert hit.content == content
+    assert hit.headers["content-length"] == str(len(content))
+    assert upstream.count("GET", path) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "first", "last"),
+    [
+        pytest.param("bytes=0-0", 0, 0, id="first-byte"),
+        pytest.param("bytes=1048570-2097160", 1048570, 2097160, id="across-chunks"),
+        pytest.param("bytes=3000000-", 3000000, 3 * MiB + 6, id="open-ended"),
+        pytest.param("bytes=-100", 3 * MiB + 7 - 100, 3 * MiB + 6, id="suffix"),
+        pytest.param("bytes=-99999999", 0, 3 * MiB + 6, id="suffix-past-start"),
+        pytest.param("bytes=3145700-99999999", 3145700, 3 * MiB + 6, id="last-past-end"),
+    ],
+)
+def test_ranges_of_a_cached_blob(
+    client: httpx.Client,
+    upstream: ScriptedRegistry,
+    cache_dir: Path,
+    header: str,
+    first: int,
+    last: int,
+):
+    content = os.urandom(3 * MiB + 7)
+    blob = upstream.add_blob(Blob(content))
+    path = path_of(blob)
+    client.get(path)
+    wait_until(cached_file(cache_dir / "blobs", blob).exists)
+
+    window = client.get(path, headers={"Range": header})
+    head = client.head(path, headers={"Range": header})
+
+    assert window.status_code == head.status_code == 206
+    assert window.headers["content-range"] == f"bytes {first}-{last}/{len(content)}"
+    assert window.content == content[first : last + 1]
+    assert head.headers["content-range"] == window.headers["content-range"]
+    assert head.headers["content-length"] == str(last - first + 1)
+    assert head.content == b""
+    assert upstream.count("GET", path) == 1  # every range from the cache
+
+
+def test_a_range_past_the_end_of_a_cached_blob_is_416(
+    client: httpx.Client, upstream: ScriptedRegistry, cache_dir: Path
+):
+    blob = upstream.add_blob(Blob(os.urandom(MiB)))
+    path = path_of(blob)
+    client.get(path)
+    wait_until(cached_file(cache_dir / "blobs", blob).exists)
+
+    answer = client.get(path, headers={"Range": f"bytes={MiB}-"})
+
+    assert answer.status_code == 416
+    assert answer.headers["content-range"] == f"bytes */{MiB}"
+    assert answer.json()["errors"][0]["code"] == "RANGE_INVALID"
+    assert upstream.count("GET", path) == 1

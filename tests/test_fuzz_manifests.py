@@ -73,7 +73,12 @@ class MemoryUpstream:
         return None
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
         raise errors.BlobUnknown(f"{digest} is not in {self.description}")
 

@@ -229,7 +229,12 @@ class MemoryUpstream:
         self.gate.set()
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
         self.opens.append(byte_range)
         data = self.blobs[digest]

@@ -277,6 +277,13 @@ class BlobCacheConfig(StrictModel):
     max_size: ByteSize = parse_size("10GiB")
 
 
+class BlobsConfig(StrictModel):
+    # What to do when the upstream answers a blob GET with a redirect to its storage: `follow`
+    # it and relay the bytes, or `pass` it to the client when the target carries none of
+    # MetaHub's credentials (then the bytes never cross MetaHub). `pass` needs no blob cache.
+    redirect: Literal["follow", "pass"] = "follow"
+
+
 class CacheConfig(StrictModel):
     tag_ttl: float = Field(60.0, ge=0)
     manifests_max_size: ByteSize = parse_size("64MiB")
@@ -376,6 +383,7 @@ class Settings(BaseSettings):
     token: TokenConfig = TokenConfig()
     admin: AdminConfig = AdminConfig()
     cache: CacheConfig = CacheConfig()
+    blobs: BlobsConfig = BlobsConfig()
     log: LogConfig = LogConfig()
     database: DatabaseConfig = DatabaseConfig()
     login_limit: LoginLimitConfig = LoginLimitConfig()
@@ -413,6 +421,16 @@ class Settings(BaseSettings):
     @property
     def default_upstream(self) -> ConfiguredUpstream | None:
         return next((entry for entry in self.configured_upstreams if entry.default), None)
+
+    @model_validator(mode="after")
+    def _blob_path(self) -> Settings:
+        if self.blobs.redirect == "pass" and self.cache.blobs is not None:
+            raise ValueError(
+                "blobs.redirect: pass and cache.blobs exclude each other: the cache keeps every "
+                "blob here, passing redirects sends clients to the upstream's storage; "
+                "drop one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _virtual_images(self) -> Settings:

@@ -111,6 +111,7 @@ class Hub:
         blobs = BlobService(
             upstream,
             BlobCache(blob_cache.path, blob_cache.max_size) if blob_cache is not None else None,
+            pass_redirects=settings.blobs.redirect == "pass",
         )
         engine = await open_engine(settings)
         retention_days = settings.database.filtered_retention_days

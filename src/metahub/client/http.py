@@ -39,6 +39,9 @@ MAX_TAGS = 100_000
 MAX_TAGS_PAGE_BYTES = 64 * 1024 * 1024
 
 Body = bytes | Callable[[], AsyncIterator[bytes]]
+# Told where a redirect leads (and what the request carried); True: the redirect itself is
+# the answer, unfollowed and unreleased, for the caller to hand on.
+KeepRedirect = Callable[[URL, Mapping[str, str]], bool]
 
 
 class Observer(Protocol):
@@ -143,6 +146,7 @@ class RegistryConnection:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         body: Body | None = None,
+        keep_redirect: KeepRedirect | None = None,
     ) -> aiohttp.ClientResponse:
         """`target` with the registry's credentials, meeting one challenge if it asks.
 
@@ -158,7 +162,12 @@ class RegistryConnection:
             if authorization:
                 request_headers["Authorization"] = authorization
             response = await self.send(
-                method, url, headers=request_headers, params=params, body=body
+                method,
+                url,
+                headers=request_headers,
+                params=params,
+                body=body,
+                keep_redirect=keep_redirect,
             )
             if response.status != 401:
                 return response
@@ -189,8 +198,10 @@ class RegistryConnection:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
         body: Body | None = None,
+        keep_redirect: KeepRedirect | None = None,
     ) -> aiohttp.ClientResponse:
-        """One request as given, retried if it is a read; redirects are followed."""
+        """One request as given, retried if it is a read; redirects are followed unless
+        `keep_redirect` says to keep one."""
         attempt = 0
         read = method in READS
         while True:
@@ -221,6 +232,10 @@ class RegistryConnection:
             else:
                 self._observer.answered(method, str(response.status))
                 if response.status in REDIRECTS and "Location" in response.headers:
+                    if keep_redirect is not None and keep_redirect(
+                        self._location(response), headers
+                    ):
+                        return response
                     return await self._follow(method, response, headers)
                 if response.status not in RETRYABLE or not read:
                     return response

@@ -86,3 +86,24 @@ def is_internal(host: str) -> bool:
     except ValueError:
         return False
     return not address.is_global or address.is_multicast
+
+
+def passable(
+    policy: RedirectPolicy,
+    registry: str,
+    target: URL,
+    secrets: Iterable[str],
+) -> bool:
+    """Whether a client may be sent to `target` itself instead of us fetching it for it.
+
+    Only where we would follow the redirect ourselves, and only when the URL carries nothing of
+    ours: not the registry's own origin (our credentials go there), no user or password in the
+    URL, and none of `secrets` (the credentials we hold or sent) anywhere in it. A pre-signed
+    URL's own signature is the storage's, made for whoever holds the URL: that is the point.
+    """
+    if same_origin(target, registry) or not policy.allows(registry, target):
+        return False
+    if target.user is not None or target.password is not None:
+        return False
+    spelled = (str(target), target.human_repr())
+    return not any(secret and secret in text for secret in secrets for text in spelled)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -18,6 +20,8 @@ from metahub.errors import RegistryError
 Scope = dict[str, Any]
 Message = dict[str, Any]
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+# The ASGI extension that sends a body from a file (`sendfile`), where the server offers it.
+ZEROCOPY = "http.response.zerocopy"
 
 
 class Request:
@@ -81,23 +85,46 @@ class Response:
 
 @dataclass(slots=True)
 class StreamResponse:
-    """A streamed body of known length; stops reading upstream if the client goes away."""
+    """A streamed body of known length; stops reading upstream if the client goes away.
+
+    With `file` (set only where the server offers ZEROCOPY), the body is `length` bytes of that
+    file from `offset`, sent by the kernel; `chunks` is then closed unread.
+    """
 
     status: int
     headers: Mapping[str, str]
     length: int
     chunks: AsyncIterator[bytes]
+    file: Path | None = None
+    offset: int = 0
 
     async def send(self, send: Any, receive: Any, *, head: bool) -> None:
         headers = _encode_headers(self.headers)
         headers.append((b"content-length", str(self.length).encode()))
+        fd = None
         try:
+            if self.file is not None and not head:
+                # Opened before the head goes out: a file evicted meanwhile is streamed instead
+                # (and fails as a stream does), and once open it stays readable to the end.
+                with contextlib.suppress(OSError):
+                    fd = await asyncio.to_thread(os.open, self.file, os.O_RDONLY)
             await send({"type": "http.response.start", "status": self.status, "headers": headers})
             if head:
                 await send({"type": "http.response.body", "body": b""})
                 return
+            if fd is not None:
+                message = {
+                    "type": ZEROCOPY,
+                    "file": fd,
+                    "offset": self.offset,
+                    "count": self.length,
+                }
+                await send(message)
+                return
             await self._stream(send, receive)
         finally:
+            if fd is not None:
+                os.close(fd)
             aclose = getattr(self.chunks, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -86,6 +86,8 @@ class Observe:
                 status = message["status"]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.zerocopy":
+                sent += message.get("count") or 0
             await send(message)
 
         try:

@@ -8,6 +8,13 @@ one turn of the event loop are joined and sent together at the end of that turn.
 (blob chunks) go out as they come, after anything held back, so streaming and its back-pressure
 are unchanged.
 
+A body that lies in a file (a blob cache hit) can leave by `sendfile`, the kernel copying from
+the page cache to the socket: the ASGI `http.response.zerocopy` extension, which uvicorn does not
+offer, is offered here. `sendfile` runs on a worker thread, since reading a file that is not in
+the page cache blocks whatever the socket's mode; the thread goes on while the client takes the
+bytes (16 MiB at most per hand-over, the threads being shared), and a client whose socket stays
+full for 10 ms has its wait moved to the event loop, so a slow client holds no thread.
+
 A request's head is bounded in fields, bytes and time: without limits one unauthenticated
 request with 150,000 `Accept` lines held the event loop for seconds, and connections that drip
 header lines stay open for ever. The refusals are registry error bodies, like every other answer.
@@ -16,11 +23,15 @@ header lines stay open for ever. The refusals are registry error bodies, like ev
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from metahub import errors
+from metahub.server.http import ZEROCOPY
 
 # The most header fields and bytes (request line included) one request may send: far above what
 # docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
@@ -33,6 +44,12 @@ HEADER_TIMEOUT = 10.0
 # Writes up to this size are held until the end of the turn; the head of a response and a
 # manifest fit, a blob chunk does not.
 HOLD_LIMIT = 16 * 1024
+
+# The most one hand-over to a worker thread sends (a few ms at loopback speed: the threads are
+# shared, and a long transfer must not keep them from other work), and how long the thread waits
+# for a full socket before it leaves the wait to the event loop.
+SENDFILE_TURN = 16 * 1024 * 1024
+SENDFILE_PATIENCE = 0.01
 
 
 class CoalescingTransport:
@@ -73,6 +90,34 @@ class CoalescingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _send_while_taken(sock: int, fd: int, offset: int, count: int) -> int:
+    """`sendfile` for as long as the client takes the bytes; how many were sent.
+
+    Runs on a worker thread: up to SENDFILE_TURN bytes while the client keeps up; a client whose
+    socket stays full for SENDFILE_PATIENCE gives the thread back sooner.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    sent = 0
+    count = min(count, SENDFILE_TURN)
+    while sent < count:
+        try:
+            done = os.sendfile(sock, fd, offset + sent, count - sent)
+        except BlockingIOError:
+            if not poller.poll(SENDFILE_PATIENCE * 1000):
+                break
+            continue
+        if done == 0:
+            raise OSError(f"the file ended {count - sent} bytes short")
+        sent += done
+    return sent
+
+
+def _close(*descriptors: int) -> None:
+    for descriptor in descriptors:
+        os.close(descriptor)
 
 
 class _HeadRefused(Exception):
@@ -129,6 +174,83 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.scope.setdefault("extensions", {})[ZEROCOPY] = {}
+        cycle.send = partial(self._send, cycle, cycle.send)  # type: ignore[method-assign]
+        super()._start_asgi_task(cycle, app)
+
+    async def _send(self, cycle: RequestResponseCycle, send: Any, message: Any) -> None:
+        if message["type"] != ZEROCOPY:
+            await send(message)
+            return
+        if not cycle.response_started or cycle.response_complete:
+            raise RuntimeError(f"{ZEROCOPY} is a body: it goes after the head, before the end")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        offset = message.get("offset", 0)
+        count = message.get("count")
+        if count is None:
+            count = os.fstat(fd).st_size - offset
+        if count > cycle.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        if not cycle.disconnected:
+            try:
+                await self._sendfile(fd, offset, count)
+            except OSError:  # the client went away (or the file shrank): end the connection
+                cycle.disconnected = True
+                self.transport.abort()
+                return
+        cycle.expected_content_length -= count
+        if not message.get("more_body", False):
+            await send({"type": "http.response.body", "body": b""})
+
+    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        """`count` bytes of `fd` from `offset` to the client, after what was written before."""
+        transport: CoalescingTransport = self.transport  # type: ignore[assignment]
+        transport.flush()  # the response's head, held back until the end of the turn
+        # Our own descriptors: a worker thread still sending when this task is cancelled must
+        # not find them closed (or their numbers reused) under it.
+        sock = os.dup(self.transport.get_extra_info("socket").fileno())
+        source = os.dup(fd)
+        sending: asyncio.Future[int] | None = None
+        try:
+            # Whatever the transport still buffers goes first; it sends it when writable.
+            while self.transport.get_write_buffer_size():
+                await self._writable(sock)
+                await asyncio.sleep(0)
+            while count > 0:
+                sending = self.loop.run_in_executor(
+                    None, _send_while_taken, sock, source, offset, count
+                )
+                sent = await sending
+                offset += sent
+                count -= sent
+                if count and sent < SENDFILE_TURN:  # a slow client: wait on the loop, not a thread
+                    await self._writable(sock)
+        finally:
+            if sending is not None and not sending.done():
+                sending.add_done_callback(lambda _: _close(sock, source))
+            else:
+                _close(sock, source)
+
+    async def _writable(self, sock: int) -> None:
+        """Until the socket (`sock`, our own duplicate of the transport's) can take more.
+
+        The duplicate is watched rather than the transport's own descriptor, which the event
+        loop keeps to the transport.
+        """
+        ready: asyncio.Future[None] = self.loop.create_future()
+
+        def writable() -> None:  # the loop may call again before this task runs
+            if not ready.done():
+                ready.set_result(None)
+
+        self.loop.add_writer(sock, writable)
+        try:
+            await ready
+        finally:
+            self.loop.remove_writer(sock)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -15,7 +15,7 @@ from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
 from metahub.server.accesslog import UPSTREAM_SCOPE_KEY
 from metahub.server.authn import authenticate, authorize
-from metahub.server.http import Request, Response, StreamResponse
+from metahub.server.http import ZEROCOPY, Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
 
 # Names contain slashes, so a route is recognised by what follows the name.
@@ -111,13 +111,20 @@ async def _blob(request: Request, hub: Hub, name: str, digest: str) -> Response 
         headers = _blob_headers(digest, media_type)
         return StreamResponse(200, headers, size, _nothing())
     stream = await hub.blobs.open(name, digest, byte_range)
+    if stream.location is not None:  # `blobs.redirect: pass`: the client fetches the bytes
+        redirect = {"location": stream.location, "docker-content-digest": digest}
+        return Response(307, redirect)
     headers = _blob_headers(digest, stream.media_type)
     status = 200
     if stream.content_range is not None:
         first, last = stream.content_range
         headers["content-range"] = f"bytes {first}-{last}/{stream.size}"
         status = 206
-    return StreamResponse(status, headers, stream.length, stream.chunks)
+    response = StreamResponse(status, headers, stream.length, stream.chunks)
+    if stream.file is not None and ZEROCOPY in request.scope.get("extensions", {}):
+        response.file = stream.file
+        response.offset = stream.content_range[0] if stream.content_range else 0
+    return response
 
 
 def _blob_headers(digest: str, media_type: str) -> dict[str, str]:

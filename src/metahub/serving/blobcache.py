@@ -21,6 +21,7 @@ import stat
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from metahub import errors, metrics
@@ -130,9 +131,8 @@ class BlobCache:
         self._index.move_to_end(digest)
         window = byte_range.resolve(size) if byte_range else None
         first, last = window if window else (0, size - 1)
-        return BlobStream(
-            size, "application/octet-stream", read_chunks(path, first, last - first + 1), window
-        )
+        chunks = read_chunks(path, first, last - first + 1)
+        return BlobStream(size, "application/octet-stream", chunks, window, file=path)
 
     async def fetch(self, digest: str, opener: Opener, source: str) -> BlobStream:
         """Stream a blob while it is downloaded into the cache, sharing one download.
@@ -167,15 +167,24 @@ class BlobCache:
     async def _download(self, download: _Download, upstream: BlobStream, fd: int) -> None:
         key = str(download.digest)
         hasher = download.digest.hasher()
+        loop = asyncio.get_running_loop()
+        storing: asyncio.Future[None] | None = None
         try:
             try:
+                # Each chunk is hashed and written on a worker thread while the next one is
+                # read from the upstream; readers are told the moment it is on disk.
                 async for chunk in upstream.chunks:
-                    hasher.update(chunk)
-                    await asyncio.to_thread(self._write_all, fd, chunk)
-                    download.written += len(chunk)
-                    download.notify()
+                    if storing is not None:
+                        await storing  # in order: one chunk at a time on the file and hasher
+                    storing = loop.run_in_executor(None, self._store, hasher, fd, chunk)
+                    storing.add_done_callback(partial(_stored, download, len(chunk)))
+                if storing is not None:
+                    await storing
             finally:
-                os.close(fd)
+                if storing is None or storing.done():
+                    os.close(fd)
+                else:  # broken off mid-write: the thread still holds the descriptor
+                    storing.add_done_callback(lambda _: os.close(fd))
             if download.written != download.size or hasher.hexdigest() != download.digest.hex:
                 metrics.DIGEST_MISMATCHES.inc()
                 raise errors.UpstreamError(
@@ -199,6 +208,10 @@ class BlobCache:
             self._downloads.pop(key, None)
             if download.error is not None or download.unwritable:
                 download.temp.unlink(missing_ok=True)
+
+    def _store(self, hasher: hashlib._Hash, fd: int, data: bytes) -> None:
+        hasher.update(data)
+        self._write_all(fd, data)
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -300,6 +313,13 @@ class BlobCache:
         if size is not None:
             self._bytes -= size
             metrics.BLOB_CACHE_BYTES.set(self._bytes)
+
+
+def _stored(download: _Download, size: int, storing: asyncio.Future[None]) -> None:
+    """A chunk's write finished: when it succeeded, readers may read it."""
+    if not storing.cancelled() and storing.exception() is None:
+        download.written += size
+        download.notify()
 
 
 async def _rest_from_upstream(

@@ -8,6 +8,10 @@ of wrong bytes (and the blob cache never keeps them).
 The cache is content addressed, but repositories are not: a cached blob is served under a
 repository only once that repository is known to hold it (its own download proved it, or the
 upstream said so when asked).
+
+With `pass_redirects` (`blobs.redirect: pass`, only without a blob cache), an upstream's redirect
+to its storage goes to the client as it is, when the target carries none of our credentials:
+the bytes then never cross MetaHub, and the client checks them against the digest it asked for.
 """
 
 from __future__ import annotations
@@ -24,9 +28,14 @@ from metahub.upstream.base import BlobStream, ByteRange, Upstream
 
 
 class BlobService:
-    def __init__(self, upstream: Upstream, cache: BlobCache | None = None) -> None:
+    def __init__(
+        self, upstream: Upstream, cache: BlobCache | None = None, *, pass_redirects: bool = False
+    ) -> None:
+        if pass_redirects and cache is not None:
+            raise ValueError("a blob cache keeps blobs here: it cannot pass redirects on")
         self.upstream = upstream
         self.cache = cache
+        self.pass_redirects = pass_redirects
         self.holders = BlobHolders()
         self._starting: dict[str, str] = {}  # digest -> the repository whose download starts
 
@@ -80,7 +89,11 @@ class BlobService:
         self, name: str, digest: str, byte_range: ByteRange | None
     ) -> BlobStream:
         source = self.upstream.description
-        stream = await self.upstream.open_blob(name, digest, byte_range)
+        stream = await self.upstream.open_blob(
+            name, digest, byte_range, pass_redirect=self.pass_redirects
+        )
+        if stream.location is not None:
+            return stream  # the client goes to the bytes itself
         if byte_range is None and stream.content_range is not None:
             if stream.content_range != (0, stream.size - 1):
                 first, last = stream.content_range
@@ -96,7 +109,8 @@ class BlobService:
 
     def _verified(self, stream: BlobStream, digest: str) -> BlobStream:
         """A whole blob streamed to a client is verified on the way (the cache does its own)."""
-        if stream.content_range is None:  # a part cannot be verified: forwarded as it came
+        if stream.content_range is None and stream.location is None:  # a part cannot be
+            # verified: forwarded as it came; a redirect has no bytes here to verify
             source = self.upstream.description
             stream.chunks = verified(stream.chunks, digest, stream.size, source)
         return stream

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from metahub.errors import RangeNotSatisfiable
@@ -88,6 +89,12 @@ class BlobStream:
     media_type: str
     chunks: AsyncIterator[bytes]
     content_range: tuple[int, int] | None = None  # set when this is a 206 partial answer
+    # Set when the upstream's redirect is handed to the client (`blobs.redirect: pass`): the
+    # bytes are at this URL, and this stream has none.
+    location: str | None = None
+    # The local file that holds the blob (a cache hit): a server that can may send the bytes
+    # from it with `sendfile` instead of reading `chunks`.
+    file: Path | None = None
 
     @property
     def length(self) -> int:
@@ -120,8 +127,16 @@ class Upstream(Protocol):
         ...
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
-    ) -> BlobStream: ...
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
+    ) -> BlobStream:
+        """The blob; with `pass_redirect`, an upstream that may redirect the client to where
+        the bytes are instead returns a stream with only `location` set."""
+        ...
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]: ...
 

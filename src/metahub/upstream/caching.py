@@ -127,9 +127,14 @@ class CachingUpstream:
     # Everything else goes straight through.
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
-        return await self.inner.open_blob(name, digest, byte_range)
+        return await self.inner.open_blob(name, digest, byte_range, pass_redirect=pass_redirect)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         return await self.inner.blob_size(name, digest)

@@ -150,7 +150,12 @@ class OciLayoutUpstream:
         return size, "application/octet-stream"
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
         path, size = self._existing_blob(name, digest)
         window = byte_range.resolve(size) if byte_range else None

@@ -19,15 +19,16 @@ from typing import TypeGuard
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from metahub import errors, metrics
 from metahub.client.auth import pull_scope
 from metahub.client.credentials import BasicCredentials
 from metahub.client.errors import RegistryHttpError, Trouble
-from metahub.client.http import RegistryConnection
+from metahub.client.http import REDIRECTS, KeepRedirect, RegistryConnection
 from metahub.client.media import media_type_of
 from metahub.client.pace import MinimumRate
-from metahub.client.redirects import RedirectPolicy
+from metahub.client.redirects import RedirectPolicy, passable
 from metahub.client.retry import RetryPolicy
 from metahub.client.urls import DOCKER_HUB_API, base_url
 from metahub.oci import mediatypes
@@ -81,6 +82,8 @@ class RegistryUpstream:
         )
         self._docker_hub = self.url == DOCKER_HUB_API or self.registry == DOCKER_HUB
         self._request_timeout = request_timeout
+        self._redirects = RedirectPolicy.of(redirect_hosts)
+        self._password = password
         self._http = RegistryConnection(
             self.url,
             description=self.description,
@@ -94,7 +97,7 @@ class RegistryUpstream:
             observer=_UpstreamMetrics(self.registry),
             connection_limit=256,
             chunk_size=CHUNK_SIZE,
-            redirects=RedirectPolicy.of(redirect_hosts),
+            redirects=self._redirects,
             min_rate=MinimumRate(min_rate, min_rate_window) if min_rate > 0 else None,
         )
 
@@ -185,14 +188,28 @@ class RegistryUpstream:
             return size, response.headers.get("Content-Type", "application/octet-stream")
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
         repo = self.repository(name)
         path = f"/v2/{repo}/blobs/{digest}"
         headers = {"Range": byte_range.header()} if byte_range else {}
+        keep = self._passable if pass_redirect else None
         async with self._deadline("GET", path):  # for the headers: the body must keep min_rate
-            response = await self._request("GET", path, scope=repo, headers=headers)
+            response = await self._request(
+                "GET", path, scope=repo, headers=headers, keep_redirect=keep
+            )
         try:
+            if pass_redirect and response.status in REDIRECTS:  # kept: see _passable
+                location = response.url.join(URL(response.headers["Location"]))
+                response.release()
+                return BlobStream(
+                    0, "application/octet-stream", _no_chunks(), location=str(location)
+                )
             if response.status == 404:
                 raise self._blob_unknown(name, digest)
             if response.status == 416:
@@ -220,6 +237,12 @@ class RegistryUpstream:
         except BaseException:
             response.release()
             raise
+
+    def _passable(self, location: URL, sent: Mapping[str, str]) -> bool:
+        """Whether a blob redirect to `location` may go to the client as it is."""
+        authorization = next((v for k, v in sent.items() if k.lower() == "authorization"), "")
+        secrets = [authorization.partition(" ")[2], self._password or ""]
+        return passable(self._redirects, self.url, location, secrets)
 
     async def tags(self, name: str) -> list[str]:
         repo = self.repository(name)
@@ -271,11 +294,17 @@ class RegistryUpstream:
         scope: str | None,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
+        keep_redirect: KeepRedirect | None = None,
     ) -> aiohttp.ClientResponse:
         scopes = (pull_scope(scope),) if scope is not None else ()
         with self._mapped():
             return await self._http.request(
-                method, path, scopes=scopes, headers=headers, params=params
+                method,
+                path,
+                scopes=scopes,
+                headers=headers,
+                params=params,
+                keep_redirect=keep_redirect,
             )
 
     @asynccontextmanager
@@ -389,6 +418,11 @@ class RegistryUpstream:
 _EMPTY_INDEX = orjson.dumps(
     {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}
 )
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 def _is_digest(text: str | None) -> TypeGuard[str]:

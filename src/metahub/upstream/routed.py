@@ -37,10 +37,15 @@ class RoutedUpstream:
         return await upstream.head_manifest(repository, reference)
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
         upstream, repository = self._for(name)
-        return await upstream.open_blob(repository, digest, byte_range)
+        return await upstream.open_blob(repository, digest, byte_range, pass_redirect=pass_redirect)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int, str]:
         upstream, repository = self._for(name)

@@ -215,13 +215,20 @@ class VirtualUpstream:
         return ManifestHead(manifest.digest, manifest.media_type, len(manifest.data))
 
     async def open_blob(
-        self, name: str, digest: str, byte_range: ByteRange | None = None
+        self,
+        name: str,
+        digest: str,
+        byte_range: ByteRange | None = None,
+        *,
+        pass_redirect: bool = False,
     ) -> BlobStream:
         if not self.is_virtual(name):
-            return await self.inner.open_blob(name, digest, byte_range)
+            return await self.inner.open_blob(name, digest, byte_range, pass_redirect=pass_redirect)
         for repository in self._blob_candidates(name, digest):
             try:
-                stream = await self.inner.open_blob(repository, digest, byte_range)
+                stream = await self.inner.open_blob(
+                    repository, digest, byte_range, pass_redirect=pass_redirect
+                )
             except NOT_THERE:
                 continue
             self._owners.put((name, digest), repository)
