@@ -78,8 +78,48 @@ class MachineProfile:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureVerdict:
+    """What an entry's feature set (its platform aside) makes of one machine type."""
+
+    fits: bool
+    satisfied: int
+    distance: float
+    reasons: tuple[str, ...]
+
+
+# Feature sets judged per machine type that a Matchers remembers, at most: a 1,000-entry index
+# repeats a few hundred sets, and a machine type's next index mostly repeats them again.
+FEATURE_VERDICTS = 65536
+
+
 class Matchers(MatcherRegistry):
-    """The registry, fitting a feature with the aliases configured for its key applied first."""
+    """The registry, fitting a feature with the aliases configured for its key applied first.
+
+    It also remembers, per machine type revision, what each feature set made of it: selection
+    judges an index's entries by their feature sets, so each distinct set is parsed and matched
+    once per machine type rather than once per entry and request.
+    """
+
+    def __init__(
+        self,
+        key_matchers: Mapping[str, str] | None = None,
+        aliases: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        super().__init__(key_matchers, aliases)
+        self._verdicts: dict[tuple[str, tuple[str, ...]], FeatureVerdict] = {}
+
+    def judge_features(self, features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
+        """The verdict on a feature set for `machine`, remembered when it has a revision."""
+        if not machine.revision:  # built by hand, without the key that says what it declares
+            return _judge_features(features, machine, self)
+        key = (machine.revision, features)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= FEATURE_VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[key] = _judge_features(features, machine, self)
+        return verdict
 
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
         aliases = self.aliases.get(feature.key)
@@ -140,48 +180,63 @@ def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
         verdict.reasons.append(
             f"platform {platform} is not among the machine type's platforms ({declared})"
         )
+    features = matchers.judge_features(entry.features, machine)
+    verdict.satisfied = features.satisfied
+    verdict.distance = features.distance
+    if not features.fits:
+        verdict.fits = False
+        verdict.reasons.extend(features.reasons)
+    return verdict
+
+
+def _judge_features(
+    features: tuple[str, ...], machine: MachineProfile, matchers: Matchers
+) -> FeatureVerdict:
     if machine.mode == "exact":
-        return _judge_exact(entry, machine, verdict)
-    for text in entry.features:
+        return _judge_exact(features, machine)
+    fits, satisfied, distance = True, 0, 0.0
+    reasons: list[str] = []
+    for text in features:
         try:
             feature = parse_feature(text)
         except InvalidFeature as exc:
-            verdict.fits = False
-            verdict.reasons.append(str(exc))
+            fits = False
+            reasons.append(str(exc))
             continue
         fit = matchers.fit(feature, machine.by_key)
         if fit.ok:
-            verdict.satisfied += 1
-            verdict.distance += fit.distance
+            satisfied += 1
+            distance += fit.distance
         else:
-            verdict.fits = False
-            verdict.reasons.append(fit.reason)
-    return verdict
+            fits = False
+            reasons.append(fit.reason)
+    return FeatureVerdict(fits, satisfied, distance, tuple(reasons))
 
 
-def _judge_exact(entry: Entry, machine: MachineProfile, verdict: Verdict) -> Verdict:
+def _judge_exact(features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
     wanted = {str(f) for f in machine.features}
-    offered = set(entry.features)
+    offered = set(features)
     if offered == wanted:
-        verdict.satisfied = len(offered)
-    else:
-        verdict.fits = False
-        missing = sorted(wanted - offered)
-        extra = sorted(offered - wanted)
-        detail = "; ".join(
-            part
-            for part in (
-                f"lacks {', '.join(missing)}" if missing else "",
-                f"also requires {', '.join(extra)}" if extra else "",
-            )
-            if part
+        return FeatureVerdict(True, len(offered), 0.0, ())
+    missing = sorted(wanted - offered)
+    extra = sorted(offered - wanted)
+    detail = "; ".join(
+        part
+        for part in (
+            f"lacks {', '.join(missing)}" if missing else "",
+            f"also requires {', '.join(extra)}" if extra else "",
         )
-        verdict.reasons.append(f"exact mode: the entry's feature set differs ({detail})")
-    return verdict
+        if part
+    )
+    return FeatureVerdict(
+        False, 0, 0.0, (f"exact mode: the entry's feature set differs ({detail})",)
+    )
 
 
 def _is_attestation(entry: Entry) -> bool:
-    return entry.annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
+    # Read in place: Entry.annotations copies the mapping, once per entry of every selection.
+    annotations = entry.descriptor.get("annotations")
+    return isinstance(annotations, dict) and annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
 
 
 def select(

@@ -63,10 +63,6 @@ class Index:
             document = json_object(data)
         except NotAJsonObject as exc:
             raise InvalidIndex(f"index {exc}") from exc
-        try:
-            orjson.dumps(document)  # with_entries must be able to write any part of it back
-        except orjson.JSONEncodeError as exc:
-            raise InvalidIndex(f"index nests its JSON too deeply to be rewritten: {exc}") from exc
         manifests = document.get("manifests")
         if not isinstance(manifests, list):
             raise InvalidIndex("index has no 'manifests' list")
@@ -81,10 +77,19 @@ class Index:
         return any(entry.features for entry in self.entries)
 
     def with_entries(self, kept: Sequence[Entry]) -> bytes:
-        """Serialize this index keeping only `kept` (in index order); deterministic bytes."""
+        """Serialize this index keeping only `kept` (in index order); deterministic bytes.
+
+        Raises InvalidIndex for a document orjson reads but cannot write back (JSON nested
+        deeper than its writer allows). Checked here, where new bytes are made, rather than on
+        every parse: most indexes parsed are never rewritten, and the check cost a full
+        serialisation of each.
+        """
         document = dict(self.document)
         document["manifests"] = [e.descriptor for e in sorted(kept, key=lambda e: e.position)]
-        return orjson.dumps(document)
+        try:
+            return orjson.dumps(document)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidIndex(f"index nests its JSON too deeply to be rewritten: {exc}") from exc
 
 
 def _entry(position: int, descriptor: dict[str, Any]) -> Entry:

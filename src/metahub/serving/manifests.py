@@ -182,7 +182,10 @@ class ManifestService:
             error = NoMatchingEntry(profile, _offered(result))
             result.error = str(error)
             return result
-        data = index.with_entries(kept)
+        try:
+            data = index.with_entries(kept)
+        except InvalidIndex as exc:
+            raise self._invalid(name, reference, exc) from exc
         result.served = ServedManifest(data, manifest.media_type, str(Digest.of(data)))
         result.kept = kept
         return result
@@ -250,9 +253,12 @@ class ManifestService:
         try:
             return Index.parse(data)
         except InvalidIndex as exc:
-            raise errors.UpstreamError(
-                f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
-            ) from exc
+            raise self._invalid(name, reference, exc) from exc
+
+    def _invalid(self, name: str, reference: str, exc: InvalidIndex) -> errors.RegistryError:
+        return errors.UpstreamError(
+            f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
+        )
 
 
 def _as_served(manifest: Manifest) -> ServedManifest:
