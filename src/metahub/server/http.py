@@ -71,10 +71,15 @@ class Response:
     # Headers already encoded (lower-case names), sent after `headers`: the hot path's way.
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def send(self, send: Any, receive: Any, *, head: bool) -> None:
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The header fields sent, in order: the ASGI path and the protocol's shortcut alike."""
         headers = _encode_headers(self.headers) if self.headers else [API_VERSION]
         headers += self.raw_headers
         headers.append((b"content-length", b"%d" % len(self.body)))
+        return headers
+
+    async def send(self, send: Any, receive: Any, *, head: bool) -> None:
+        headers = self.fields()
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else self.body})
 

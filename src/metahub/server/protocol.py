@@ -16,11 +16,18 @@ header lines stay open for ever. The refusals are registry error bodies, like ev
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+)
 
 from metahub import errors
+from metahub.server.http import Response
 
 # The most header fields and bytes (request line included) one request may send: far above what
 # docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
@@ -105,12 +112,29 @@ def refusal(
     return head + error.body
 
 
+def rendered(
+    response: Response, default_headers: list[tuple[bytes, bytes]], *, head: bool
+) -> bytes | None:
+    """The response as uvicorn writes it for the ASGI path (its `date` and `server` first);
+    None for a header value uvicorn would refuse, so that the ASGI path answers it."""
+    content = [STATUS_LINE[response.status]]
+    for name, value in (*default_headers, *response.fields()):
+        if HEADER_VALUE_RE.search(value):
+            return None
+        content.extend((name, b": ", value, b"\r\n"))
+    content.append(b"\r\n")
+    if not head:
+        content.append(response.body)
+    return b"".join(content)
+
+
 class MetaHubHttpProtocol(HttpToolsProtocol):
     _head_fields = 0
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
     _in_head = False  # a request has begun and its headers are not complete
     _refusal: bytes | None = None
+    _answered = False  # this request was answered from memory: its body and end mean nothing
 
     # Connections this process holds at most (`server.max_connections`, set by build_app for the
     # process it runs in); None: no limit. One more is answered 503 and closed at once.
@@ -132,6 +156,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._answered = False
         self._head_fields = 0
         self._head_bytes = 0
         self._in_head = True
@@ -148,7 +173,59 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm_head_timer()
+        if self._answer_from_memory():
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._answered:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._answered:
+            super().on_message_complete()
+
+    def _answer_from_memory(self) -> bool:
+        """Answer a warm manifest request at once, as the app would, without an ASGI task.
+
+        Only a plain keep-alive HTTP/1.1 GET or HEAD with nothing before it still being
+        answered; the app decides the rest (Observe.answer_from_memory, which counts and logs
+        it). What a client receives is byte for byte what the ASGI path sends.
+        """
+        answer = getattr(self.app, "answer_from_memory", None)
+        parser = self.parser
+        if (
+            answer is None
+            or not getattr(self.app, "fast_path", False)
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or parser.get_method() not in (b"GET", b"HEAD")
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.expect_100_continue
+            or self.limit_concurrency is not None
+        ):
+            return False
+        # The scope as uvicorn's on_headers_complete fills it in.
+        scope = self.scope
+        scope["method"] = parser.get_method().decode("ascii")
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed_url.query or b""
+        defaults, head = self.server_state.default_headers, scope["method"] == "HEAD"
+        data = answer(scope, lambda response: rendered(response, defaults, head=head))
+        if data is None:
+            return False
+        self._answered = True
+        self.transport.write(data)
+        self.on_response_complete()  # counted, reading resumed, keep-alive timer armed
+        return True
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error here, ours included: give each its own status, and

@@ -13,7 +13,8 @@ from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
-from metahub.server.authn import authenticate
+from metahub.serving.manifests import ServedManifest
+from metahub.server.authn import authenticate, bearer_principal, is_bearer
 from metahub.server.http import Request, Response, StreamResponse
 from metahub.upstream.base import ByteRange
 
@@ -54,6 +55,31 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
     return await _referrers(request, hub, name, checked_digest(reference))
 
 
+def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
+    """The answer registry_endpoint would give a manifest GET or HEAD with a Bearer token, when
+    memory alone gives it (a valid token, a fresh tag or known digest, its filtered index made);
+    None otherwise, errors included: registry_endpoint answers those, as ever.
+
+    Synchronous: the HTTP protocol answers with it before any ASGI round (server/protocol.py).
+    """
+    if request.method not in READ_METHODS:
+        return None
+    match = _ROUTES[0].match(request.path)
+    header = request.headers.get("authorization", "")
+    if match is None or match["kind"] != "manifests" or not is_bearer(header):
+        return None
+    try:
+        name = checked_name(match["name"])
+        principal = bearer_principal(request, hub, name, header)
+        reference = checked_reference(match["ref"])
+        profile = hub.profiles.for_principal(principal)
+    except errors.RegistryError:
+        return None
+    accepts_index = _accepts_index(request.headers.get("accept"))
+    served = hub.manifests.from_memory(name, reference, profile, accepts_index=accepts_index)
+    return None if served is None else _manifest_response(served)
+
+
 def _route(path: str) -> tuple[str, str, str]:
     for pattern in _ROUTES:
         match = pattern.match(path)
@@ -69,6 +95,10 @@ async def _manifest(
     served = await hub.manifests.get(
         name, reference, profile, accepts_index=_accepts_index(request.headers.get("accept"))
     )
+    return _manifest_response(served)
+
+
+def _manifest_response(served: ServedManifest) -> Response:
     digest = served.digest.encode("latin-1")
     headers = [
         (b"content-type", served.media_type.encode("latin-1")),

@@ -33,6 +33,7 @@ from metahub.oci.index import Entry, Index, InvalidIndex
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey
 from metahub.store.digests import FilteredDigestStore, StoredManifest
 from metahub.upstream.base import Manifest, Upstream
+from metahub.upstream.caching import CachingUpstream
 
 log = logging.getLogger("metahub.serving.manifests")
 
@@ -100,6 +101,47 @@ class ManifestService:
             platform = profile.preferred_platform if profile else DEFAULT_PLATFORM
             return await self._single_manifest(name, reference, served, platform)
         return served
+
+    def from_memory(
+        self,
+        name: str,
+        reference: str,
+        profile: MachineProfile | None,
+        *,
+        accepts_index: bool = True,
+    ) -> ServedManifest | None:
+        """What `get` would answer from memory alone, with the same cache lookups and counts;
+        None, having touched nothing, when `get` would await anything (the upstream, the
+        database, a filtering) or choose a single manifest. The warm path's shortcut.
+        """
+        upstream = self.upstream
+        if not isinstance(upstream, CachingUpstream):
+            return None
+        if looks_like_digest(reference):
+            stored = self.store.remembered(name, reference)
+            if stored is not None:
+                if not accepts_index and mediatypes.is_index(stored.media_type):
+                    return None
+                return ServedManifest(stored.content, stored.media_type, reference)
+            if not self.store.known_upstream(name, reference):
+                return None
+        manifest = upstream.fresh(name, reference)
+        if manifest is None:
+            return None
+        index = mediatypes.is_index(manifest.media_type)
+        if index and not accepts_index:
+            return None  # a single manifest is chosen for this client: `get` does that
+        key: tuple[str, str, str] | None = None
+        if index and profile is not None and not looks_like_digest(reference):
+            key = (name, manifest.digest, profile.revision)
+            if not self._filtered.holds(key):
+                return None
+        # Everything is there: look it up as `get` does, so every count and order is the same.
+        if upstream.cached_manifest(name, reference) is None:
+            return None  # cannot happen in the same turn of the loop as `fresh`
+        if looks_like_digest(reference):
+            self.store.upstream_has(name, reference)
+        return self._filtered.get(key) if key is not None else _as_served(manifest)
 
     async def _filtered_for(
         self, name: str, reference: str, manifest: Manifest, profile: MachineProfile
