@@ -30,7 +30,6 @@ from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.server.app import MetaHubApp, build_app
-from metahub.server.observe import Observe
 from tests.support.oci import AMD64, ARM64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.servers import free_port
 
@@ -251,9 +250,11 @@ def test_the_shortcut_counts_each_answer_in_the_metrics(
         status, _, body = client.request("GET", "/metrics", [])
         assert status == 200
         for line in body.decode().splitlines():
-            if line.startswith("metahub_http_requests_total{") and 'route="manifest"' in line:
-                if 'method="GET"' in line and 'status="200"' in line:
-                    return float(line.rsplit(" ", 1)[1])
+            labels = ('route="manifest"', 'method="GET"', 'status="200"')
+            if line.startswith("metahub_http_requests_total{") and all(
+                label in line for label in labels
+            ):
+                return float(line.rsplit(" ", 1)[1])
         return 0.0
 
     before = count()
@@ -271,7 +272,7 @@ def test_a_request_the_shortcut_cannot_answer_takes_the_app(
     client.manifest("GET", "latest")
     server.answered.clear()
     # A client that takes no index gets the chosen manifest: the app chooses it.
-    status, headers, body = client.manifest("GET", "latest", accept=(OCI_MANIFEST,))
+    status, _, body = client.manifest("GET", "latest", accept=(OCI_MANIFEST,))
     assert status == 200 and sha256(body) == layout["skylake"]["digest"]
     # No token, a bad token, an unknown tag, a bad name: the app's errors, unchanged.
     assert client.request("GET", f"/v2/{REPOSITORY}/manifests/latest", [])[0] == 401

@@ -121,6 +121,10 @@ class Matchers(MatcherRegistry):
             verdict = self._verdicts[key] = _judge_features(features, machine, self)
         return verdict
 
+    def forget_verdicts(self) -> None:
+        """Judge every feature set afresh from now on (what a cold start costs is measured so)."""
+        self._verdicts.clear()
+
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
         aliases = self.aliases.get(feature.key)
         if aliases:

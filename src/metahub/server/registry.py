@@ -13,9 +13,9 @@ from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
-from metahub.serving.manifests import ServedManifest
 from metahub.server.authn import authenticate, bearer_principal, is_bearer
 from metahub.server.http import Request, Response, StreamResponse
+from metahub.serving.manifests import ServedManifest
 from metahub.upstream.base import ByteRange
 
 # Names contain slashes, so a route is recognised by what follows the name.
