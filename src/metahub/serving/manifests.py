@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from metahub import errors
 from metahub.cache.lru import SizedLRU
@@ -188,7 +189,7 @@ class ManifestService:
         Nested indexes are filtered first, so one in which nothing fits counts as an entry that
         does not fit, and its platform falls back to the next best entry as any other would.
         """
-        index = self._parse(name, reference, manifest.data)
+        index = self._parse(name, reference, manifest.data, manifest.document)
         nests = [e for e in index.entries if mediatypes.is_index(e.media_type)]
         if depth >= MAX_NESTING:
             nests = []
@@ -291,9 +292,11 @@ class ManifestService:
                 return served
         raise errors.ManifestUnknown(f"{name}:{reference} nests indexes too deeply")
 
-    def _parse(self, name: str, reference: str, data: bytes) -> Index:
+    def _parse(
+        self, name: str, reference: str, data: bytes, document: dict[str, Any] | None = None
+    ) -> Index:
         try:
-            return Index.parse(data)
+            return Index.parse(data, document)
         except InvalidIndex as exc:
             raise self._invalid(name, reference, exc) from exc
 

@@ -127,7 +127,7 @@ class CachingUpstream:
                 entry.checked = time.monotonic()
                 return await self._by_digest(name, entry.digest)
         manifest = await self.inner.get_manifest(name, tag)
-        self._content.put((name, manifest.digest), manifest)
+        self._content.put((name, manifest.digest), replace(manifest, document=None))
         self._tags.put((name, tag), _TagEntry(manifest.digest, time.monotonic()))
         return manifest
 
@@ -141,7 +141,7 @@ class CachingUpstream:
 
     async def _fetch_digest(self, name: str, digest: str) -> Manifest:
         manifest = await self.inner.get_manifest(name, digest)
-        self._content.put((name, digest), manifest)
+        self._content.put((name, digest), replace(manifest, document=None))
         return manifest
 
     async def head_manifest(self, name: str, reference: str) -> ManifestHead | None:
