@@ -14,7 +14,7 @@ feature set equals the machine's. A machine type that declares `platforms` keeps
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -108,22 +108,36 @@ class Matchers(MatcherRegistry):
     ) -> None:
         super().__init__(key_matchers, aliases)
         self._verdicts: dict[tuple[str, tuple[str, ...]], FeatureVerdict] = {}
+        self._fits: dict[tuple[str, Feature], Fit] = {}
 
     def judge_features(self, features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
         """The verdict on a feature set for `machine`, remembered when it has a revision."""
         if not machine.revision:  # built by hand, without the key that says what it declares
-            return _judge_features(features, machine, self)
+            return _judge_features(features, machine, self.fit)
         key = (machine.revision, features)
         verdict = self._verdicts.get(key)
         if verdict is None:
             if len(self._verdicts) >= FEATURE_VERDICTS:
                 self._verdicts.clear()
-            verdict = self._verdicts[key] = _judge_features(features, machine, self)
+                self._fits.clear()
+            revision = machine.revision
+
+            def fit(feature: Feature, by_key: MachineFeatures) -> Fit:
+                # Sets share their features (cpu:zen2 with and without an nvcap): each feature
+                # is matched once per machine type too.
+                fit_key = (revision, feature)
+                known = self._fits.get(fit_key)
+                if known is None:
+                    known = self._fits[fit_key] = self.fit(feature, by_key)
+                return known
+
+            verdict = self._verdicts[key] = _judge_features(features, machine, fit)
         return verdict
 
     def forget_verdicts(self) -> None:
         """Judge every feature set afresh from now on (what a cold start costs is measured so)."""
         self._verdicts.clear()
+        self._fits.clear()
 
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
         aliases = self.aliases.get(feature.key)
@@ -194,7 +208,9 @@ def judge(entry: Entry, machine: MachineProfile, matchers: Matchers) -> Verdict:
 
 
 def _judge_features(
-    features: tuple[str, ...], machine: MachineProfile, matchers: Matchers
+    features: tuple[str, ...],
+    machine: MachineProfile,
+    fit_one: Callable[[Feature, MachineFeatures], Fit],
 ) -> FeatureVerdict:
     if machine.mode == "exact":
         return _judge_exact(features, machine)
@@ -207,7 +223,7 @@ def _judge_features(
             fits = False
             reasons.append(str(exc))
             continue
-        fit = matchers.fit(feature, machine.by_key)
+        fit = fit_one(feature, machine.by_key)
         if fit.ok:
             satisfied += 1
             distance += fit.distance
