@@ -30,6 +30,7 @@ from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.server.app import MetaHubApp, build_app
+from metahub.server.protocol import MetaHubHttpProtocol
 from tests.support.oci import AMD64, ARM64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.servers import free_port
 
@@ -233,6 +234,11 @@ def test_a_warm_manifest_is_answered_from_memory_exactly_as_the_app_answers_it(
             else:
                 assert fast[2] == b""
     server.observe.fast_path = True
+    # Repeated bytes were answered without parsing them again: each GET and HEAD is known.
+    known = [data for data in MetaHubHttpProtocol._known if b"/manifests/" in data]
+    assert {data.split(b" ", 2)[1].decode() for data in known} >= {
+        f"/v2/{REPOSITORY}/manifests/{reference}" for reference in references
+    }
     # The access log has a line for each, fast or not, in the same shape.
     lines = [line for line in server.logged if "/manifests/" in line]
     assert len(lines) == 1 + (1 + 2 * 2) * len(references)

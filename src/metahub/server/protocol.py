@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import (
@@ -40,6 +41,12 @@ HEADER_TIMEOUT = 10.0
 # Writes up to this size are held until the end of the turn; the head of a response and a
 # manifest fit, a blob chunk does not.
 HOLD_LIMIT = 16 * 1024
+
+# Requests answered from memory whose bytes are remembered, so that the same bytes again (a
+# client repeating its warm pull on a kept-alive connection) skip the HTTP parser: at most this
+# many, each at most this long.
+KNOWN_REQUESTS = 4096
+KNOWN_REQUEST_BYTES = 8 * 1024
 
 
 class CoalescingTransport:
@@ -128,6 +135,17 @@ def rendered(
     return b"".join(content)
 
 
+@dataclass(frozen=True, slots=True)
+class _KnownRequest:
+    """What uvicorn's parser callbacks made of one request's bytes: its part of the scope."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
 class MetaHubHttpProtocol(HttpToolsProtocol):
     _head_fields = 0
     _head_bytes = 0
@@ -135,6 +153,12 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     _in_head = False  # a request has begun and its headers are not complete
     _refusal: bytes | None = None
     _answered = False  # this request was answered from memory: its body and end mean nothing
+    _messages = 0  # requests begun in the bytes data_received is feeding the parser
+    _complete = True  # the parser is between requests: the last one begun has ended
+
+    # Bytes of whole requests answered from memory -> what the parser made of them; shared by
+    # the connections of this process. Only the parsing is skipped: every check runs again.
+    _known: ClassVar[dict[bytes, _KnownRequest]] = {}
 
     # Connections this process holds at most (`server.max_connections`, set by build_app for the
     # process it runs in); None: no limit. One more is answered 503 and closed at once.
@@ -154,8 +178,66 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._answer_known(data):
+            return
+        self._messages = 0
+        super().data_received(data)
+        if (
+            self._messages == 1
+            and self._answered
+            and self._complete
+            and len(data) <= KNOWN_REQUEST_BYTES
+        ):
+            # These bytes were one whole request, answered from memory: remember its parse.
+            known = MetaHubHttpProtocol._known
+            if len(known) >= KNOWN_REQUESTS:
+                known.clear()
+            scope = self.scope
+            known[bytes(data)] = _KnownRequest(
+                scope["method"],
+                scope["path"],
+                scope["raw_path"],
+                scope["query_string"],
+                tuple(scope["headers"]),
+            )
+
+    def _answer_known(self, data: bytes) -> bool:
+        """Answer bytes seen before as one whole request, without parsing them again."""
+        request = MetaHubHttpProtocol._known.get(data)
+        if (
+            request is None
+            or not self._complete
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.transport.is_closing()
+        ):
+            return False
+        self._unset_keepalive_if_required()
+        self._disarm_head_timer()
+        # The scope as on_message_begin and on_headers_complete fill it in.
+        scope = {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": list(request.headers),
+            "state": self.app_state.copy(),
+            "method": request.method,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+        }
+        # False: not from memory this time (a token expired, a tag went stale): parse as ever.
+        return self._answer_scope(scope)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._messages += 1
+        self._complete = False
         self._answered = False
         self._head_fields = 0
         self._head_bytes = 0
@@ -182,6 +264,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._complete = True
         if not self._answered:
             super().on_message_complete()
 
@@ -218,11 +301,19 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         scope["path"] = self.root_path + path
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed_url.query or b""
+        self._answered = self._answer_scope(cast(dict[str, Any], scope))
+        return self._answered
+
+    def _answer_scope(self, scope: dict[str, Any]) -> bool:
+        """Write the app's answer from memory for `scope`, if it has one, and end the request."""
+        if not getattr(self.app, "fast_path", False):
+            return False
         defaults, head = self.server_state.default_headers, scope["method"] == "HEAD"
-        data = answer(scope, lambda response: rendered(response, defaults, head=head))
+        data = self.app.answer_from_memory(
+            scope, lambda response: rendered(response, defaults, head=head)
+        )
         if data is None:
             return False
-        self._answered = True
         self.transport.write(data)
         self.on_response_complete()  # counted, reading resumed, keep-alive timer armed
         return True
