@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from metahub.upstream.caching import CachingUpstream
+from metahub.upstream.registry import RegistryUpstream
 from tests.support import feature_images
 from tests.support.feature_images import MACHINE_TYPES, FeatureIndex, entries, feature_index
 from tests.support.metahub_server import MetaHubServer
@@ -347,11 +350,6 @@ async def test_a_manifest_read_afresh_carries_its_document_and_the_cache_keeps_o
 ) -> None:
     # The upstream client reads each manifest to check it is a JSON object; that document goes
     # on with the fresh answer (selection does not read the bytes again) and is never cached.
-    import orjson
-
-    from metahub.upstream.caching import CachingUpstream
-    from metahub.upstream.registry import RegistryUpstream
-
     with RegistryServer(tmp_path / "upstream") as registry:
         image = pushed(registry, "cache/document", "document")
         upstream = CachingUpstream(RegistryUpstream(registry.url))

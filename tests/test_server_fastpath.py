@@ -10,8 +10,10 @@ requests: a token that expires, a credential revoked, a machine type given new f
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
+import logging
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -29,6 +31,7 @@ from metahub.cli.serve import uvicorn_options
 from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
+from metahub.server.accesslog import LOGGER_NAME
 from metahub.server.app import MetaHubApp, build_app
 from metahub.server.protocol import MetaHubHttpProtocol
 from tests.support.oci import AMD64, ARM64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
@@ -142,10 +145,6 @@ class ThreadedServer:
 
 @pytest.fixture
 def server(tmp_path: Path, layout: dict[str, Any]) -> Iterator[ThreadedServer]:
-    import logging
-
-    from metahub.server.accesslog import LOGGER_NAME
-
     access = logging.getLogger(LOGGER_NAME)
     level = access.level
     access.setLevel(logging.INFO)
@@ -164,8 +163,6 @@ class Client:
         self.token = self.token_for(login, password)
 
     def token_for(self, login: str, password: str) -> str:
-        import base64
-
         basic = base64.b64encode(f"{login}:{password}".encode()).decode()
         status, _, body = self.request(
             "GET",
