@@ -21,14 +21,30 @@ API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 class Request:
-    __slots__ = ("_query", "headers", "method", "path", "scope")
+    __slots__ = ("_headers", "_query", "method", "path", "scope")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self.headers = _header_dict(scope["headers"])
+        self._headers: dict[str, str] | None = None
         self._query: dict[str, list[str]] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every header field by its lower-case name (made at the first use)."""
+        if self._headers is None:
+            self._headers = _header_dict(self.scope["headers"])
+        return self._headers
+
+    def header(self, name: bytes) -> str | None:
+        """One field (`name` in lower case) as `headers` has it, without building the rest."""
+        if self._headers is not None:
+            return self._headers.get(name.decode("latin-1"))
+        values = [value.decode("latin-1") for key, value in self.scope["headers"] if key == name]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else ", ".join(values)
 
     @property
     def query(self) -> dict[str, list[str]]:

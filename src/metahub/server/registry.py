@@ -65,7 +65,7 @@ def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
     if request.method not in READ_METHODS:
         return None
     match = _ROUTES[0].match(request.path)
-    header = request.headers.get("authorization", "")
+    header = request.header(b"authorization") or ""
     if match is None or match["kind"] != "manifests" or not is_bearer(header):
         return None
     try:
@@ -75,7 +75,7 @@ def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
         profile = hub.profiles.for_principal(principal)
     except errors.RegistryError:
         return None
-    accepts_index = _accepts_index(request.headers.get("accept"))
+    accepts_index = _accepts_index(request.header(b"accept"))
     served = hub.manifests.from_memory(name, reference, profile, accepts_index=accepts_index)
     return None if served is None else _manifest_response(served)
 
