@@ -85,6 +85,36 @@ def table(result: SuiteResult, host: dict[str, object], quick: bool) -> Table:
     return output
 
 
+def targets_table(results: dict[str, SuiteResult], host: dict[str, object]) -> Table | None:
+    """Every row of the run that has a target, side by side: what `make bench` answers to."""
+    output = Table(
+        title="Targets: every row with one, from this run",
+        caption=f"1-minute load {host['load_average_1m']:.2f} when the run began, "
+        f"{os.getloadavg()[0]:.2f} at its end, on {host['nproc']} CPUs",
+    )
+    for header in ("Suite", "Case", "What", "Measured", "Target", "Met"):
+        output.add_column(header, justify="right" if header == "Measured" else "left")
+    count = 0
+    for name, result in results.items():
+        for row in result.rows:
+            if row.get("target") is None:
+                continue
+            measured = next(
+                (row[key] for key in ("ratio", "value", "median_us") if row.get(key) is not None),
+                None,
+            )
+            output.add_row(
+                name,
+                str(row.get("case", "")),
+                str(row.get("server", row.get("path", ""))),
+                _cell(measured, ",.2f"),
+                str(row["target"]),
+                str(row.get("met", "")),
+            )
+            count += 1
+    return output if count else None
+
+
 def _write_json(path: Path, document: object) -> None:
     # Write then rename, so an interrupted run never leaves half a file to be committed.
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
@@ -131,12 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     # Piped output (CI logs, tee) gets a width the table fits in rather than rich's 80.
     console = Console() if sys.stdout.isatty() else Console(width=120)
     host = machine()
+    results: dict[str, SuiteResult] = {}
     for name in args.suites or list(SUITES):
         with console.status(f"running {name}{' (quick)' if args.quick else ''}"):
-            result = load(name)(args.quick)
+            result = results[name] = load(name)(args.quick)
         console.print(table(result, host, args.quick))
         path = record(args.results, name, result, host, args.quick)
         console.print(f"wrote {path}")
+    summary = targets_table(results, host)
+    if summary is not None:
+        console.print(summary)
     return 0
 
 

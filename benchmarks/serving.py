@@ -10,10 +10,12 @@ access log on, metrics on, the filtered-digest store in SQLite. Measured, in thi
    /token, docker's Accept and User-Agent headers), with `wrk -t1 -c32`, against
    2. nginx serving the same bytes as a static file (the machine's practical limit), and
    3. the upstream registry serving the index by tag directly, and a second docker-registry
-      in its pull-through proxy mode in front of it. The four take turns, round by round,
-      so that load from other processes falls on all of them alike;
+      in its pull-through proxy mode in front of it; and `metahub demo` (its own images, one of
+      its logins) beside nginx serving the demo's answer. All take turns, round by round, so
+      that load from other processes falls on all of them alike;
 4. cold: tags MetaHub has never seen, one request at a time (p50, p99), each right after the
-   same request straight to the upstream;
+   same request straight to the upstream: indexes of eight entries, and of 1,000 (the
+   selection suite's feature sets);
 5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns:
    relayed (streamed from the upstream and verified on the way), and from a second MetaHub
    with a local blob cache (the first download fills it, the others are cache hits), and from a
@@ -33,8 +35,11 @@ import http.client
 import json
 import os
 import re
+import signal
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -50,9 +55,10 @@ from tests.support.metahub_server import MetaHubServer
 from tests.support.nginx import NginxServer
 from tests.support.push import Pusher, sha256
 from tests.support.scripted_registry import Blob, ScriptedRegistry
-from tests.support.servers import RegistryServer, require
+from tests.support.servers import RegistryServer, free_port, require
 
 from benchmarks import Column, SuiteResult
+from benchmarks.selection import synthetic_index
 
 WRK = "/usr/bin/wrk"
 CURL = "/usr/bin/curl"
@@ -108,10 +114,17 @@ class Plan:
     blob_mib: int
     blob_rounds: int
     burst: int
+    large_cold_tags: int = 0  # cold tags of the LARGE_ENTRIES index
 
 
-FULL = Plan(rounds=5, seconds=5, cold_tags=200, blob_mib=256, blob_rounds=3, burst=200)
-QUICK = Plan(rounds=1, seconds=1, cold_tags=20, blob_mib=32, blob_rounds=1, burst=200)
+FULL = Plan(
+    rounds=5, seconds=5, cold_tags=200, blob_mib=256, blob_rounds=3, burst=200, large_cold_tags=60
+)
+QUICK = Plan(
+    rounds=1, seconds=1, cold_tags=20, blob_mib=32, blob_rounds=1, burst=200, large_cold_tags=8
+)
+# The large cold index: as many entries as the selection suite's largest, with its feature sets.
+LARGE_ENTRIES = 1000
 
 
 class ProxyRegistry(RegistryServer):
@@ -128,6 +141,49 @@ class ProxyRegistry(RegistryServer):
         config = yaml.safe_load(self.config_path.read_text())
         config["proxy"] = {"remoteurl": self.remote}
         self.config_path.write_text(yaml.safe_dump(config))
+
+
+class DemoServer:
+    """`metahub demo` as `make demo` runs it, on a port of its own, its log in a file."""
+
+    login = "qnib-type2"  # = its password; cpu:skylake
+    repository = "qnib/bench"
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DemoServer:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "metahub", "demo", "--port", str(self.port)]
+        with (self.tmp / "demo.log").open("ab") as log:
+            self._process = subprocess.Popen(
+                [*argv, "--data-dir", str(self.tmp / "data")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180  # the first start builds the demo's images
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError((self.tmp / "demo.log").read_text()[-3000:])
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            time.sleep(0.2)
+        raise RuntimeError("metahub demo did not start within 180 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
 
 
 # -- content ---------------------------------------------------------------------------------
@@ -180,8 +236,29 @@ def _index(entries: list[dict[str, object]], revision: str) -> bytes:
     )
 
 
-def push_content(upstream: RegistryServer, plan: Plan) -> tuple[list[str], str]:
-    """The index under TAG, one more per cold tag and the burst; (cold tags, blob digest)."""
+def _large_entries(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+    """LARGE_ENTRIES entries with the selection suite's feature sets, each pointing at one of
+    the pushed images of its architecture (the upstream refuses an index of unknown digests;
+    selection reads features and platforms, not whose digest is whose)."""
+    synthetic = orjson.loads(synthetic_index(LARGE_ENTRIES))["manifests"]
+    by_arch = {entry["platform"]["architecture"]: entry for entry in entries}  # type: ignore[index]
+    large = []
+    for item in synthetic:
+        image = by_arch.get(item["platform"]["architecture"], by_arch["amd64"])
+        large.append({**image, "platform": item["platform"]})
+    return large
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    cold: list[str]  # tags of an index like TAG's, one per cold request
+    large_cold: list[str]  # tags of a LARGE_ENTRIES index
+    blob: str
+
+
+def push_content(upstream: RegistryServer, plan: Plan) -> Content:
+    """The index under TAG, one more per cold tag and the burst, the large cold indexes and
+    the blob."""
     pusher = Pusher(upstream.url)
     try:
         entries = [
@@ -192,10 +269,14 @@ def push_content(upstream: RegistryServer, plan: Plan) -> tuple[list[str], str]:
         cold = [f"cold-{number}" for number in range(plan.cold_tags)]
         for tag in [*cold, "burst"]:
             pusher.manifest(REPOSITORY, tag, _index(entries, tag), OCI_INDEX)
+        large = _large_entries(entries)
+        large_cold = [f"large-{number}" for number in range(plan.large_cold_tags)]
+        for tag in large_cold:
+            pusher.manifest(REPOSITORY, tag, _index(large, tag), OCI_INDEX)
         blob = pusher.blob(REPOSITORY, os.urandom(plan.blob_mib * 1024 * 1024))
     finally:
         pusher.close()
-    return cold, blob
+    return Content(cold, large_cold, blob)
 
 
 # -- clients ---------------------------------------------------------------------------------
@@ -282,12 +363,17 @@ def get(url: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, dict[str,
         connection.close()
 
 
-def fetch_token(hub: MetaHubServer) -> str:
+def fetch_token(
+    hub: MetaHubServer | DemoServer,
+    repository: str = REPOSITORY,
+    login: str = LOGIN,
+    password: str = PASSWORD,
+) -> str:
     """A token as `docker login` and then a pull get it: GET /token with Basic credentials."""
     response = httpx.get(
         f"{hub.url}/token",
-        params={"service": "metahub", "scope": f"repository:{REPOSITORY}:pull", "account": LOGIN},
-        auth=(LOGIN, PASSWORD),
+        params={"service": "metahub", "scope": f"repository:{repository}:pull", "account": login},
+        auth=(login, password),
         timeout=30,
     )
     response.raise_for_status()
@@ -309,42 +395,58 @@ class Servers:
     hub: MetaHubServer
     nginx: NginxServer
     caching_hub: MetaHubServer  # the same, with a local blob cache
+    demo: DemoServer
+
+
+def _checked_index(name: str, url: str, headers: list[tuple[str, str]]) -> bytes:
+    """A filtered index as a MetaHub answers docker, checked: its type, platforms, digest."""
+    status, served, answered = get(url, headers)
+    if status != 200:
+        raise RuntimeError(f"{name} answered {status}: {served[:300]!r}")
+    platforms = [m["platform"]["architecture"] for m in orjson.loads(served)["manifests"]]
+    if answered.get("content-type") != OCI_INDEX or sorted(platforms) != ["amd64", "arm64"]:
+        raise RuntimeError(f"{name} did not answer docker with the filtered index: {served!r}")
+    if answered.get("docker-content-digest") != sha256(served):
+        raise RuntimeError(f"{name}'s Docker-Content-Digest does not match its bytes")
+    return served
 
 
 def warm(servers: Servers, plan: Plan, workdir: Path) -> dict[str, list[WrkRun]]:
     """wrk against each server in turns; every answer checked once before."""
     path = f"/v2/{REPOSITORY}/manifests/{TAG}"
+    demo_path = f"/v2/{DemoServer.repository}/manifests/latest"
     token = fetch_token(servers.hub)
-    status, served, answered = get(servers.hub.url + path, docker_headers(token))
-    if status != 200:
-        raise RuntimeError(f"MetaHub answered {status}: {served[:300]!r}")
-    platforms = [m["platform"]["architecture"] for m in orjson.loads(served)["manifests"]]
-    if answered.get("content-type") != OCI_INDEX or sorted(platforms) != ["amd64", "arm64"]:
-        raise RuntimeError(f"MetaHub did not answer docker with the filtered index: {served!r}")
-    if answered.get("docker-content-digest") != sha256(served):
-        raise RuntimeError("MetaHub's Docker-Content-Digest does not match its bytes")
+    demo = servers.demo
+    demo_token = fetch_token(demo, demo.repository, demo.login, demo.login)
+    served = _checked_index("MetaHub", servers.hub.url + path, docker_headers(token))
+    demo_served = _checked_index("metahub demo", demo.url + demo_path, docker_headers(demo_token))
+    # nginx serves each MetaHub's answer as a static file at the same path.
     root = workdir / "static"
-    (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-    (root / path.lstrip("/")).write_bytes(served)
+    for static_path, data in ((path, served), (demo_path, demo_served)):
+        (root / static_path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / static_path.lstrip("/")).write_bytes(data)
     servers.nginx.server_block = f"root {root}; default_type {OCI_INDEX};"
     servers.nginx.start()
+    nginx = (servers.nginx.url, servers.nginx.host)
+    # name -> (base URL, Host, path, headers, the bytes nginx must serve)
     targets = {
-        "metahub": (servers.hub.url, servers.hub.host, docker_headers(token)),
-        "nginx": (servers.nginx.url, servers.nginx.host, docker_headers(None)),
-        "registry": (servers.upstream.url, servers.upstream.host, docker_headers(None)),
-        "proxy": (servers.proxy.url, servers.proxy.host, docker_headers(None)),
+        "metahub": (servers.hub.url, servers.hub.host, path, docker_headers(token), None),
+        "nginx": (*nginx, path, docker_headers(None), served),
+        "demo": (demo.url, demo.host, demo_path, docker_headers(demo_token), None),
+        "nginx-demo": (*nginx, demo_path, docker_headers(None), demo_served),
+        "registry": (servers.upstream.url, servers.upstream.host, path, docker_headers(None), None),
+        "proxy": (servers.proxy.url, servers.proxy.host, path, docker_headers(None), None),
     }
-    for name, (url, _, headers) in targets.items():
-        status, body, _ = get(url + path, headers)
-        if status != 200 or (name == "nginx" and body != served):
-            raise RuntimeError(f"{name} answered {status} for {path}: {body[:300]!r}")
+    for name, (url, _, target_path, headers, expected) in targets.items():
+        status, body, _ = get(url + target_path, headers)
+        if status != 200 or (expected is not None and body != expected):
+            raise RuntimeError(f"{name} answered {status} for {target_path}: {body[:300]!r}")
     runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
     for _ in range(plan.rounds):
-        for name, (url, host, headers) in targets.items():
-            wrk(url + path, raw_request(host, path, headers), 1, workdir)  # warm-up
-            runs[name].append(
-                wrk(url + path, raw_request(host, path, headers), plan.seconds, workdir)
-            )
+        for name, (url, host, target_path, headers, _) in targets.items():
+            request = raw_request(host, target_path, headers)
+            wrk(url + target_path, request, 1, workdir)  # warm-up
+            runs[name].append(wrk(url + target_path, request, plan.seconds, workdir))
     return runs
 
 
@@ -570,7 +672,7 @@ async def _burst(
 
 
 @contextlib.contextmanager
-def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, list[str], str]]:
+def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, Content]]:
     upstream = RegistryServer(workdir / "upstream")
     proxy = ProxyRegistry(workdir / "proxy", upstream.url)
     config: dict[str, object] = {
@@ -593,14 +695,16 @@ def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, list[str], str
         workers=WORKERS,
     )
     nginx = NginxServer(workdir / "nginx", "")
+    demo = DemoServer(workdir / "demo")
     with contextlib.ExitStack() as stack:
         stack.enter_context(upstream)
-        tags, blob = push_content(upstream, plan)
+        content = push_content(upstream, plan)
         stack.enter_context(proxy)
         stack.enter_context(hub)
         stack.enter_context(caching_hub)
+        stack.enter_context(demo)
         stack.callback(nginx.stop)  # started by `warm`, once it knows the bytes to serve
-        yield Servers(upstream, proxy, hub, nginx, caching_hub), tags, blob
+        yield Servers(upstream, proxy, hub, nginx, caching_hub, demo), content
 
 
 COLUMNS = [
@@ -618,9 +722,17 @@ COLUMNS = [
 _NAMES = {
     "metahub": "MetaHub, filtered, Bearer",
     "nginx": "nginx, static file",
+    "demo": "metahub demo, filtered, Bearer",
+    "nginx-demo": "nginx, the demo's bytes",
     "registry": "docker-registry, direct",
     "proxy": "docker-registry, pull-through",
 }
+# (server, baseline, label, at least): the warm ratios and their targets (issue #13).
+_WARM_RATIOS = (
+    ("metahub", "nginx", "MetaHub serve / nginx", 0.25),
+    ("demo", "nginx-demo", "metahub demo / nginx", 0.25),
+    ("metahub", "proxy", "MetaHub / pull-through", 8),
+)
 
 
 def _median_run(runs: list[WrkRun]) -> WrkRun:
@@ -643,6 +755,17 @@ def _ratio_row(case: str, label: str, ratio: float, minimum: float) -> dict[str,
     }
 
 
+def _ratio_at_most_row(case: str, label: str, ratio: float, maximum: float) -> dict[str, object]:
+    """A ratio whose target is a ceiling (a latency against the direct one)."""
+    return {
+        "case": case,
+        "server": label,
+        "ratio": ratio,
+        "target": f"<= {maximum:g}",
+        "met": "yes" if ratio <= maximum else "NO",
+    }
+
+
 def _warm_rows(runs: dict[str, list[WrkRun]]) -> list[dict[str, object]]:
     case = "1-3 warm, by tag"
     medians = {name: _median_run(server_runs) for name, server_runs in runs.items()}
@@ -659,25 +782,28 @@ def _warm_rows(runs: dict[str, list[WrkRun]]) -> list[dict[str, object]]:
         }
         for name, median in medians.items()
     ]
-    for other, label, minimum in (("nginx", "nginx", 0.2), ("proxy", "pull-through", 8)):
+    for server, other, label, minimum in _WARM_RATIOS:
         # Each round's runs follow one another within seconds, so their ratio cancels the
         # slower swings of load on a shared machine that a ratio of medians would keep.
         paired = [
             hub.requests_per_s / run.requests_per_s
-            for hub, run in zip(runs["metahub"], runs[other], strict=True)
+            for hub, run in zip(runs[server], runs[other], strict=True)
         ]
-        row = _ratio_row(case, f"MetaHub / {label}", statistics.median(paired), minimum)
+        row = _ratio_row(case, label, statistics.median(paired), minimum)
         row["round_ratios"] = paired
-        row["ratio_of_medians"] = medians["metahub"].requests_per_s / medians[other].requests_per_s
+        row["ratio_of_medians"] = medians[server].requests_per_s / medians[other].requests_per_s
         rows.append(row)
     return rows
 
 
-def _cold_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
+def _cold_rows(
+    times: dict[str, list[float]], entries: int, maximum: float
+) -> list[dict[str, object]]:
+    case = f"4 cold, {entries:,}-entry index"
     names = {"metahub": _NAMES["metahub"], "registry": "docker-registry, direct"}
-    return [
+    rows: list[dict[str, object]] = [
         {
-            "case": "4 cold, by tag",
+            "case": case,
             "server": label,
             "value": len(times[name]),
             "unit": "requests",
@@ -686,6 +812,14 @@ def _cold_rows(times: dict[str, list[float]]) -> list[dict[str, object]]:
         }
         for name, label in names.items()
     ]
+    # Each MetaHub request follows its direct twin at once: the median of the pairs' ratios.
+    paired = [hub / direct for hub, direct in zip(times["metahub"], times["registry"], strict=True)]
+    row = _ratio_at_most_row(case, "MetaHub / direct", statistics.median(paired), maximum)
+    row["ratio_of_medians"] = statistics.median(times["metahub"]) / statistics.median(
+        times["registry"]
+    )
+    rows.append(row)
+    return rows
 
 
 RELAY_TARGET = 0.70  # relayed and verified / the upstream serving the blob directly
@@ -753,14 +887,16 @@ def run(quick: bool) -> SuiteResult:
     plan = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="metahub-bench-") as tmp:
         workdir = Path(tmp)
-        with running(workdir, plan) as (servers, tags, blob):
+        with running(workdir, plan) as (servers, content):
             warm_runs = warm(servers, plan, workdir)
-            cold_times = cold(servers, tags)
-            blob_runs = blobs(servers, blob, plan)
+            cold_times = cold(servers, content.cold)
+            large_cold_times = cold(servers, content.large_cold)
+            blob_runs = blobs(servers, content.blob, plan)
             burst_result = burst(servers, plan.burst)
     rows = [
         *_warm_rows(warm_runs),
-        *_cold_rows(cold_times),
+        *_cold_rows(cold_times, len(BUILDS), 1.5),
+        *_cold_rows(large_cold_times, LARGE_ENTRIES, 2.0),
         *_blob_rows(blob_runs, plan.blob_mib),
         _burst_row(burst_result),
     ]
@@ -780,6 +916,8 @@ def run(quick: bool) -> SuiteResult:
             "index_entries": len(BUILDS),
             "machine_features": MACHINE_FEATURES,
             "cold_tags": plan.cold_tags,
+            "large_cold_tags": plan.large_cold_tags,
+            "large_entries": LARGE_ENTRIES,
             "blob_mib": plan.blob_mib,
             "blob_rounds": plan.blob_rounds,
             "burst": plan.burst,
@@ -789,8 +927,10 @@ def run(quick: bool) -> SuiteResult:
             f"warm: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}, {plan.rounds} x {plan.seconds} s "
             f"per server in turns, the median run shown, ratios the median of each round's; "
             f"{errors} errors or non-2xx answers",
-            f"MetaHub: {WORKERS} worker, access log and metrics on; cold: p99 of "
-            f"{plan.cold_tags} tags; blob: median of {plan.blob_rounds} curl downloads each, "
+            f"MetaHub: {WORKERS} worker, access log and metrics on; cold: {plan.cold_tags} "
+            f"tags of {len(BUILDS)} entries and {plan.large_cold_tags} of {LARGE_ENTRIES:,}, "
+            "each after the same GET to the upstream, the ratio the median of those pairs'; "
+            f"blob: median of {plan.blob_rounds} curl downloads each, "
             "the cache's target on hits (every pull after a blob's first)",
             f"burst: {burst_result.ok}/{burst_result.requests} answered 200, "
             f"{burst_result.digests} digest(s), {burst_result.seconds * 1000:.0f} ms; "

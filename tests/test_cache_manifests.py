@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from metahub.upstream.caching import CachingUpstream
+from metahub.upstream.registry import RegistryUpstream
 from tests.support import feature_images
 from tests.support.feature_images import MACHINE_TYPES, FeatureIndex, entries, feature_index
 from tests.support.metahub_server import MetaHubServer
@@ -340,3 +343,24 @@ def scripted_hub(workdir: Path) -> Iterator[tuple[ScriptedRegistry, MetaHubServe
         MetaHubServer(workdir / "scripted", config(scripted.url, tag_ttl=0)) as hub,
     ):
         yield scripted, hub
+
+
+async def test_a_manifest_read_afresh_carries_its_document_and_the_cache_keeps_only_bytes(
+    tmp_path: Path,
+) -> None:
+    # The upstream client reads each manifest to check it is a JSON object; that document goes
+    # on with the fresh answer (selection does not read the bytes again) and is never cached.
+    with RegistryServer(tmp_path / "upstream") as registry:
+        image = pushed(registry, "cache/document", "document")
+        upstream = CachingUpstream(RegistryUpstream(registry.url))
+        try:
+            fresh = await upstream.get_manifest("cache/document", "latest")
+            assert fresh.document is not None
+            assert fresh.document == orjson.loads(fresh.data) == orjson.loads(image.index)
+            cached = await upstream.get_manifest("cache/document", "latest")
+            by_digest = await upstream.get_manifest("cache/document", fresh.digest)
+            assert cached.data == by_digest.data == fresh.data
+            assert cached.document is None and by_digest.document is None
+            assert cached == fresh  # the document takes no part in equality
+        finally:
+            await upstream.close()

@@ -506,3 +506,25 @@ def test_property_attestations_kept_only_with_their_image(
 def test_platform_keys_used_by_properties_are_distinct() -> None:
     keys = {PlatformKey(p["os"], p["architecture"], p.get("variant", "")) for p in PLATFORMS}
     assert len(keys) == len(PLATFORMS)
+
+
+def test_remembered_verdicts_follow_the_machine_type_when_it_changes() -> None:
+    # Verdicts on feature sets are remembered per machine type revision: the same name with
+    # other features (a machine type changed by an admin) must be judged afresh.
+    matchers = Matchers()
+    index = make_index(
+        entry("haswell", AMD64, "cpu:haswell"),
+        entry("skylake", AMD64, "cpu:skylake"),
+        entry("generic", AMD64),
+    )
+    before = machine("cpu:skylake", name="node")
+    after = machine("cpu:haswell", name="node")
+    for _ in range(2):  # the second round is answered from what the first remembered
+        assert labels(select(index, before, matchers)) == {"skylake"}
+        assert labels(select(index, after, matchers)) == {"haswell"}
+    hand_built = MachineProfile("node", before.features, before.by_key)  # no revision
+    assert labels(select(index, hand_built, matchers)) == {"skylake"}
+    # The reasons an entry was refused are the same whether remembered or not.
+    refused = judge(index.entries[1], after, matchers)
+    assert not refused.fits
+    assert refused.reasons == judge(index.entries[1], after, Matchers()).reasons

@@ -298,6 +298,29 @@ def test_an_unreadable_index_for_a_client_without_index_support_is_an_upstream_e
     assert "served an invalid index" in result.message
 
 
+def test_an_index_too_deep_to_rewrite_is_an_upstream_error_when_it_would_be_filtered(
+    loop: asyncio.AbstractEventLoop, store: FilteredDigestStore
+) -> None:
+    # Deeper JSON than orjson writes reads fine: the refusal comes where new bytes are made.
+    upstream = MemoryUpstream()
+    deep = "[" * 300 + "]" * 300
+    entry = (
+        f'{{"mediaType":"{OCI_MANIFEST}","digest":"{IMAGE_DIGEST}","size":{len(IMAGE)},'
+        f'"platform":{{"os":"linux","architecture":"amd64","features":["cpu:skylake"]}},'
+        f'"x":{deep}}}'
+    )
+    upstream.hold(IMAGE, OCI_MANIFEST)
+    upstream.hold(f'{{"schemaVersion":2,"manifests":[{entry}]}}'.encode(), OCI_INDEX, tag=TAG)
+    service = ManifestService(upstream, store, MATCHERS)
+    result = loop.run_until_complete(pull(service, PROFILES[1], True))
+    assert isinstance(result, errors.UpstreamError)
+    assert result.status == 502
+    assert "served an invalid index" in result.message and "too deeply" in result.message
+    unfiltered = loop.run_until_complete(pull(service, None, True))
+    assert not isinstance(unfiltered, errors.RegistryError)
+    assert unfiltered.digest == sha256(upstream.manifests[TAG].data)
+
+
 # -- selection over whatever parses (what the service calls) ---------------------------------------
 
 

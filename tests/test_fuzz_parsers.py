@@ -264,9 +264,14 @@ def test_indexes_fail_only_with_invalid_index(data: bytes) -> None:
     for entry in index.entries:
         assert isinstance(entry.digest, str) and isinstance(entry.media_type, str)
         assert all(isinstance(v, str) for v in entry.annotations.values())
-    # Whatever parses can be written back filtered: all of it, none of it, every other entry.
+    # Whatever parses can be written back filtered (all of it, none of it, every other entry),
+    # or is refused as InvalidIndex where the new bytes are made (JSON too deep to write).
     for kept in (index.entries, (), index.entries[::2]):
-        written = Index.parse(index.with_entries(kept))
+        try:
+            rewritten = index.with_entries(kept)
+        except InvalidIndex:
+            continue
+        written = Index.parse(rewritten)
         assert [e.descriptor for e in written.entries] == [e.descriptor for e in kept]
 
 

@@ -234,3 +234,15 @@ def test_invalid_index_is_a_value_error() -> None:
 @pytest.mark.parametrize("data", [b"", b"{}", encode(DOCUMENT)])
 def test_digest_of(data: bytes) -> None:
     assert digest_of(data) == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_an_index_too_deep_to_write_back_is_refused_where_it_would_be_rewritten() -> None:
+    # orjson reads JSON 1,024 levels deep and writes at most 254: a document it reads but
+    # cannot write back parses, and is refused only when filtering would make new bytes.
+    deep = b"[" * 300 + b"]" * 300
+    data = b'{"manifests":[{"digest":"sha256:' + b"a" * 64 + b'","x":' + deep + b"}]}"
+    index = Index.parse(data)
+    assert len(index.entries) == 1
+    with pytest.raises(InvalidIndex, match="too deeply"):
+        index.with_entries(index.entries)
+    assert index.with_entries(()) == b'{"manifests":[]}'

@@ -50,3 +50,28 @@ def test_an_error_is_rendered_alike_on_the_registry_and_the_web_side():
     }
     assert registry.headers["content-type"] == web.headers["content-type"] == "application/json"
     assert registry.headers["WWW-Authenticate"] == web.headers["www-authenticate"] == "Bearer x"
+
+
+def test_one_header_reads_as_the_whole_dict_has_it() -> None:
+    raw = [
+        (b"accept", b"application/vnd.oci.image.index.v1+json"),
+        (b"authorization", b"Bearer abc"),
+        (b"accept", b"application/json"),
+        (b"x-latin", "caf\u00e9".encode("latin-1")),
+    ]
+    scope = {"method": "GET", "path": "/v2/", "headers": raw}
+    names = (b"accept", b"authorization", b"x-latin", b"missing")
+    alone = [Request(scope).header(name) for name in names]
+    request = Request(scope)
+    whole = [request.headers.get(name.decode()) for name in names]
+    assert (
+        alone
+        == whole
+        == [
+            "application/vnd.oci.image.index.v1+json, application/json",
+            "Bearer abc",
+            "caf\u00e9",
+            None,
+        ]
+    )
+    assert [request.header(name) for name in names] == whole  # after the dict is made

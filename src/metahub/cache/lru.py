@@ -34,6 +34,15 @@ class SizedLRU(Generic[K, V]):
         self._hit.inc()
         return item[0]
 
+    def holds(self, key: K) -> bool:
+        """Whether `key` is cached; unlike get, counts nothing and leaves the order alone."""
+        return key in self._items
+
+    def peek(self, key: K) -> V | None:
+        """The value of `key`; unlike get, counts nothing and leaves the order alone."""
+        item = self._items.get(key)
+        return None if item is None else item[0]
+
     def put(self, key: K, value: V) -> None:
         size = self._size_of(value)
         if size > self.max_bytes:
@@ -71,6 +80,10 @@ class CountedLRU(Generic[K, V]):
         if value is not None:
             self._items.move_to_end(key)
         return value
+
+    def peek(self, key: K) -> V | None:
+        """The value of `key`, leaving the order alone."""
+        return self._items.get(key)
 
     def put(self, key: K, value: V) -> None:
         self._items[key] = value

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -89,8 +89,66 @@ class MachineProfile:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureVerdict:
+    """What an entry's feature set (its platform aside) makes of one machine type."""
+
+    fits: bool
+    satisfied: int
+    distance: float
+    reasons: tuple[str, ...]
+
+
+# Feature sets judged per machine type that a Matchers remembers, at most: a 1,000-entry index
+# repeats a few hundred sets, and a machine type's next index mostly repeats them again.
+FEATURE_VERDICTS = 65536
+
+
 class Matchers(MatcherRegistry):
-    """The registry, fitting a feature with the aliases configured for its key applied first."""
+    """The registry, fitting a feature with the aliases configured for its key applied first.
+
+    It also remembers, per machine type revision, what each feature set made of it: selection
+    judges an index's entries by their feature sets, so each distinct set is parsed and matched
+    once per machine type rather than once per entry and request.
+    """
+
+    def __init__(
+        self,
+        key_matchers: Mapping[str, str] | None = None,
+        aliases: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        super().__init__(key_matchers, aliases)
+        self._verdicts: dict[tuple[str, tuple[str, ...]], FeatureVerdict] = {}
+        self._fits: dict[tuple[str, Feature], Fit] = {}
+
+    def judge_features(self, features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
+        """The verdict on a feature set for `machine`, remembered when it has a revision."""
+        if not machine.revision:  # built by hand, without the key that says what it declares
+            return _judge_features(features, machine, self.fit)
+        key = (machine.revision, features)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= FEATURE_VERDICTS:
+                self._verdicts.clear()
+                self._fits.clear()
+            revision = machine.revision
+
+            def fit(feature: Feature, by_key: MachineFeatures) -> Fit:
+                # Sets share their features (cpu:zen2 with and without an nvcap): each feature
+                # is matched once per machine type too.
+                fit_key = (revision, feature)
+                known = self._fits.get(fit_key)
+                if known is None:
+                    known = self._fits[fit_key] = self.fit(feature, by_key)
+                return known
+
+            verdict = self._verdicts[key] = _judge_features(features, machine, fit)
+        return verdict
+
+    def forget_verdicts(self) -> None:
+        """Judge every feature set afresh from now on (what a cold start costs is measured so)."""
+        self._verdicts.clear()
+        self._fits.clear()
 
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
         aliases = self.aliases.get(feature.key)
@@ -170,32 +228,51 @@ def judge(
         verdict.reasons.append(
             f"platform {platform} is not among the machine type's platforms ({declared})"
         )
+    features = matchers.judge_features(entry.features, machine)
+    verdict.satisfied = features.satisfied
+    verdict.distance = features.distance
+    if not features.fits:
+        verdict.fits = False
+        verdict.reasons.extend(features.reasons)
+    if platform is not None and machine.mode != "exact":
+        _judge_level(verdict, machine, matchers, levels or matchers.levels(machine))
+    return verdict
+
+
+def _judge_features(
+    features: tuple[str, ...],
+    machine: MachineProfile,
+    fit_one: Callable[[Feature, MachineFeatures], Fit],
+) -> FeatureVerdict:
     if machine.mode == "exact":
-        return _judge_exact(entry, machine, verdict)
-    for text in entry.features:
+        return _judge_exact(features, machine)
+    fits, satisfied, distance = True, 0, 0.0
+    reasons: list[str] = []
+    for text in features:
         try:
             feature = parse_feature(text)
         except InvalidFeature as exc:
-            verdict.fits = False
-            verdict.reasons.append(str(exc))
+            fits = False
+            reasons.append(str(exc))
             continue
-        fit = matchers.fit(feature, machine.by_key)
+        fit = fit_one(feature, machine.by_key)
         if fit.ok:
-            verdict.satisfied += 1
-            verdict.distance += fit.distance
+            satisfied += 1
+            distance += fit.distance
         else:
-            verdict.fits = False
-            verdict.reasons.append(fit.reason)
-    if platform is not None:
-        _judge_level(verdict, machine, matchers, levels or matchers.levels(machine))
-    return verdict
+            fits = False
+            reasons.append(fit.reason)
+    return FeatureVerdict(fits, satisfied, distance, tuple(reasons))
 
 
 def _judge_level(
     verdict: Verdict, machine: MachineProfile, matchers: Matchers, levels: Levels
 ) -> None:
     """An entry's variant as the cpu level it requires: it must fit; it counts as a satisfied
-    feature only when the entry names no cpu of its own (that one says more)."""
+    feature only when the entry names no cpu of its own (that one says more).
+
+    Checked outside `judge_features`, whose remembered verdicts are keyed by the entry's
+    features alone: two entries with the same features and other variants differ here."""
     platform = verdict.entry.platform
     assert platform is not None
     required = levels.requirement(platform)
@@ -215,29 +292,30 @@ def _judge_level(
         verdict.distance += fit.distance
 
 
-def _judge_exact(entry: Entry, machine: MachineProfile, verdict: Verdict) -> Verdict:
+def _judge_exact(features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
     wanted = {str(f) for f in machine.features}
-    offered = set(entry.features)
+    offered = set(features)
     if offered == wanted:
-        verdict.satisfied = len(offered)
-    else:
-        verdict.fits = False
-        missing = sorted(wanted - offered)
-        extra = sorted(offered - wanted)
-        detail = "; ".join(
-            part
-            for part in (
-                f"lacks {', '.join(missing)}" if missing else "",
-                f"also requires {', '.join(extra)}" if extra else "",
-            )
-            if part
+        return FeatureVerdict(True, len(offered), 0.0, ())
+    missing = sorted(wanted - offered)
+    extra = sorted(offered - wanted)
+    detail = "; ".join(
+        part
+        for part in (
+            f"lacks {', '.join(missing)}" if missing else "",
+            f"also requires {', '.join(extra)}" if extra else "",
         )
-        verdict.reasons.append(f"exact mode: the entry's feature set differs ({detail})")
-    return verdict
+        if part
+    )
+    return FeatureVerdict(
+        False, 0, 0.0, (f"exact mode: the entry's feature set differs ({detail})",)
+    )
 
 
 def _is_attestation(entry: Entry) -> bool:
-    return entry.annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
+    # Read in place: Entry.annotations copies the mapping, once per entry of every selection.
+    annotations = entry.descriptor.get("annotations")
+    return isinstance(annotations, dict) and annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
 
 
 def select(

@@ -58,36 +58,51 @@ class Index:
         return str(self.document.get("mediaType", ""))
 
     @classmethod
-    def parse(cls, data: bytes) -> Index:
-        try:
-            document = json_object(data)
-        except NotAJsonObject as exc:
-            raise InvalidIndex(f"index {exc}") from exc
-        try:
-            orjson.dumps(document)  # with_entries must be able to write any part of it back
-        except orjson.JSONEncodeError as exc:
-            raise InvalidIndex(f"index nests its JSON too deeply to be rewritten: {exc}") from exc
+    def parse(cls, data: bytes, document: dict[str, Any] | None = None) -> Index:
+        """The index `data` holds; `document`, when given, is that JSON object already read
+        (by the upstream client, which checks every manifest is one), so it is not read again.
+        """
+        if document is None:
+            try:
+                document = json_object(data)
+            except NotAJsonObject as exc:
+                raise InvalidIndex(f"index {exc}") from exc
         manifests = document.get("manifests")
         if not isinstance(manifests, list):
             raise InvalidIndex("index has no 'manifests' list")
         entries = []
+        # An index repeats a few platforms over many entries: each key is made once.
+        platforms: dict[tuple[object, ...], PlatformKey] = {}
         for position, descriptor in enumerate(manifests):
             if not isinstance(descriptor, dict):
                 raise InvalidIndex(f"index entry {position} is not an object")
-            entries.append(_entry(position, descriptor))
+            entries.append(_entry(position, descriptor, platforms))
         return cls(document, tuple(entries))
 
     def has_features(self) -> bool:
         return any(entry.features for entry in self.entries)
 
     def with_entries(self, kept: Sequence[Entry]) -> bytes:
-        """Serialize this index keeping only `kept` (in index order); deterministic bytes."""
+        """Serialize this index keeping only `kept` (in index order); deterministic bytes.
+
+        Raises InvalidIndex for a document orjson reads but cannot write back (JSON nested
+        deeper than its writer allows). Checked here, where new bytes are made, rather than on
+        every parse: most indexes parsed are never rewritten, and the check cost a full
+        serialisation of each.
+        """
         document = dict(self.document)
         document["manifests"] = [e.descriptor for e in sorted(kept, key=lambda e: e.position)]
-        return orjson.dumps(document)
+        try:
+            return orjson.dumps(document)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidIndex(f"index nests its JSON too deeply to be rewritten: {exc}") from exc
 
 
-def _entry(position: int, descriptor: dict[str, Any]) -> Entry:
+def _entry(
+    position: int,
+    descriptor: dict[str, Any],
+    platforms: dict[tuple[object, ...], PlatformKey],
+) -> Entry:
     platform = descriptor.get("platform")
     if not isinstance(platform, dict):
         return Entry(position, descriptor, None, ())
@@ -96,12 +111,24 @@ def _entry(position: int, descriptor: dict[str, Any]) -> Entry:
         features = []
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise InvalidIndex(f"index entry {position} has a 'platform.features' that is not a list")
-    key = PlatformKey(
-        os=str(platform.get("os", "")),
-        architecture=str(platform.get("architecture", "")),
-        variant=str(platform.get("variant", "") or ""),
-        os_version=str(platform.get("os.version", "") or ""),
+    fields = (
+        platform.get("os", ""),
+        platform.get("architecture", ""),
+        platform.get("variant", ""),
+        platform.get("os.version", ""),
     )
+    # Only strings are remembered: 1, 1.0 and True are one dict key but three platforms.
+    plain = all(type(field) is str for field in fields)
+    key = platforms.get(fields) if plain else None
+    if key is None:
+        key = PlatformKey(
+            os=str(fields[0]),
+            architecture=str(fields[1]),
+            variant=str(fields[2] or ""),
+            os_version=str(fields[3] or ""),
+        )
+        if plain:
+            platforms[fields] = key
     return Entry(position, descriptor, key, tuple(features))
 
 

@@ -29,7 +29,7 @@ from metahub.server.database import database_unavailable, is_unavailable
 from metahub.server.http import Request, Response, StreamResponse, error_response
 from metahub.server.observe import Observe
 from metahub.server.protocol import MetaHubHttpProtocol
-from metahub.server.registry import registry_endpoint
+from metahub.server.registry import manifest_from_memory, registry_endpoint
 from metahub.server.token import token_endpoint
 from metahub.server.ui import create_ui
 
@@ -71,6 +71,13 @@ class MetaHubApp:
             await self._registry(scope, receive, send)
         else:
             await self.web(scope, receive, send)
+
+    def answer_from_memory(self, scope: dict[str, Any]) -> Response | None:
+        """A warm manifest request's answer without awaiting anything; None: call the app."""
+        hub = self._hub
+        if hub is None or not scope["path"].startswith("/v2/"):
+            return None
+        return manifest_from_memory(Request(scope), hub)
 
     async def _registry(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = Request(scope)
@@ -152,6 +159,7 @@ def build_app(settings: Settings) -> Observe:
         MetaHubApp(settings),
         log_format=settings.log.access,
         trusted_proxies=settings.server.trusted_proxies,
+        fast_path=settings.server.fast_path,
     )
 
 

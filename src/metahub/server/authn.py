@@ -117,24 +117,39 @@ def anonymous(hub: Hub) -> Principal | None:
     return Principal("anonymous", config.machine_type)
 
 
+def is_bearer(header: str) -> bool:
+    return header.partition(" ")[0].lower() == "bearer"
+
+
+def bearer_principal(request: Request, hub: Hub, name: str | None, header: str) -> Principal:
+    """The principal of a Bearer token that is valid now; else 401. Whether it grants pull on
+    `name` is `authorize`'s question, asked after the repository patterns.
+
+    Synchronous (the token is verified from memory), so the warm path's shortcut checks a
+    token exactly as `authenticate` does, on every request: expiry, revocation; then scope
+    and patterns through `authorize`.
+    """
+    principal = hub.tokens.verify(header[7:].strip())
+    if principal is None:
+        raise unauthorized(request, hub, name, "invalid or expired token", "invalid_token")
+    cid = principal.credential_id
+    if cid is not None and not hub.directory.credential_active(cid, principal.credential_tag):
+        raise unauthorized(
+            request,
+            hub,
+            name,
+            "the credential behind this token is not active: revoked, expired, given a new "
+            "password, or not known to this server yet",
+            "invalid_token",
+        )
+    return principal
+
+
 async def authenticate(request: Request, hub: Hub, name: str | None) -> Principal:
     header = request.headers.get("authorization", "")
     scheme = header.partition(" ")[0].lower()
     if scheme == "bearer":
-        principal = hub.tokens.verify(header[7:].strip())
-        if principal is None:
-            raise unauthorized(request, hub, name, "invalid or expired token", "invalid_token")
-        cid = principal.credential_id
-        if cid is not None and not hub.directory.credential_active(cid, principal.credential_tag):
-            raise unauthorized(
-                request,
-                hub,
-                name,
-                "the credential behind this token is not active: revoked, expired, given a new "
-                "password, or not known to this server yet",
-                "invalid_token",
-            )
-        return principal
+        return bearer_principal(request, hub, name, header)
     if scheme == "basic":
         try:
             principal = await checked_basic(request, hub, header)

@@ -25,14 +25,30 @@ ZEROCOPY = "http.response.zerocopy"
 
 
 class Request:
-    __slots__ = ("_query", "headers", "method", "path", "scope")
+    __slots__ = ("_headers", "_query", "method", "path", "scope")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self.headers = _header_dict(scope["headers"])
+        self._headers: dict[str, str] | None = None
         self._query: dict[str, list[str]] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Every header field by its lower-case name (made at the first use)."""
+        if self._headers is None:
+            self._headers = _header_dict(self.scope["headers"])
+        return self._headers
+
+    def header(self, name: bytes) -> str | None:
+        """One field (`name` in lower case) as `headers` has it, without building the rest."""
+        if self._headers is not None:
+            return self._headers.get(name.decode("latin-1"))
+        values = [value.decode("latin-1") for key, value in self.scope["headers"] if key == name]
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else ", ".join(values)
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -75,10 +91,15 @@ class Response:
     # Headers already encoded (lower-case names), sent after `headers`: the hot path's way.
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def send(self, send: Any, receive: Any, *, head: bool) -> None:
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The header fields sent, in order: the ASGI path and the protocol's shortcut alike."""
         headers = _encode_headers(self.headers) if self.headers else [API_VERSION]
         headers += self.raw_headers
         headers.append((b"content-length", b"%d" % len(self.body)))
+        return headers
+
+    async def send(self, send: Any, receive: Any, *, head: bool) -> None:
+        headers = self.fields()
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else self.body})
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from metahub import metrics
 from metahub.server.accesslog import LOGGER_NAME, UPSTREAM_SCOPE_KEY, AccessLog, escaped
+from metahub.server.http import Response
 from metahub.server.origin import behind_proxies
 
 access_log = logging.getLogger(LOGGER_NAME)  # its level says whether access lines are written
@@ -55,9 +57,16 @@ class _Series:
 
 class Observe:
     def __init__(
-        self, app: ASGIApp, *, log_format: str = "plain", trusted_proxies: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        log_format: str = "plain",
+        trusted_proxies: tuple[str, ...] = (),
+        fast_path: bool = False,
     ) -> None:
         self.app = app
+        # Whether the HTTP protocol may take warm answers from answer_from_memory.
+        self.fast_path = fast_path
         self.trusted_proxies = trusted_proxies
         self.log_format = log_format
         # JSON lines go out bare, so any JSON-lines reader takes them; plain ones carry the
@@ -93,21 +102,42 @@ class Observe:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            elapsed = time.perf_counter() - start
-            path = scope["path"]
-            method = scope["method"]
-            route = route_of(path)
-            key = (route, method, status)
-            series = self._series.get(key)
-            if series is None:
-                if len(self._series) >= _MAX_SERIES:
-                    self._series.clear()
-                series = self._series[key] = _Series(route, method, str(status or 500))
-            series.requests.inc()
-            series.latency.observe(elapsed)
-            series.bytes.inc(sent)
-            if self.log_format != "off" and access_log.isEnabledFor(logging.INFO):
-                self._log(scope, method, status, sent, elapsed)
+            self._observed(scope, status, sent, time.perf_counter() - start)
+
+    def answer_from_memory(
+        self, scope: dict[str, Any], render: Callable[[Response], bytes | None]
+    ) -> bytes | None:
+        """The app's answer without an ASGI round, as `render` writes it, counted and logged as
+        any other; None, counting nothing, when the app must be called (server/protocol.py
+        asks before it starts one)."""
+        if not self.fast_path:
+            return None
+        if self.trusted_proxies:
+            scope = behind_proxies(scope, self.trusted_proxies)
+        start = time.perf_counter()
+        answer = getattr(self.app, "answer_from_memory", None)
+        response: Response | None = answer(scope) if answer is not None else None
+        data = render(response) if response is not None else None
+        if response is not None and data is not None:
+            sent = 0 if scope["method"] == "HEAD" else len(response.body)
+            self._observed(scope, response.status, sent, time.perf_counter() - start)
+        return data
+
+    def _observed(self, scope: dict[str, Any], status: int, sent: int, elapsed: float) -> None:
+        path = scope["path"]
+        method = scope["method"]
+        route = route_of(path)
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= _MAX_SERIES:
+                self._series.clear()
+            series = self._series[key] = _Series(route, method, str(status or 500))
+        series.requests.inc()
+        series.latency.observe(elapsed)
+        series.bytes.inc(sent)
+        if self.log_format != "off" and access_log.isEnabledFor(logging.INFO):
+            self._log(scope, method, status, sent, elapsed)
 
     def _flushing_at_shutdown(self, send: Any) -> Any:
         """Workers of `--workers N` end without running atexit: flush when the app stops."""

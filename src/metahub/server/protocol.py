@@ -15,6 +15,11 @@ the page cache blocks whatever the socket's mode; the thread goes on while the c
 bytes (16 MiB at most per hand-over, the threads being shared), and a client whose socket stays
 full for 10 ms has its wait moved to the event loop, so a slow client holds no thread.
 
+A warm manifest pull (GET or HEAD, a Bearer token, an answer memory alone gives) is answered
+here, before any ASGI request starts (`server.fast_path`): the app's `answer_from_memory` runs
+the same routing, token, access and cache checks as the full path and returns None whenever any
+of them would need more, and the request then takes the full path as ever.
+
 A request's head is bounded in fields, bytes and time: without limits one unauthenticated
 request with 150,000 `Accept` lines held the event loop for seconds, and connections that drip
 header lines stay open for ever. The refusals are registry error bodies, like every other answer.
@@ -25,13 +30,21 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import urllib.parse
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+import httptools
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from metahub import errors
-from metahub.server.http import ZEROCOPY
+from metahub.server.http import ZEROCOPY, Response
 
 # The most header fields and bytes (request line included) one request may send: far above what
 # docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
@@ -50,6 +63,12 @@ HOLD_LIMIT = 16 * 1024
 # for a full socket before it leaves the wait to the event loop.
 SENDFILE_TURN = 16 * 1024 * 1024
 SENDFILE_PATIENCE = 0.01
+
+# Requests answered from memory whose bytes are remembered, so that the same bytes again (a
+# client repeating its warm pull on a kept-alive connection) skip the HTTP parser: at most this
+# many, each at most this long.
+KNOWN_REQUESTS = 4096
+KNOWN_REQUEST_BYTES = 8 * 1024
 
 
 class CoalescingTransport:
@@ -150,12 +169,46 @@ def refusal(
     return head + error.body
 
 
+def rendered(
+    response: Response, default_headers: list[tuple[bytes, bytes]], *, head: bool
+) -> bytes | None:
+    """The response as uvicorn writes it for the ASGI path (its `date` and `server` first);
+    None for a header value uvicorn would refuse, so that the ASGI path answers it."""
+    content = [STATUS_LINE[response.status]]
+    for name, value in (*default_headers, *response.fields()):
+        if HEADER_VALUE_RE.search(value):
+            return None
+        content.extend((name, b": ", value, b"\r\n"))
+    content.append(b"\r\n")
+    if not head:
+        content.append(response.body)
+    return b"".join(content)
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownRequest:
+    """What uvicorn's parser callbacks made of one request's bytes: its part of the scope."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
 class MetaHubHttpProtocol(HttpToolsProtocol):
     _head_fields = 0
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
     _in_head = False  # a request has begun and its headers are not complete
     _refusal: bytes | None = None
+    _answered = False  # this request was answered from memory: its body and end mean nothing
+    _messages = 0  # requests begun in the bytes data_received is feeding the parser
+    _complete = True  # the parser is between requests: the last one begun has ended
+
+    # Bytes of whole requests answered from memory -> what the parser made of them; shared by
+    # the connections of this process. Only the parsing is skipped: every check runs again.
+    _known: ClassVar[dict[bytes, _KnownRequest]] = {}
 
     # Connections this process holds at most (`server.max_connections`, set by build_app for the
     # process it runs in); None: no limit. One more is answered 503 and closed at once.
@@ -252,8 +305,67 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         finally:
             self.loop.remove_writer(sock)
 
+    def data_received(self, data: bytes) -> None:
+        if self._answer_known(data):
+            return
+        self._messages = 0
+        super().data_received(data)
+        if (
+            self._messages == 1
+            and self._answered
+            and self._complete
+            and len(data) <= KNOWN_REQUEST_BYTES
+        ):
+            # These bytes were one whole request, answered from memory: remember its parse.
+            known = MetaHubHttpProtocol._known
+            if len(known) >= KNOWN_REQUESTS:
+                known.clear()
+            scope = self.scope
+            known[bytes(data)] = _KnownRequest(
+                scope["method"],
+                scope["path"],
+                scope["raw_path"],
+                scope["query_string"],
+                tuple(scope["headers"]),
+            )
+
+    def _answer_known(self, data: bytes) -> bool:
+        """Answer bytes seen before as one whole request, without parsing them again."""
+        request = MetaHubHttpProtocol._known.get(data)
+        if (
+            request is None
+            or not self._complete
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or self.transport.is_closing()
+        ):
+            return False
+        self._unset_keepalive_if_required()
+        self._disarm_head_timer()
+        # The scope as on_message_begin and on_headers_complete fill it in.
+        scope = {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": list(request.headers),
+            "state": self.app_state.copy(),
+            "method": request.method,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+        }
+        # False: not from memory this time (a token expired, a tag went stale): parse as ever.
+        return self._answer_scope(scope)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._messages += 1
+        self._complete = False
+        self._answered = False
         self._head_fields = 0
         self._head_bytes = 0
         self._in_head = True
@@ -270,7 +382,68 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm_head_timer()
+        if self._answer_from_memory():
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._answered:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        if not self._answered:
+            super().on_message_complete()
+
+    def _answer_from_memory(self) -> bool:
+        """Answer a warm manifest request at once, as the app would, without an ASGI task.
+
+        Only a plain keep-alive HTTP/1.1 GET or HEAD with nothing before it still being
+        answered; the app decides the rest (Observe.answer_from_memory, which counts and logs
+        it). What a client receives is byte for byte what the ASGI path sends.
+        """
+        answer = getattr(self.app, "answer_from_memory", None)
+        parser = self.parser
+        if (
+            answer is None
+            or not getattr(self.app, "fast_path", False)
+            or self.pipeline
+            or (self.cycle is not None and not self.cycle.response_complete)
+            or parser.get_method() not in (b"GET", b"HEAD")
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.expect_100_continue
+            or self.limit_concurrency is not None
+        ):
+            return False
+        # The scope as uvicorn's on_headers_complete fills it in.
+        scope = self.scope
+        scope["method"] = parser.get_method().decode("ascii")
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed_url.query or b""
+        self._answered = self._answer_scope(cast(dict[str, Any], scope))
+        return self._answered
+
+    def _answer_scope(self, scope: dict[str, Any]) -> bool:
+        """Write the app's answer from memory for `scope`, if it has one, and end the request."""
+        if not getattr(self.app, "fast_path", False):
+            return False
+        defaults, head = self.server_state.default_headers, scope["method"] == "HEAD"
+        data = self.app.answer_from_memory(
+            scope, lambda response: rendered(response, defaults, head=head)
+        )
+        if data is None:
+            return False
+        self.transport.write(data)
+        self.on_response_complete()  # counted, reading resumed, keep-alive timer armed
+        return True
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error here, ours included: give each its own status, and

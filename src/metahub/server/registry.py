@@ -14,8 +14,9 @@ from metahub.hub import Hub
 from metahub.oci import mediatypes
 from metahub.oci.reference import checked_digest, checked_name, checked_reference
 from metahub.server.accesslog import UPSTREAM_SCOPE_KEY
-from metahub.server.authn import authenticate, authorize
+from metahub.server.authn import authenticate, authorize, bearer_principal, is_bearer
 from metahub.server.http import ZEROCOPY, Request, Response, StreamResponse
+from metahub.serving.manifests import ServedManifest
 from metahub.upstream.base import ByteRange
 
 # Names contain slashes, so a route is recognised by what follows the name.
@@ -61,6 +62,35 @@ async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResp
     return await _referrers(request, hub, key, checked_digest(reference))
 
 
+def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
+    """The answer registry_endpoint would give a manifest GET or HEAD with a Bearer token, when
+    memory alone gives it (a valid token, a fresh tag or known digest, its filtered index made);
+    None otherwise, errors included: registry_endpoint answers those, as ever.
+
+    Synchronous: the HTTP protocol answers with it before any ASGI round (server/protocol.py).
+    """
+    if request.method not in READ_METHODS:
+        return None
+    match = _ROUTES[0].match(request.path)
+    header = request.header(b"authorization") or ""
+    if match is None or match["kind"] != "manifests" or not is_bearer(header):
+        return None
+    try:
+        name = checked_name(match["name"])
+        route = hub.router.route(name, request.param("ns"))
+        principal = bearer_principal(request, hub, name, header)
+        reference = checked_reference(match["ref"])
+        profile = authorize(request, hub, principal, name, route)
+    except errors.RegistryError:
+        return None
+    accepts_index = _accepts_index(request.header(b"accept"))
+    served = hub.manifests.from_memory(route.key, reference, profile, accepts_index=accepts_index)
+    if served is None:
+        return None
+    request.scope[UPSTREAM_SCOPE_KEY] = route.registry  # for the access log, as registry_endpoint
+    return _manifest_response(served)
+
+
 def _route(path: str) -> tuple[str, str, str]:
     for pattern in _ROUTES:
         match = pattern.match(path)
@@ -76,6 +106,10 @@ async def _manifest(
     served = await hub.manifests.get(
         name, reference, profile, accepts_index=_accepts_index(request.headers.get("accept"))
     )
+    return _manifest_response(served)
+
+
+def _manifest_response(served: ServedManifest) -> Response:
     digest = served.digest.encode("latin-1")
     headers = [
         (b"content-type", served.media_type.encode("latin-1")),

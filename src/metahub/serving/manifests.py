@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from metahub import errors
 from metahub.cache.lru import SizedLRU
@@ -35,6 +36,7 @@ from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey
 from metahub.serving.outcomes import Outcome, PullCounter, outcome_of
 from metahub.store.digests import FilteredDigestStore, StoredManifest
 from metahub.upstream.base import Manifest, Upstream
+from metahub.upstream.caching import CachingUpstream
 
 log = logging.getLogger("metahub.serving.manifests")
 
@@ -129,6 +131,62 @@ class ManifestService:
             return await self._filtered_for(name, reference, manifest, profile)
         return _as_served(manifest)
 
+    def from_memory(
+        self,
+        name: str,
+        reference: str,
+        profile: MachineProfile | None,
+        *,
+        accepts_index: bool = True,
+    ) -> ServedManifest | None:
+        """What `get` would answer from memory alone, with the same cache lookups, counts and
+        retention marks; None, having touched nothing, when `get` would await anything (the
+        upstream, the database, a filtering) or choose a single manifest. The warm path's
+        shortcut.
+        """
+        upstream = self.upstream
+        if not isinstance(upstream, CachingUpstream):
+            return None
+        by_digest = looks_like_digest(reference)
+        if by_digest:
+            stored = self.store.remembered(name, reference)
+            if stored is not None:
+                if not accepts_index and mediatypes.is_index(stored.media_type):
+                    return None
+                self.store.mark_served((name, reference))
+                return ServedManifest(stored.content, stored.media_type, reference)
+            if not self.store.known_upstream(name, reference):
+                return None
+        manifest = upstream.fresh(name, reference)
+        if manifest is None:
+            return None
+        index = mediatypes.is_index(manifest.media_type)
+        if index and not accepts_index:
+            return None  # a single manifest is chosen for this client: `get` does that
+        key: tuple[str, str, str] | None = None
+        if index and profile is not None and not by_digest:
+            key = (name, manifest.digest, profile.revision)
+            if not self._filtered.holds(key):
+                return None
+        # Everything is there: look it up as `get` does, so every count and order is the same.
+        if upstream.cached_manifest(name, reference) is None:
+            return None  # cannot happen in the same turn of the loop as `fresh`
+        if by_digest:
+            self.store.upstream_has(name, reference)
+            return _as_served(manifest)
+        if profile is None:
+            served = dataclasses.replace(_as_served(manifest), outcome="unfiltered")
+        elif key is not None:
+            filtered = self._filtered.get(key)
+            if filtered is None:
+                return None  # cannot happen either: `holds` said it is there
+            served = filtered
+            self._note_served(name, served, manifest, profile)
+        else:
+            served = _as_served(manifest)
+        self.pulls.count(profile, served.outcome)
+        return served
+
     async def _filtered_for(
         self, name: str, reference: str, manifest: Manifest, profile: MachineProfile
     ) -> ServedManifest:
@@ -139,14 +197,21 @@ class ManifestService:
             served = await self._filtering.do(
                 key, lambda: self._filter_and_keep(key, reference, manifest, profile)
             )
-        elif served.digest != manifest.digest:  # a filtered index, served from memory
+        else:
+            self._note_served(name, served, manifest, profile)
+        return dataclasses.replace(served, stale=True) if manifest.stale else served
+
+    def _note_served(
+        self, name: str, served: ServedManifest, manifest: Manifest, profile: MachineProfile
+    ) -> None:
+        """A filtered index served from memory, noted for retention (nothing without it)."""
+        if served.digest != manifest.digest:  # unchanged indexes are the upstream's own
             self.store.mark_served_filtered(
                 served.digest,
                 StoredManifest(name, served.media_type, served.data),
                 machine_type=profile.name,
                 upstream_digest=manifest.digest,
             )
-        return dataclasses.replace(served, stale=True) if manifest.stale else served
 
     async def _filter_and_keep(
         self,
@@ -182,7 +247,7 @@ class ManifestService:
         Nested indexes are filtered first, so one in which nothing fits counts as an entry that
         does not fit, and its platform falls back to the next best entry as any other would.
         """
-        index = self._parse(name, reference, manifest.data)
+        index = self._parse(name, reference, manifest.data, manifest.document)
         nests = [e for e in index.entries if mediatypes.is_index(e.media_type)]
         if depth >= MAX_NESTING:
             nests = []
@@ -217,7 +282,10 @@ class ManifestService:
             error = NoMatchingEntry(profile, _offered(result))
             result.error = str(error)
             return result
-        data = index.with_entries(kept)
+        try:
+            data = index.with_entries(kept)
+        except InvalidIndex as exc:
+            raise self._invalid(name, reference, exc) from exc
         result.served = ServedManifest(data, manifest.media_type, str(Digest.of(data)))
         result.kept = kept
         return result
@@ -281,13 +349,18 @@ class ManifestService:
                 return served
         raise errors.ManifestUnknown(f"{name}:{reference} nests indexes too deeply")
 
-    def _parse(self, name: str, reference: str, data: bytes) -> Index:
+    def _parse(
+        self, name: str, reference: str, data: bytes, document: dict[str, Any] | None = None
+    ) -> Index:
         try:
-            return Index.parse(data)
+            return Index.parse(data, document)
         except InvalidIndex as exc:
-            raise errors.UpstreamError(
-                f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
-            ) from exc
+            raise self._invalid(name, reference, exc) from exc
+
+    def _invalid(self, name: str, reference: str, exc: InvalidIndex) -> errors.RegistryError:
+        return errors.UpstreamError(
+            f"{self.upstream.description} served an invalid index for {name}:{reference}: {exc}"
+        )
 
 
 def _as_served(manifest: Manifest) -> ServedManifest:

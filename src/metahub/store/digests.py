@@ -230,6 +230,19 @@ class FilteredDigestStore:
         while len(self._upstream) > self._upstream_entries:
             self._upstream.popitem(last=False)
 
+    def remembered(self, repository: str, digest: str) -> StoredManifest | None:
+        """A filtered index held in memory, as get finds it first; None: get must look further."""
+        key = (repository, digest)
+        found = self._memory.get(key)
+        if found is None:
+            return None
+        self._memory.move_to_end(key)
+        return found.manifest
+
+    def known_upstream(self, repository: str, digest: str) -> bool:
+        """Whether get would answer None from memory: a digest the upstream itself serves."""
+        return (repository, digest) in self._upstream
+
     async def get(self, repository: str, digest: str) -> StoredManifest | None:
         key = (repository, digest)
         found = self._memory.get(key)

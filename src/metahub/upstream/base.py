@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from metahub.errors import RangeNotSatisfiable
 
@@ -19,6 +19,10 @@ class Manifest:
     media_type: str
     digest: str
     stale: bool = False  # served from cache because the upstream could not be asked
+    # The JSON object `data` holds, when the upstream read it to check it: passed on with a
+    # fresh answer so that selection does not read it again, never cached (a parsed document
+    # takes many times the memory of its bytes).
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

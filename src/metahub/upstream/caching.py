@@ -96,6 +96,30 @@ class CachingUpstream:
             self._tags.pop(key)  # deleted upstream: forget it rather than serve it
             raise
 
+    def fresh(self, name: str, reference: str) -> Manifest | None:
+        """The manifest get_manifest would serve from memory alone, without asking the upstream:
+        a fresh tag (or a digest) whose manifest is cached. Looks without touching anything.
+        """
+        if looks_like_digest(reference):
+            digest = reference
+        else:
+            entry = self._tags.peek((name, reference))
+            if entry is None or time.monotonic() - entry.checked >= self.tag_ttl:
+                return None
+            digest = entry.digest
+        return self._content.peek((name, digest))
+
+    def cached_manifest(self, name: str, reference: str) -> Manifest | None:
+        """What get_manifest answers when `fresh` says memory can: the same lookups and
+        counts, without a coroutine. None when it cannot (ask get_manifest then)."""
+        if looks_like_digest(reference):
+            return self._content.get((name, reference))
+        entry = self._tags.get((name, reference))
+        if entry is None or time.monotonic() - entry.checked >= self.tag_ttl:
+            return None
+        self._tag_hit.inc()
+        return self._content.get((name, entry.digest))
+
     async def _resolve_tag(self, name: str, tag: str, entry: _TagEntry | None) -> Manifest:
         if entry is not None:
             head = await self.inner.head_manifest(name, tag)
@@ -103,7 +127,7 @@ class CachingUpstream:
                 entry.checked = time.monotonic()
                 return await self._by_digest(name, entry.digest)
         manifest = await self.inner.get_manifest(name, tag)
-        self._content.put((name, manifest.digest), manifest)
+        self._content.put((name, manifest.digest), replace(manifest, document=None))
         self._tags.put((name, tag), _TagEntry(manifest.digest, time.monotonic()))
         return manifest
 
@@ -117,7 +141,7 @@ class CachingUpstream:
 
     async def _fetch_digest(self, name: str, digest: str) -> Manifest:
         manifest = await self.inner.get_manifest(name, digest)
-        self._content.put((name, digest), manifest)
+        self._content.put((name, digest), replace(manifest, document=None))
         return manifest
 
     async def head_manifest(self, name: str, reference: str) -> ManifestHead | None:

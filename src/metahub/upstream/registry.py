@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import aiohttp
 import orjson
@@ -134,7 +134,8 @@ class RegistryUpstream:
                 raise self._unexpected(response, path)
             data = await self._read_limited(response, MAX_MANIFEST_BYTES)
             media_type = media_type_of(response.headers.get("Content-Type"), data)
-        if not _is_json_object(data):
+        document = _json_object(data)
+        if document is None:
             at = "@" if ":" in reference else ":"
             raise errors.UpstreamError(
                 f"{self.description} sent a manifest for {name}{at}{reference} "
@@ -150,7 +151,7 @@ class RegistryUpstream:
                     f"{self.description} served manifest bytes for {name}@{reference} "
                     f"whose digest is {digest}"
                 )
-        return Manifest(data, media_type, str(digest))
+        return Manifest(data, media_type, str(digest), document=document)
 
     async def head_manifest(self, name: str, reference: str) -> ManifestHead | None:
         repo = self.repository(name)
@@ -433,10 +434,15 @@ def _is_digest(text: str | None) -> TypeGuard[str]:
 
 
 def _is_json_object(data: bytes) -> bool:
+    return _json_object(data) is not None
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
-        return isinstance(orjson.loads(data), dict)
+        document = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return False
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _number(text: str | None) -> int | None:
