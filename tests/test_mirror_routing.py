@@ -290,6 +290,53 @@ def test_a_limited_types_token_grants_only_its_registrys_repositories(
     assert [grant["name"] for grant in claims["access"]] == granted
 
 
+def _token(setup: Mirror, auth: tuple[str, str], scope: str, ns: str | None = None) -> str:
+    params = {"service": "metahub", "scope": scope, **({"ns": ns} if ns else {})}
+    issued = httpx.get(f"{setup.hub.url}/token", params=params, auth=auth, timeout=30)
+    assert issued.status_code == 200, issued.text
+    return str(issued.json()["token"])
+
+
+def test_warm_pulls_with_a_token_keep_their_registry_and_are_counted(setup: Mirror):
+    """Repeated Bearer pulls are answered from memory (server.fast_path): still routed by ns,
+    and counted by machine type and outcome as any pull by tag."""
+    ghcr = _token(setup, GHCR_ONLY, "repository:acme/app:pull", GHCR)
+    node = _token(setup, NODE, "repository:acme/app:pull", LAB)
+    before = scrape(setup.hub.url)
+    with httpx.Client(base_url=setup.hub.url, timeout=30) as client:
+        for _ in range(3):
+            for token, ns, registry in ((ghcr, GHCR, GHCR), (node, LAB, LAB)):
+                response = client.get(
+                    "/v2/acme/app/manifests/1.0",
+                    params={"ns": ns},
+                    headers={"authorization": f"Bearer {token}", "accept": ACCEPT_ALL},
+                )
+                assert amd64(response) == [setup.images[registry].chosen]
+    after = scrape(setup.hub.url)
+    for machine_type in ("ghcr-only", "node"):
+        labels = {"machine_type": machine_type, "outcome": "matched"}
+        assert value(after, "metahub_manifest_pulls_total", **labels) == (
+            value(before, "metahub_manifest_pulls_total", **labels) + 3
+        )
+
+
+def test_a_warm_digest_is_not_served_to_a_type_outside_its_patterns(setup: Mirror):
+    """A token for `acme/app` (granted through ns=ghcr.io) names the same path as the lab
+    registry's repository: the patterns, not the token, keep it out, from memory too."""
+    lab = setup.images[LAB]
+    path = f"/v2/acme/app/manifests/{lab.index}?ns=registry.lab%3A5000"
+    token = _token(setup, GHCR_ONLY, "repository:acme/app:pull", GHCR)
+    with httpx.Client(base_url=setup.hub.url, timeout=30) as client:
+        for _ in range(2):  # the node's pulls put the digest in memory
+            assert client.get(path, auth=NODE, headers={"accept": ACCEPT_ALL}).status_code == 200
+        for _ in range(2):
+            denied = client.get(
+                path, headers={"authorization": f"Bearer {token}", "accept": ACCEPT_ALL}
+            )
+            error = error_of(denied, 403, "DENIED")
+            assert "registry.lab:5000/acme/app" in error["message"]
+
+
 # -- tokens, explain, metrics, access log -------------------------------------------------
 
 
