@@ -474,3 +474,32 @@ def test_the_explain_command_names_the_registry(
     assert refused.returncode != 0
     assert "quay.io" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_coverage_names_each_registry_as_a_prefixed_pull_does(setup: Mirror):
+    images = ["ghcr.io/acme/app:1.0", "lab/acme/app:1.0", "app:1.0"]
+    response = httpx.get(
+        f"{setup.hub.url}/api/v1/coverage",
+        params=[("image", image) for image in images] + [("machine_type", "node")],
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    rows = response.json()["images"]
+    assert [row["image"] for row in rows] == images
+    for row, registry in zip(rows, (GHCR, LAB, HUB), strict=True):
+        expected = setup.images[registry]
+        assert row["digest"] == expected.index  # that registry's own index
+        (cell,) = row["machine_types"]
+        assert cell["outcome"] == "matched"
+        assert [e["digest"] for e in cell["entries"] if e["platform"] == "linux/amd64"] == [
+            expected.chosen
+        ]
+    unknown = httpx.get(
+        f"{setup.hub.url}/api/v1/coverage",
+        params={"image": "nowhere/acme/app:1.0"},
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+    # No prefix `nowhere`: the default upstream, which has no such repository.
+    assert unknown.status_code == 404, unknown.text

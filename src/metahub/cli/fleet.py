@@ -56,7 +56,7 @@ async def _coverage(
 
     hub = await Hub.start(settings)
     try:
-        return await coverage_of(hub.manifests, hub.profiles, images, machine_types)
+        return await coverage_of(hub.manifests, hub.profiles, images, machine_types, hub.router)
     finally:
         await hub.close()
 

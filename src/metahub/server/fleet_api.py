@@ -11,9 +11,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import StreamingResponse
 
-from metahub.oci.reference import parse_image
 from metahub.server.admin_api import COMMON_ERRORS, ErrorBody, HubDep, require_admin
-from metahub.serving.coverage import coverage_of, profiles_named
+from metahub.serving.coverage import coverage_of, profiles_named, routed_image
 from metahub.serving.outcomes import Outcome
 from metahub.serving.warm import Warmer, WarmImage
 
@@ -92,7 +91,7 @@ async def coverage(
 ) -> dict[str, Any]:
     """For every machine type and image: `matched`, `generic` or `none`, the entries a pull
     gets, and which cpu builds would give the generic types a matched one."""
-    return await coverage_of(hub.manifests, hub.profiles, image, machine_type)
+    return await coverage_of(hub.manifests, hub.profiles, image, machine_type, hub.router)
 
 
 @router.post(
@@ -114,7 +113,7 @@ async def warm(hub: HubDep, body: WarmIn) -> StreamingResponse:
     """Fetch the manifests and blobs each machine type's pull of each image would get into the
     caches. The answer streams events as the work goes; closing it stops the work."""
     warmer = Warmer(hub.manifests, hub.blobs)
-    images = [WarmImage(image, *parse_image(image)) for image in body.images]
+    images = [WarmImage(image, *routed_image(image, hub.router)) for image in body.images]
     profiles = profiles_named(hub.profiles, body.machine_types)
 
     async def lines() -> AsyncIterator[bytes]:

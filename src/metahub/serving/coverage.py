@@ -19,6 +19,7 @@ from metahub.features.selection import MachineProfile, Matchers
 from metahub.oci.reference import parse_image
 from metahub.serving.manifests import Filtering, ManifestService
 from metahub.serving.outcomes import Outcome, chosen_entries, outcome_of
+from metahub.upstream.routing import Router
 
 CPU_KEY = "cpu"
 
@@ -34,9 +35,16 @@ async def coverage_of(
     profiles: MachineProfiles,
     images: Sequence[str],
     names: Sequence[str] = (),
+    router: Router | None = None,
 ) -> dict[str, Any]:
-    """Coverage of each image for the machine types: what the CLI, the API and the UI show."""
-    parsed = [(image, *parse_image(image)) for image in images]  # all checked before any work
+    """Coverage of each image for the machine types: what the CLI, the API and the UI show.
+
+    With a `router`, an image names its registry as a pull through a path prefix does
+    (`ghcr.io/acme/app:1.0`; no registry: the default upstream).
+    """
+    parsed = [  # all checked before any work
+        (image, *routed_image(image, router)) for image in images
+    ]
     chosen = profiles_named(profiles, names)
     rows = [
         await image_coverage(manifests, image, name, reference, chosen)
@@ -155,3 +163,9 @@ def suggestion_text(suggested: dict[str, Any]) -> str:
     if suggested["unreachable"]:
         parts.append(f"no cpu build reaches {', '.join(suggested['unreachable'])}")
     return "; ".join(parts) or "no machine type falls back to the generic build"
+
+
+def routed_image(image: str, router: Router | None) -> tuple[str, str]:
+    """(the key caches and upstreams know the repository by, the reference) of an image."""
+    name, reference = parse_image(image)
+    return (router.route(name).key if router is not None else name), reference

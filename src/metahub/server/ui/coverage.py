@@ -55,7 +55,9 @@ def coverage_page(pages: Pages) -> Any:
         if context["errors"]:
             return pages.render(page, "coverage.html", context, status=status)
         try:
-            context["report"] = await coverage_of(page.hub.manifests, profiles, images, chosen)
+            context["report"] = await coverage_of(
+                page.hub.manifests, profiles, images, chosen, page.hub.router
+            )
         except errors.RegistryError as exc:
             context["problem"] = exc.message
             return pages.render(page, "coverage.html", context, status=exc.status)
