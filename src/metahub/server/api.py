@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -26,6 +27,14 @@ from metahub.server.fleet_api import router as fleet_router
 from metahub.serving.explain import explanation_json
 
 HubGetter = Callable[[], Hub]
+
+
+class OrjsonResponse(JSONResponse):
+    """JSON bodies written by orjson, as all JSON MetaHub produces (FastAPI's own ORJSONResponse
+    is deprecated and warns on every answer)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 class ExplainedMachineType(BaseModel):
@@ -87,7 +96,7 @@ def create_api(get_hub: HubGetter) -> FastAPI:
     api = FastAPI(
         title="MetaHub management API",
         version=__version__,
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
