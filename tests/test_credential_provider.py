@@ -194,6 +194,24 @@ def test_the_console_script_is_declared() -> None:
     assert 'metahub-credential-provider = "metahub.host.credential_provider:main"' in pyproject
 
 
+def test_the_installed_console_script_answers_as_kubelet_runs_it(password_file: Path) -> None:
+    """The binary kubelet names in its CredentialProviderConfig, as `make install` puts it."""
+    script = Path(sys.executable).parent / "metahub-credential-provider"
+    assert script.is_file(), f"{script} is not installed: run make install"
+    args = ["--login", "node-login", "--password-file", str(password_file)]
+    answered = subprocess.run(
+        [str(script), *args], input=request().encode(), capture_output=True, timeout=60
+    )
+    assert answered.returncode == 0, answered.stderr.decode()
+    response = json.loads(answered.stdout)
+    assert response["kind"] == "CredentialProviderResponse"
+    assert response["auth"]["metahub.example.org"]["username"] == "node-login"
+    refused = subprocess.run(
+        [str(script), *args], input=b"{not json", capture_output=True, timeout=60
+    )
+    assert_one_line_failure(refused, "JSON")
+
+
 # -- with a real MetaHub and skopeo ------------------------------------------------------------
 
 
