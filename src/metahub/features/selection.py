@@ -109,7 +109,9 @@ class Matchers(MatcherRegistry):
 
     It also remembers, per machine type revision, what each feature set made of it: selection
     judges an index's entries by their feature sets, so each distinct set is parsed and matched
-    once per machine type rather than once per entry and request.
+    once per machine type rather than once per entry and request. Whole entry verdicts (platform,
+    features and the level its variant requires) are remembered the same way, keyed by the
+    entry's platform and features, and the levels a machine type decides by its revision.
     """
 
     def __init__(
