@@ -25,6 +25,7 @@ from metahub.config import parse_config
 from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.serving.manifests import ServedManifest
+from metahub.store.database import open_database
 from metahub.store.digests import FilteredDigestStore, StoredManifest
 from metahub.store.schema import filtered_manifests
 from tests.support.oci import AMD64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
@@ -174,6 +175,32 @@ async def test_a_filtered_index_is_served_by_digest_from_memory_when_it_cannot_b
     )
     assert "could not store filtered index" in caplog.text
     assert await unreachable_store.get(REPOSITORY, sha256(content)) == manifest
+
+
+async def test_two_processes_storing_the_same_filtered_index_keep_one_row(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers on one SQLite file make the same index: the second insert meets the first
+    row, and still serves the index, with nothing logged as a failure."""
+    engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'metahub.db'}")
+    try:
+        first, second = FilteredDigestStore(engine), FilteredDigestStore(engine)
+        content = b'{"schemaVersion":2,"manifests":[]}'
+        manifest = StoredManifest(REPOSITORY, OCI_INDEX, content)
+        for store in (first, second):
+            await store.put(
+                sha256(content), manifest, machine_type="sky", upstream_digest=sha256(b"up")
+            )
+        assert "could not store" not in caplog.text
+        third = FilteredDigestStore(engine)  # knows nothing in memory: reads the row
+        assert await third.get(REPOSITORY, sha256(content)) == manifest
+        async with engine.connect() as connection:
+            rows = (await connection.execute(select(filtered_manifests))).all()
+        assert [(row.digest, row.machine_type, row.content) for row in rows] == [
+            (sha256(content), "sky", content)
+        ]
+    finally:
+        await engine.dispose()
 
 
 # --- retention ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from metahub import errors
 from metahub.config import parse_config
 from metahub.oci.reference import NAME_RE
-from metahub.upstream.routing import Route, Router
+from metahub.upstream.routing import ROUTES_REMEMBERED, Route, Router
 
 HUB = {"registry": "docker.io", "url": "https://registry-1.docker.io", "default": True}
 GHCR = {"registry": "ghcr.io", "url": "https://ghcr.io"}
@@ -248,3 +248,19 @@ def test_any_ns_and_name_route_to_a_configured_registry_or_are_name_unknown(
     assert NAME_RE.match(route.repository)
     assert route.key == route.qualified
     assert MIRROR.for_key(route.key) == (route.upstream, route.repository)
+
+
+def test_routes_remembered_answer_as_the_first_time_and_refusals_are_not_remembered():
+    mirror = router(GHCR, LAB)  # no default: a name without a prefix is refused
+    names = [f"lab/team/app{i}" for i in range(ROUTES_REMEMBERED + 10)]
+    for _ in range(2):  # the second pass finds them remembered (and the store once cleared)
+        for name in names:
+            assert where(mirror.route(name)) == (
+                "registry.lab:5000",
+                name.removeprefix("lab/"),
+                f"registry.lab:5000/{name.removeprefix('lab/')}",
+            )
+        for _ in range(2):
+            unknown(lambda: mirror.route("team/app"))
+            unknown(lambda: mirror.route("lab"))
+    assert where(mirror.route("team/app", "ghcr.io")) == ("ghcr.io", "team/app", "ghcr.io/team/app")

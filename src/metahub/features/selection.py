@@ -109,7 +109,9 @@ class Matchers(MatcherRegistry):
 
     It also remembers, per machine type revision, what each feature set made of it: selection
     judges an index's entries by their feature sets, so each distinct set is parsed and matched
-    once per machine type rather than once per entry and request.
+    once per machine type rather than once per entry and request. Whole entry verdicts (platform,
+    features and the level its variant requires) are remembered the same way, keyed by the
+    entry's platform and features, and the levels a machine type decides by its revision.
     """
 
     def __init__(
@@ -120,6 +122,10 @@ class Matchers(MatcherRegistry):
         super().__init__(key_matchers, aliases)
         self._verdicts: dict[tuple[str, tuple[str, ...]], FeatureVerdict] = {}
         self._fits: dict[tuple[str, Feature], Fit] = {}
+        self._levels: dict[str, Levels] = {}
+        # (revision, platform, features, attestation) -> the verdict on every entry so made:
+        # the level rule reads the platform's variant, so the features alone do not say it.
+        self._entries: dict[_EntryKey, _Judged] = {}
 
     def judge_features(self, features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
         """The verdict on a feature set for `machine`, remembered when it has a revision."""
@@ -149,6 +155,33 @@ class Matchers(MatcherRegistry):
         """Judge every feature set afresh from now on (what a cold start costs is measured so)."""
         self._verdicts.clear()
         self._fits.clear()
+        self._levels.clear()
+        self._entries.clear()
+
+    def judged(self, entry: Entry, machine: MachineProfile, levels: Levels | None) -> _Judged:
+        """What `judge` makes of an entry, remembered per machine type revision and entry
+        platform and features: a 1,000-entry index repeats a few dozen of them."""
+        attestation = _is_attestation(entry)
+        if not machine.revision:
+            return _Judged.of(_judge_entry(entry, machine, self, levels, attestation))
+        key = (machine.revision, entry.platform, entry.features, attestation)
+        known = self._entries.get(key)
+        if known is None:
+            if len(self._entries) >= FEATURE_VERDICTS:
+                self._entries.clear()
+            verdict = _judge_entry(entry, machine, self, levels, attestation)
+            known = self._entries[key] = _Judged.of(verdict)
+        return known
+
+    def level_fit(self, required: Feature, machine: MachineProfile) -> Fit:
+        """The fit of the cpu level an entry's variant requires, remembered per revision."""
+        if not machine.revision:
+            return self.fit(required, machine.by_key)
+        key = (machine.revision, required)
+        known = self._fits.get(key)
+        if known is None:
+            known = self._fits[key] = self.fit(required, machine.by_key)
+        return known
 
     def fit(self, feature: Feature, machine: MachineFeatures) -> Fit:
         aliases = self.aliases.get(feature.key)
@@ -164,7 +197,18 @@ class Matchers(MatcherRegistry):
 
     def levels(self, machine: MachineProfile) -> Levels:
         """The architectures whose variants this machine's `cpu` chooses between: only when
-        `cpu` is judged by archspec lineage, and never in exact mode (the original rule)."""
+        `cpu` is judged by archspec lineage, and never in exact mode (the original rule).
+        Remembered per machine type revision, which covers its cpus and mode."""
+        if not machine.revision:
+            return self._levels_of(machine)
+        known = self._levels.get(machine.revision)
+        if known is None:
+            if len(self._levels) >= FEATURE_VERDICTS:
+                self._levels.clear()
+            known = self._levels[machine.revision] = self._levels_of(machine)
+        return known
+
+    def _levels_of(self, machine: MachineProfile) -> Levels:
         cpus = machine.by_key.get(CPU_KEY, ())
         matcher = self.for_key(CPU_KEY)
         if machine.mode == "exact" or not cpus or not isinstance(matcher, MicroarchMatcher):
@@ -213,6 +257,25 @@ class Selection:
     verdicts: list[Verdict]
 
 
+_EntryKey = tuple[str, PlatformKey | None, tuple[str, ...], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """A verdict's outcome without its entry, to be shared by entries of the same kind."""
+
+    fits: bool
+    satisfied: int
+    distance: float
+    reasons: tuple[str, ...]
+    rules: tuple[str, ...]
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> _Judged:
+        reasons, rules = tuple(verdict.reasons), tuple(verdict.rules)
+        return cls(verdict.fits, verdict.satisfied, verdict.distance, reasons, rules)
+
+
 def judge(
     entry: Entry, machine: MachineProfile, matchers: Matchers, levels: Levels | None = None
 ) -> Verdict:
@@ -220,9 +283,27 @@ def judge(
 
     `levels` is `matchers.levels(machine)`, computed once per index by `select`.
     """
+    judged = matchers.judged(entry, machine, levels)
+    return Verdict(
+        entry,
+        judged.fits,
+        judged.satisfied,
+        judged.distance,
+        list(judged.reasons),
+        rules=list(judged.rules),
+    )
+
+
+def _judge_entry(
+    entry: Entry,
+    machine: MachineProfile,
+    matchers: Matchers,
+    levels: Levels | None,
+    attestation: bool,
+) -> Verdict:
     verdict = Verdict(entry, fits=True)
     platform = entry.platform
-    if platform is not None and not _is_attestation(entry) and not machine.allows(platform):
+    if platform is not None and not attestation and not machine.allows(platform):
         verdict.fits = False
         declared = ", ".join(str(p) for p in machine.platforms)
         verdict.reasons.append(
@@ -278,7 +359,7 @@ def _judge_level(
     required = levels.requirement(platform)
     if required is None:
         return
-    fit = matchers.fit(required, machine.by_key)
+    fit = matchers.level_fit(required, machine)
     if not fit.ok:
         verdict.fits = False
         verdict.reasons.append(f"variant {platform.variant} is the level {required}: {fit.reason}")
@@ -338,15 +419,20 @@ def select(
         verdicts[position].fits = False
         verdicts[position].reasons.append(reason)
     groups: dict[PlatformKey, list[Verdict]] = {}
+    group_of: dict[PlatformKey, PlatformKey] = {}  # an index repeats a few platforms
     attestations: list[Verdict] = []
     for verdict in verdicts:
         entry = verdict.entry
+        platform = entry.platform
         if _is_attestation(entry):
             attestations.append(verdict)
-        elif entry.platform is None or not choose:
+        elif platform is None or not choose:
             verdict.chosen = verdict.fits  # nothing to choose between
         else:
-            groups.setdefault(levels.group(entry.platform), []).append(verdict)
+            grouped = group_of.get(platform)
+            if grouped is None:
+                grouped = group_of[platform] = levels.group(platform)
+            groups.setdefault(grouped, []).append(verdict)
 
     for group in groups.values():
         fitting = [v for v in group if v.fits]

@@ -58,6 +58,8 @@ class Request:
         return self._query
 
     def param(self, name: str) -> str | None:
+        if self._query is None and not self.scope.get("query_string"):
+            return None  # most requests carry no query: parse_qs would cost the warm path
         values = self.query.get(name)
         return values[0] if values else None
 

@@ -205,7 +205,9 @@ class ManifestService:
         self, name: str, served: ServedManifest, manifest: Manifest, profile: MachineProfile
     ) -> None:
         """A filtered index served from memory, noted for retention (nothing without it)."""
-        if served.digest != manifest.digest:  # unchanged indexes are the upstream's own
+        # Unchanged indexes are the upstream's own; without retention there is nothing to note,
+        # and the record is not built on every warm pull.
+        if self.store.retention is not None and served.digest != manifest.digest:
             self.store.mark_served_filtered(
                 served.digest,
                 StoredManifest(name, served.media_type, served.data),

@@ -25,6 +25,9 @@ from metahub import errors
 from metahub.config import ConfiguredUpstream
 from metahub.oci.registries import canonical_registry, repository_in
 
+# Routes of names without `?ns=` a Router remembers, at most.
+ROUTES_REMEMBERED = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -53,6 +56,9 @@ class Router:
         legacy = [u for u in self.upstreams if u.legacy]
         # Only ever alone: keys without a registry cannot tell two upstreams apart.
         self._legacy = legacy[0] if legacy and len(self.upstreams) == 1 else None
+        # Names routed without `?ns=` -> their route: a warm pull routes the same few names on
+        # every request, and the upstreams are fixed for the router's life.
+        self._routed: dict[str, Route] = {}
 
     @property
     def registries(self) -> list[str]:
@@ -68,6 +74,15 @@ class Router:
                     name, f"ns={shown!r} names no registry this MetaHub mirrors", ns=ns
                 )
             return self._route(upstream, name)
+        known = self._routed.get(name)
+        if known is not None:
+            return known
+        if len(self._routed) >= ROUTES_REMEMBERED:
+            self._routed.clear()
+        route = self._routed[name] = self._route_by_name(name)
+        return route
+
+    def _route_by_name(self, name: str) -> Route:
         first, slash, rest = name.partition("/")
         upstream = self._by_prefix.get(first)
         if upstream is not None:
