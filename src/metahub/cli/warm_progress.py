@@ -13,14 +13,9 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress, TaskID
+
+from metahub.publish.progress import byte_bars
 
 RESULT_STYLES = {"fetched": "green", "cached": "cyan", "failed": "red"}
 
@@ -31,14 +26,7 @@ class WarmProgress:
         self.console = console or Console()
         self._progress: Progress | None = None
         if self.console.is_terminal and not as_json:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=self.console,
-                transient=True,
-            )
+            self._progress = byte_bars(self.console)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> WarmProgress:

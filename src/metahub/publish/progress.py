@@ -21,20 +21,25 @@ from rich.progress import (
 from metahub.publish.push import BlobOutcome
 
 
+def byte_bars(console: Console) -> Progress:
+    """A bar per blob in bytes with its rate, gone when done: pushes and warming alike."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class RichReporter:
     def __init__(self, console: Console, *, quiet: bool = False) -> None:
         self.console = console
         self.quiet = quiet
         self._progress: Progress | None = None
         if console.is_terminal and not quiet:
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=console,
-                transient=True,
-            )
+            self._progress = byte_bars(console)
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichReporter:
