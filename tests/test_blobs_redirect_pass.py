@@ -18,21 +18,26 @@ from yarl import URL
 from metahub.client.redirects import RedirectPolicy, passable
 from metahub.config import ConfigError, parse_config
 from tests.support.measured import MeasuredMetaHub
-from tests.support.scripted_registry import Blob, ScriptedRegistry
+from tests.support.scripted_registry import (
+    CDN_HOST,
+    UPSTREAM_CREDENTIALS,
+    Blob,
+    ScriptedRegistry,
+    relaying_config,
+)
 
-CREDENTIALS = ("proxy", "upstream-secret")
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedRegistry]:
-    with ScriptedRegistry(basic_auth=CREDENTIALS) as server:
+    with ScriptedRegistry(basic_auth=UPSTREAM_CREDENTIALS) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def cdn() -> Iterator[ScriptedRegistry]:
-    with ScriptedRegistry("127.0.0.2") as server:
+    with ScriptedRegistry(CDN_HOST) as server:
         yield server
 
 
@@ -40,17 +45,7 @@ def cdn() -> Iterator[ScriptedRegistry]:
 def hub(
     tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedRegistry
 ) -> Iterator[MeasuredMetaHub]:
-    config = {
-        "upstream": {
-            "url": upstream.url,
-            "username": CREDENTIALS[0],
-            "password": CREDENTIALS[1],
-            "retry_base_delay": 0.01,
-            "redirect_hosts": ["127.0.0.2"],  # the cdn fixture's host
-        },
-        "blobs": {"redirect": "pass"},
-        "anonymous": {"unfiltered": True},
-    }
+    config = relaying_config(upstream, blobs={"redirect": "pass"})
     with MeasuredMetaHub(tmp_path_factory.mktemp("redirect-pass"), config) as server:
         yield server
 

@@ -18,22 +18,27 @@ import pytest
 
 from tests.support.measured import MeasuredMetaHub, PeakRss
 from tests.support.scrape import scrape, value
-from tests.support.scripted_registry import Blob, ScriptedRegistry
+from tests.support.scripted_registry import (
+    CDN_HOST,
+    UPSTREAM_CREDENTIALS,
+    Blob,
+    ScriptedRegistry,
+    relaying_config,
+)
 
-CREDENTIALS = ("proxy", "upstream-secret")
 MiB = 1024 * 1024
 UPSTREAM = "metahub_upstream_requests_total"
 
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedRegistry]:
-    with ScriptedRegistry(basic_auth=CREDENTIALS) as server:
+    with ScriptedRegistry(basic_auth=UPSTREAM_CREDENTIALS) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def cdn() -> Iterator[ScriptedRegistry]:
-    with ScriptedRegistry("127.0.0.2") as server:
+    with ScriptedRegistry(CDN_HOST) as server:
         yield server
 
 
@@ -41,16 +46,7 @@ def cdn() -> Iterator[ScriptedRegistry]:
 def hub(
     tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedRegistry
 ) -> Iterator[MeasuredMetaHub]:
-    config = {
-        "upstream": {
-            "url": upstream.url,
-            "username": CREDENTIALS[0],
-            "password": CREDENTIALS[1],
-            "retry_base_delay": 0.01,
-            "redirect_hosts": ["127.0.0.2"],  # the cdn fixture's host
-        },
-        "anonymous": {"unfiltered": True},
-    }
+    config = relaying_config(upstream)
     with MeasuredMetaHub(tmp_path_factory.mktemp("blobs"), config) as server:
         # The first upstream request meets the 401 challenge and is sent again with the
         # credentials; meeting it here keeps that request out of every test's counts.

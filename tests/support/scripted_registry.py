@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -316,3 +316,25 @@ class ScriptedRegistry:
 def _error(status: int, headers: dict[str, str], code: str = "UNKNOWN") -> web.Response:
     body = f'{{"errors":[{{"code":"{code}","message":"scripted {status}"}}]}}'
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+# A second scripted server (the storage a blob GET is redirected to) listens here, beside the
+# upstream on 127.0.0.1, so that MetaHub tells the two apart by host.
+CDN_HOST = "127.0.0.2"
+UPSTREAM_CREDENTIALS = ("proxy", "upstream-secret")
+
+
+def relaying_config(upstream: ScriptedRegistry, **extra: Any) -> dict[str, Any]:
+    """A MetaHub config in front of `upstream` (with its Basic credentials), allowed to follow
+    redirects to CDN_HOST, serving anonymous clients unfiltered; `extra` adds top-level keys."""
+    return {
+        "upstream": {
+            "url": upstream.url,
+            "username": UPSTREAM_CREDENTIALS[0],
+            "password": UPSTREAM_CREDENTIALS[1],
+            "retry_base_delay": 0.01,
+            "redirect_hosts": [CDN_HOST],
+        },
+        "anonymous": {"unfiltered": True},
+        **extra,
+    }
