@@ -192,7 +192,7 @@ async def fetch_token_body(
                     response, realm, description, anonymous=credentials is None
                 )
             try:
-                data = await read_limited(response, TOKEN_BODY_LIMIT, description, 64 * 1024)
+                data = await read_limited(response, TOKEN_BODY_LIMIT, description)
             except RegistryHttpError as exc:
                 raise RegistryHttpError(
                     Trouble.TOKEN_FAILED,

@@ -17,13 +17,12 @@ async def read_limited(
     response: aiohttp.ClientResponse,
     limit: int,
     description: str,
-    chunk_size: int,
     rate: MinimumRate | None = None,
 ) -> bytes:
     """The whole body; more than `limit` bytes is an error, not a truncation."""
     data = bytearray()
     try:
-        async for chunk in paced_chunks(response.content, chunk_size, rate):
+        async for chunk in paced_chunks(response.content, rate):
             data += chunk
             if len(data) > limit:
                 raise RegistryHttpError(
@@ -70,7 +69,6 @@ async def error_text(response: aiohttp.ClientResponse) -> str:
 async def stream(
     response: aiohttp.ClientResponse,
     description: str,
-    chunk_size: int,
     *,
     skip: int = 0,
     take: int | None = None,
@@ -78,7 +76,7 @@ async def stream(
 ) -> AsyncGenerator[bytes, None]:
     """The body in chunks, from byte `skip` on and `take` bytes long; released at the end."""
     try:
-        async for chunk in paced_chunks(response.content, chunk_size, rate):
+        async for chunk in paced_chunks(response.content, rate):
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)

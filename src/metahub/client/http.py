@@ -76,7 +76,6 @@ class RegistryConnection:
         retry_timeouts: bool = False,
         observer: Observer | None = None,
         connection_limit: int = 100,
-        chunk_size: int = 256 * 1024,
         trust_env: bool = False,
         headers: Mapping[str, str] | None = None,
         redirects: RedirectPolicy | None = None,
@@ -84,7 +83,6 @@ class RegistryConnection:
     ) -> None:
         self.url = url
         self.auth = Authenticator(url, description, credentials, account=account)
-        self.chunk_size = chunk_size
         self._timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
         self._retry = retry or RetryPolicy()
         # A slow registry is slower still when asked again: timeouts are retried only on request.
@@ -344,16 +342,12 @@ class RegistryConnection:
     # -- answers -------------------------------------------------------------------------
 
     async def read(self, response: aiohttp.ClientResponse, limit: int) -> bytes:
-        return await bodies.read_limited(
-            response, limit, self.description, self.chunk_size, self._min_rate
-        )
+        return await bodies.read_limited(response, limit, self.description, self._min_rate)
 
     def stream(
         self, response: aiohttp.ClientResponse, *, skip: int = 0, take: int | None = None
     ) -> AsyncGenerator[bytes, None]:
-        return bodies.stream(
-            response, self.description, self.chunk_size, skip=skip, take=take, rate=self._min_rate
-        )
+        return bodies.stream(response, self.description, skip=skip, take=take, rate=self._min_rate)
 
     async def unexpected(self, response: aiohttp.ClientResponse, what: str) -> RegistryHttpError:
         """The error for an answer whose status `what` (e.g. `GET /v2/x`) did not expect."""

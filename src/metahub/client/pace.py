@@ -30,12 +30,17 @@ class TooSlow(Exception):
 
 
 async def paced_chunks(
-    content: aiohttp.StreamReader, chunk_size: int, rate: MinimumRate | None
+    content: aiohttp.StreamReader, rate: MinimumRate | None
 ) -> AsyncIterator[bytes]:
-    """The body's chunks as they arrive; TooSlow once a window ends short of the rate."""
+    """The body's chunks as they arrive; TooSlow once a window ends short of the rate.
+
+    Each chunk is a piece as the socket delivered it (up to the event loop's read buffer),
+    never several joined into one: joining copies every byte once more, which cost a blob
+    relay about a tenth of its rate here (docs/decisions.md).
+    """
     if rate is None or rate.bytes_per_second <= 0:
-        async for whole in content.iter_chunked(chunk_size):
-            yield whole
+        while piece := await _piece(content):
+            yield piece
         return
     loop = asyncio.get_running_loop()
     needed = rate.bytes_per_second * rate.window
@@ -46,7 +51,7 @@ async def paced_chunks(
         window_end = asyncio.timeout(rate.window - waited)
         try:
             async with window_end:
-                chunk = await content.read(chunk_size)
+                chunk = await _piece(content)
         except TimeoutError:
             if not window_end.expired():
                 raise  # the socket's own read timeout
@@ -62,3 +67,12 @@ async def paced_chunks(
         if not chunk:
             return
         yield chunk
+
+
+async def _piece(content: aiohttp.StreamReader) -> bytes:
+    """The next piece of the body as it arrived; b"" at its end."""
+    while True:
+        chunk, end_of_http_chunk = await content.readchunk()
+        # (b"", True) only marks where a chunk of a chunked body ended: not the end.
+        if chunk or not end_of_http_chunk:
+            return chunk

@@ -31,7 +31,6 @@ from metahub.images.members import Fetched
 from metahub.oci import mediatypes
 from metahub.oci.digest import Digest
 
-CHUNK_SIZE = 1024 * 1024
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MANIFEST_ACCEPT = ", ".join(
     [
@@ -93,7 +92,6 @@ class RegistryClient:
             retry=retry or RetryPolicy(retries=2, base_delay=0.2, max_delay=5.0),
             # A push is not in a client's way: a read that timed out is worth another try.
             retry_timeouts=True,
-            chunk_size=CHUNK_SIZE,
         )
 
     async def close(self) -> None:

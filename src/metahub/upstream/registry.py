@@ -37,7 +37,6 @@ from metahub.oci.registries import DOCKER_HUB, registry_of_url
 from metahub.upstream.base import BlobStream, ByteRange, Manifest, ManifestHead, Referrers
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-CHUNK_SIZE = 256 * 1024
 
 
 class _UpstreamMetrics:
@@ -96,7 +95,6 @@ class RegistryUpstream:
             retry=retry or RetryPolicy(),
             observer=_UpstreamMetrics(self.registry),
             connection_limit=256,
-            chunk_size=CHUNK_SIZE,
             redirects=self._redirects,
             min_rate=MinimumRate(min_rate, min_rate_window) if min_rate > 0 else None,
         )
