@@ -277,6 +277,28 @@ def test_a_large_blob_goes_through_the_cache_in_flat_memory(
     assert rss.peak - baseline < 64 * MiB, f"grew by {(rss.peak - baseline) / MiB:.1f} MiB"
 
 
+def test_a_reader_far_behind_a_download_gets_the_same_bytes_as_one_at_its_head(
+    client: httpx.Client, upstream: ScriptedRegistry, hub: MetaHubServer
+):
+    """Readers at the head of a download are sent its latest bytes from memory; one that fell
+    further behind than memory keeps reads them back from the file. Every byte is distinct
+    here, so a piece sent from the wrong place shows."""
+    blob = upstream.add_blob(Blob(os.urandom(24 * MiB), gate_after=MiB))
+    with (
+        client.stream("GET", path_of(blob)) as behind,
+        httpx.Client(base_url=hub.url, timeout=60) as other,
+    ):
+        chunks = behind.iter_raw(64 * 1024)
+        first = next(chunks)  # then this reader stops while the download goes on
+        blob.gate.set()
+        ahead = other.get(path_of(blob)).content  # at the head to the end
+        rest = b"".join(chunks)
+
+    assert ahead == blob.content()
+    assert first + rest == blob.content()
+    assert upstream.count("GET", path_of(blob)) == 1
+
+
 def test_a_fill_and_then_a_hit_are_byte_exact(
     client: httpx.Client, upstream: ScriptedRegistry, cache_dir: Path
 ):

@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import stat
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,12 +28,18 @@ from metahub import errors, metrics
 from metahub.cache.singleflight import SingleFlight
 from metahub.fileio import CHUNK_SIZE, read_chunks
 from metahub.oci.digest import Digest
+from metahub.serving.inorder import InOrderWorker
 from metahub.serving.verify import verified
 from metahub.upstream.base import BlobStream, ByteRange
 
 log = logging.getLogger("metahub.serving.blobs")
 
 Opener = Callable[[ByteRange | None], Awaitable[BlobStream]]  # the blob, or the rest of it
+
+# The latest bytes of a download that are on disk are also kept in memory, this many at most:
+# a reader keeping up with the download (the client that started it, mostly) sends them from
+# there instead of reading them back from the file, a copy and a thread hand-over less.
+RECENT_BYTES = 2 * 1024 * 1024
 
 
 class _Unwritable(Exception):
@@ -54,10 +60,35 @@ class _Download:
     unwritable: bool = False  # the disk refused it: readers take the rest from the upstream
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    # The last chunks on disk, each with its offset in the blob: at most RECENT_BYTES together.
+    recent: deque[tuple[int, bytes]] = field(default_factory=deque)
+    recent_bytes: int = 0
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def stored(self, chunk: bytes) -> None:
+        """`chunk`, the next bytes of the blob, is on disk."""
+        self.recent.append((self.written, chunk))
+        self.recent_bytes += len(chunk)
+        self.written += len(chunk)
+        while self.recent_bytes > RECENT_BYTES and len(self.recent) > 1:
+            self.recent_bytes -= len(self.recent.popleft()[1])
+        self.notify()
+
+    def recent_at(self, offset: int, limit: int) -> bytes | None:
+        """Bytes from `offset` up to `limit` (exclusive), as far as one chunk in memory
+        holds them; None when memory no longer has the bytes at `offset`."""
+        for start, chunk in reversed(self.recent):
+            if start <= offset < start + len(chunk):
+                end = min(start + len(chunk), limit)
+                if offset == start and end == start + len(chunk):
+                    return chunk
+                return chunk[offset - start : end - start]
+            if start < offset:
+                return None
+        return None
 
 
 class BlobCache:
@@ -167,24 +198,20 @@ class BlobCache:
     async def _download(self, download: _Download, upstream: BlobStream, fd: int) -> None:
         key = str(download.digest)
         hasher = download.digest.hasher()
-        loop = asyncio.get_running_loop()
-        storing: asyncio.Future[None] | None = None
+        # Chunks are hashed and written on a worker thread while the next ones are read from
+        # the upstream; readers are told the moment a chunk is on disk.
+        storing = InOrderWorker(partial(self._store, hasher, fd), download.stored)
         try:
             try:
-                # Each chunk is hashed and written on a worker thread while the next one is
-                # read from the upstream; readers are told the moment it is on disk.
                 async for chunk in upstream.chunks:
-                    if storing is not None:
-                        await storing  # in order: one chunk at a time on the file and hasher
-                    storing = loop.run_in_executor(None, self._store, hasher, fd, chunk)
-                    storing.add_done_callback(partial(_stored, download, len(chunk)))
-                if storing is not None:
-                    await storing
+                    await storing.put(chunk)
+                await storing.finish()
             finally:
-                if storing is None or storing.done():
+                running = storing.running
+                if running is None or running.done():
                     os.close(fd)
                 else:  # broken off mid-write: the thread still holds the descriptor
-                    storing.add_done_callback(lambda _: os.close(fd))
+                    running.add_done_callback(lambda _: os.close(fd))
             if download.written != download.size or hasher.hexdigest() != download.digest.hex:
                 metrics.DIGEST_MISMATCHES.inc()
                 raise errors.UpstreamError(
@@ -209,9 +236,9 @@ class BlobCache:
             if download.error is not None or download.unwritable:
                 download.temp.unlink(missing_ok=True)
 
-    def _store(self, hasher: hashlib._Hash, fd: int, data: bytes) -> None:
-        hasher.update(data)
-        self._write_all(fd, data)
+    def _store(self, hasher: hashlib._Hash, fd: int, chunk: bytes) -> None:
+        hasher.update(chunk)
+        self._write_all(fd, chunk)
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -267,9 +294,11 @@ class BlobCache:
                         break  # what reached the disk is sent; the rest is not coming
                     await download.changed.wait()
                     continue
-                chunk = await asyncio.to_thread(
-                    os.pread, fd, min(CHUNK_SIZE, limit - offset), offset
-                )
+                chunk = download.recent_at(offset, limit)
+                if chunk is None:  # this reader is further behind than memory keeps
+                    chunk = await asyncio.to_thread(
+                        os.pread, fd, min(CHUNK_SIZE, limit - offset), offset
+                    )
                 offset += len(chunk)
                 yield chunk
             if not download.unwritable:
@@ -313,13 +342,6 @@ class BlobCache:
         if size is not None:
             self._bytes -= size
             metrics.BLOB_CACHE_BYTES.set(self._bytes)
-
-
-def _stored(download: _Download, size: int, storing: asyncio.Future[None]) -> None:
-    """A chunk's write finished: when it succeeded, readers may read it."""
-    if not storing.cancelled() and storing.exception() is None:
-        download.written += size
-        download.notify()
 
 
 async def _rest_from_upstream(
