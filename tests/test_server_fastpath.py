@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import http.client
 import json
 import logging
@@ -241,6 +242,28 @@ def test_a_warm_manifest_is_answered_from_memory_exactly_as_the_app_answers_it(
     assert len(lines) == 1 + (1 + 2 * 2) * len(references)
     shapes = {line.split('"')[2].split()[0:2][0] for line in lines}
     assert shapes == {"200"}
+
+
+def test_the_shortcut_dates_each_answer_by_the_clock_though_it_writes_it_from_memory(
+    server: ThreadedServer,
+) -> None:
+    """The shortcut writes a warm answer once and sends those bytes again; the `date` header
+    must still move on with the clock, as it does on the ASGI path."""
+    client = Client(server, "sky", "pw")
+    client.manifest("GET", "latest")
+    dates = []
+    for _ in range(3):
+        before = int(time.time())
+        server.answered.clear()
+        status, headers, _ = client.manifest("GET", "latest")
+        after = int(time.time())
+        assert status == 200 and server.answered == [f"/v2/{REPOSITORY}/manifests/latest"]
+        date = dict((name.lower(), value) for name, value in headers)["date"]
+        sent = int(email.utils.parsedate_to_datetime(date).timestamp())
+        assert before - 1 <= sent <= after, (date, before, after)  # uvicorn ticks each second
+        dates.append(date)
+        time.sleep(1.2)
+    assert len(set(dates)) == 3
 
 
 def test_the_shortcut_counts_each_answer_in_the_metrics(

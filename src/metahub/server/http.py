@@ -92,6 +92,10 @@ class Response:
     body: bytes = b""
     # Headers already encoded (lower-case names), sent after `headers`: the hot path's way.
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # The protocol's shortcut: this response as last written whole (server/protocol.py).
+    written: tuple[object, bool, bytes | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def fields(self) -> list[tuple[bytes, bytes]]:
         """The header fields sent, in order: the ASGI path and the protocol's shortcut alike."""

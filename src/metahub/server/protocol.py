@@ -173,16 +173,27 @@ def rendered(
     response: Response, default_headers: list[tuple[bytes, bytes]], *, head: bool
 ) -> bytes | None:
     """The response as uvicorn writes it for the ASGI path (its `date` and `server` first);
-    None for a header value uvicorn would refuse, so that the ASGI path answers it."""
+    None for a header value uvicorn would refuse, so that the ASGI path answers it.
+
+    Made once per response and set of default headers (uvicorn makes a new list when the
+    `date` changes, once a second): a warm pull's response is the same object every time.
+    """
+    written = response.written
+    if written is not None and written[0] is default_headers and written[1] is head:
+        return written[2]
     content = [STATUS_LINE[response.status]]
+    data: bytes | None = None
     for name, value in (*default_headers, *response.fields()):
         if HEADER_VALUE_RE.search(value):
-            return None
+            break
         content.extend((name, b": ", value, b"\r\n"))
-    content.append(b"\r\n")
-    if not head:
-        content.append(response.body)
-    return b"".join(content)
+    else:
+        content.append(b"\r\n")
+        if not head:
+            content.append(response.body)
+        data = b"".join(content)
+    response.written = (default_headers, head, data)
+    return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,9 @@ _ROUTES = (
     re.compile(r"^/v2/(?P<name>.+?)/blobs/(?P<kind>uploads)(?:/.*)?$"),
 )
 _JSON = {"content-type": "application/json"}
+# Responses of the warm shortcut, by the answer they carry (held, so its id stays its own).
+RESPONSE_ENTRIES = 1024
+_RESPONSES: dict[int, tuple[ServedManifest, Response]] = {}
 _DIGITS = re.compile(r"[0-9]+")
 READ_METHODS = ("GET", "HEAD")
 STALE_WARNING = '110 metahub "Response is Stale"'
@@ -88,7 +91,7 @@ def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
     if served is None:
         return None
     request.scope[UPSTREAM_SCOPE_KEY] = route.registry  # for the access log, as registry_endpoint
-    return _manifest_response(served)
+    return _remembered_response(served)
 
 
 def _route(path: str) -> tuple[str, str, str]:
@@ -107,6 +110,19 @@ async def _manifest(
         name, reference, profile, accepts_index=_accepts_index(request.headers.get("accept"))
     )
     return _manifest_response(served)
+
+
+def _remembered_response(served: ServedManifest) -> Response:
+    """`_manifest_response`, made once for each answer memory holds (the filtered index of a
+    warm tag is the same object on every pull), so the shortcut also writes it only once a
+    second (protocol.rendered)."""
+    known = _RESPONSES.get(id(served))
+    if known is not None and known[0] is served:
+        return known[1]
+    if len(_RESPONSES) >= RESPONSE_ENTRIES:
+        _RESPONSES.clear()
+    response = _RESPONSES[id(served)] = (served, _manifest_response(served))
+    return response[1]
 
 
 def _manifest_response(served: ServedManifest) -> Response:
