@@ -106,7 +106,7 @@ def targets_table(results: dict[str, SuiteResult], host: dict[str, object]) -> T
             output.add_row(
                 name,
                 str(row.get("case", "")),
-                str(row.get("server", row.get("path", ""))),
+                str(row.get("what") or row.get("server", row.get("path", ""))),
                 _cell(measured, ",.2f"),
                 str(row["target"]),
                 str(row.get("met", "")),
