@@ -34,6 +34,7 @@ from metahub.hub import Hub
 from metahub.oci.layout_writer import LayoutWriter
 from metahub.server.accesslog import LOGGER_NAME
 from metahub.server.app import MetaHubApp, build_app
+from metahub.server.http import header_fields
 from metahub.server.protocol import MetaHubHttpProtocol
 from tests.support.oci import AMD64, ARM64, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256
 from tests.support.servers import free_port
@@ -234,6 +235,10 @@ def test_a_warm_manifest_is_answered_from_memory_exactly_as_the_app_answers_it(
     server.observe.fast_path = True
     # Repeated bytes were answered without parsing them again: each GET and HEAD is known.
     known = [data for data in MetaHubHttpProtocol._known if b"/manifests/" in data]
+    for data in known:  # each with its header fields made once, as a request would read them
+        request = MetaHubHttpProtocol._known[data]
+        assert request.fields == header_fields(request.headers)
+        assert request.fields["authorization"].startswith("Bearer ")
     assert {data.split(b" ", 2)[1].decode() for data in known} >= {
         f"/v2/{REPOSITORY}/manifests/{reference}" for reference in references
     }

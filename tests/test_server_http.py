@@ -6,7 +6,7 @@ import orjson
 
 from metahub import errors
 from metahub.server.api import web_error_response
-from metahub.server.http import Request, error_response
+from metahub.server.http import HEADER_FIELDS, Request, error_response, header_fields
 
 
 def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
@@ -75,3 +75,18 @@ def test_one_header_reads_as_the_whole_dict_has_it() -> None:
         ]
     )
     assert [request.header(name) for name in names] == whole  # after the dict is made
+
+
+def test_header_fields_made_beforehand_read_as_the_request_would_make_them() -> None:
+    raw = [
+        (b"accept", b"application/vnd.oci.image.index.v1+json"),
+        (b"authorization", b"Bearer abc"),
+        (b"accept", b"application/json"),
+    ]
+    made = header_fields(raw)
+    prepared = Request({"method": "GET", "path": "/v2/", "headers": [], HEADER_FIELDS: made})
+    parsed = Request({"method": "GET", "path": "/v2/", "headers": raw})
+
+    for name in (b"accept", b"authorization", b"host"):
+        assert prepared.header(name) == parsed.header(name)
+    assert prepared.headers == parsed.headers

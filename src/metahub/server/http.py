@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,10 @@ Message = dict[str, Any]
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 # The ASGI extension that sends a body from a file (`sendfile`), where the server offers it.
 ZEROCOPY = "http.response.zerocopy"
+# A scope key for the request's header fields as `Request.headers` has them, made beforehand:
+# the protocol makes them once for each request's bytes it remembers (server/protocol.py).
+# Shared by every request sent with the same bytes: read, never changed.
+HEADER_FIELDS = "metahub.header_fields"
 
 
 class Request:
@@ -31,14 +35,14 @@ class Request:
         self.scope = scope
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self._headers: dict[str, str] | None = None
+        self._headers: dict[str, str] | None = scope.get(HEADER_FIELDS)
         self._query: dict[str, list[str]] | None = None
 
     @property
     def headers(self) -> dict[str, str]:
         """Every header field by its lower-case name (made at the first use)."""
         if self._headers is None:
-            self._headers = _header_dict(self.scope["headers"])
+            self._headers = header_fields(self.scope["headers"])
         return self._headers
 
     def header(self, name: bytes) -> str | None:
@@ -69,7 +73,7 @@ class Request:
         return str(client[0]) if client else "unknown"
 
 
-def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def header_fields(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """Header names (lower case in ASGI) to values; repeated fields joined with ", ".
 
     A field sent on several lines means the same as one line listing the values (RFC 9110,

@@ -44,7 +44,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from metahub import errors
-from metahub.server.http import ZEROCOPY, Response
+from metahub.server.http import HEADER_FIELDS, ZEROCOPY, Response, header_fields
 
 # The most header fields and bytes (request line included) one request may send: far above what
 # docker (about 10 fields, 2 KiB with a token) or any other registry client sends.
@@ -205,6 +205,7 @@ class _KnownRequest:
     raw_path: bytes
     query_string: bytes
     headers: tuple[tuple[bytes, bytes], ...]
+    fields: dict[str, str]  # `headers` as `Request.headers` has them: made once, not per request
 
 
 class MetaHubHttpProtocol(HttpToolsProtocol):
@@ -338,6 +339,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
                 scope["raw_path"],
                 scope["query_string"],
                 tuple(scope["headers"]),
+                header_fields(scope["headers"]),
             )
 
     def _answer_known(self, data: bytes) -> bool:
@@ -368,6 +370,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
             "path": request.path,
             "raw_path": request.raw_path,
             "query_string": request.query_string,
+            HEADER_FIELDS: request.fields,
         }
         # False: not from memory this time (a token expired, a tag went stale): parse as ever.
         return self._answer_scope(scope)
