@@ -158,10 +158,19 @@ class Matchers(MatcherRegistry):
         self._levels.clear()
         self._entries.clear()
 
-    def judged(self, entry: Entry, machine: MachineProfile, levels: Levels | None) -> _Judged:
+    def judged(
+        self,
+        entry: Entry,
+        machine: MachineProfile,
+        levels: Levels | None,
+        attestation: bool | None = None,
+    ) -> _Judged:
         """What `judge` makes of an entry, remembered per machine type revision and entry
-        platform and features: a 1,000-entry index repeats a few dozen of them."""
-        attestation = _is_attestation(entry)
+        platform and features: a 1,000-entry index repeats a few dozen of them.
+
+        `attestation`: whether the entry is one, when the caller knows already."""
+        if attestation is None:
+            attestation = _is_attestation(entry)
         if not machine.revision:
             return _Judged.of(_judge_entry(entry, machine, self, levels, attestation))
         key = (machine.revision, entry.platform, entry.features, attestation)
@@ -277,13 +286,18 @@ class _Judged:
 
 
 def judge(
-    entry: Entry, machine: MachineProfile, matchers: Matchers, levels: Levels | None = None
+    entry: Entry,
+    machine: MachineProfile,
+    matchers: Matchers,
+    levels: Levels | None = None,
+    attestation: bool | None = None,
 ) -> Verdict:
     """Does this entry fit the machine, how many features does it satisfy, and how closely.
 
-    `levels` is `matchers.levels(machine)`, computed once per index by `select`.
+    `levels` is `matchers.levels(machine)`, computed once per index by `select`;
+    `attestation`, whether the entry is one, where the caller knows.
     """
-    judged = matchers.judged(entry, machine, levels)
+    judged = matchers.judged(entry, machine, levels, attestation)
     return Verdict(
         entry,
         judged.fits,
@@ -414,17 +428,21 @@ def select(
     entry is kept rather than one per platform.
     """
     levels = matchers.levels(machine)
-    verdicts = [judge(entry, machine, matchers, levels) for entry in index.entries]
+    attestation = [_is_attestation(entry) for entry in index.entries]
+    verdicts = [
+        judge(entry, machine, matchers, levels, attested)
+        for entry, attested in zip(index.entries, attestation, strict=True)
+    ]
     for position, reason in (unfit or {}).items():
         verdicts[position].fits = False
         verdicts[position].reasons.append(reason)
     groups: dict[PlatformKey, list[Verdict]] = {}
     group_of: dict[PlatformKey, PlatformKey] = {}  # an index repeats a few platforms
     attestations: list[Verdict] = []
-    for verdict in verdicts:
+    for verdict, attested in zip(verdicts, attestation, strict=True):
         entry = verdict.entry
         platform = entry.platform
-        if _is_attestation(entry):
+        if attested:
             attestations.append(verdict)
         elif platform is None or not choose:
             verdict.chosen = verdict.fits  # nothing to choose between

