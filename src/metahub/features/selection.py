@@ -160,27 +160,33 @@ class Matchers(MatcherRegistry):
 
     def judged(
         self,
-        entry: Entry,
+        entries: Iterable[Entry],
+        attestation: Iterable[bool],
         machine: MachineProfile,
         levels: Levels | None,
-        attestation: bool | None = None,
-    ) -> _Judged:
-        """What `judge` makes of an entry, remembered per machine type revision and entry
-        platform and features: a 1,000-entry index repeats a few dozen of them.
-
-        `attestation`: whether the entry is one, when the caller knows already."""
-        if attestation is None:
-            attestation = _is_attestation(entry)
+    ) -> list[_Judged]:
+        """What `_judge_entry` makes of each entry (`attestation`: whether each is one),
+        remembered per machine type revision and entry platform and features: a 1,000-entry
+        index repeats a few dozen of them. One loop for the whole index: it runs per entry on
+        every selection, so it makes no call that a lookup can spare."""
+        pairs = zip(entries, attestation, strict=True)
         if not machine.revision:
-            return _Judged.of(_judge_entry(entry, machine, self, levels, attestation))
-        key = (machine.revision, entry.platform, entry.features, attestation)
-        known = self._entries.get(key)
-        if known is None:
-            if len(self._entries) >= FEATURE_VERDICTS:
-                self._entries.clear()
-            verdict = _judge_entry(entry, machine, self, levels, attestation)
-            known = self._entries[key] = _Judged.of(verdict)
-        return known
+            return [
+                _Judged.of(_judge_entry(entry, machine, self, levels, attested))
+                for entry, attested in pairs
+            ]
+        revision, known = machine.revision, self._entries
+        judged = []
+        for entry, attested in pairs:
+            key = (revision, entry.platform, entry.features, attested)
+            verdict = known.get(key)
+            if verdict is None:
+                if len(known) >= FEATURE_VERDICTS:
+                    known.clear()
+                made = _judge_entry(entry, machine, self, levels, attested)
+                verdict = known[key] = _Judged.of(made)
+            judged.append(verdict)
+        return judged
 
     def level_fit(self, required: Feature, machine: MachineProfile) -> Fit:
         """The fit of the cpu level an entry's variant requires, remembered per revision."""
@@ -241,10 +247,6 @@ class Verdict:
     # The platform it is served under when chosen, if not its own (a level as the baseline).
     served_platform: PlatformKey | None = None
 
-    @property
-    def rank(self) -> tuple[int, float, int]:
-        return (self.satisfied, -self.distance, -self.entry.position)
-
 
 class NoMatchingEntry(LookupError):
     def __init__(
@@ -286,26 +288,21 @@ class _Judged:
 
 
 def judge(
-    entry: Entry,
-    machine: MachineProfile,
-    matchers: Matchers,
-    levels: Levels | None = None,
-    attestation: bool | None = None,
+    entry: Entry, machine: MachineProfile, matchers: Matchers, levels: Levels | None = None
 ) -> Verdict:
-    """Does this entry fit the machine, how many features does it satisfy, and how closely.
+    """Does this entry fit the machine, how many features does it satisfy, and how closely;
+    what `select` finds for each entry, the platform group aside.
 
-    `levels` is `matchers.levels(machine)`, computed once per index by `select`;
-    `attestation`, whether the entry is one, where the caller knows.
+    `levels` is `matchers.levels(machine)`, where the caller has it already.
     """
-    judged = matchers.judged(entry, machine, levels, attestation)
-    return Verdict(
-        entry,
-        judged.fits,
-        judged.satisfied,
-        judged.distance,
-        list(judged.reasons),
-        rules=list(judged.rules),
-    )
+    levels = levels or matchers.levels(machine)
+    (judged,) = matchers.judged((entry,), (_is_attestation(entry),), machine, levels)
+    return _verdict(entry, judged)
+
+
+def _verdict(entry: Entry, judged: _Judged) -> Verdict:
+    reasons, rules = [*judged.reasons], [*judged.rules]
+    return Verdict(entry, judged.fits, judged.satisfied, judged.distance, reasons, rules=rules)
 
 
 def _judge_entry(
@@ -428,39 +425,42 @@ def select(
     entry is kept rather than one per platform.
     """
     levels = matchers.levels(machine)
-    attestation = [_is_attestation(entry) for entry in index.entries]
-    verdicts = [
-        judge(entry, machine, matchers, levels, attested)
-        for entry, attested in zip(index.entries, attestation, strict=True)
-    ]
+    entries = index.entries
+    attestation = [_is_attestation(entry) for entry in entries]
+    judged = matchers.judged(entries, attestation, machine, levels)
+    verdicts = [_verdict(entry, verdict) for entry, verdict in zip(entries, judged, strict=True)]
     for position, reason in (unfit or {}).items():
         verdicts[position].fits = False
         verdicts[position].reasons.append(reason)
+    # The fitting entries of each platform group, in index order: only they compete.
     groups: dict[PlatformKey, list[Verdict]] = {}
     group_of: dict[PlatformKey, PlatformKey] = {}  # an index repeats a few platforms
     attestations: list[Verdict] = []
     for verdict, attested in zip(verdicts, attestation, strict=True):
-        entry = verdict.entry
-        platform = entry.platform
+        platform = verdict.entry.platform
         if attested:
             attestations.append(verdict)
         elif platform is None or not choose:
             verdict.chosen = verdict.fits  # nothing to choose between
-        else:
+        elif verdict.fits:
             grouped = group_of.get(platform)
             if grouped is None:
                 grouped = group_of[platform] = levels.group(platform)
-            groups.setdefault(grouped, []).append(verdict)
+            group = groups.get(grouped)
+            if group is None:
+                groups[grouped] = [verdict]
+            else:
+                group.append(verdict)
 
-    for group in groups.values():
-        fitting = [v for v in group if v.fits]
-        if fitting:
-            best = max(fitting, key=lambda v: v.rank)
-            best.chosen = True
-            best.served_platform = _served_platform(best, machine, levels)
+    for fitting in groups.values():
+        best = _best(fitting)
+        best.chosen = True
+        best.served_platform = _served_platform(best, machine, levels)
+        if len(fitting) > 1:
+            better = f"entry {best.entry.position} fits this platform better"
             for verdict in fitting:
                 if verdict is not best:
-                    verdict.reasons.append(f"entry {best.entry.position} fits this platform better")
+                    verdict.reasons.append(better)
     chosen_digests = {v.entry.digest for v in verdicts if v.chosen and v.entry.platform}
     if not chosen_digests and not any(v.chosen for v in verdicts):
         raise NoMatchingEntry(machine, _offered(index), verdicts)
@@ -470,6 +470,20 @@ def select(
         if not verdict.chosen:
             verdict.reasons.append("attestation of an entry that was not chosen")
     return Selection([_served(v) for v in verdicts if v.chosen], verdicts)
+
+
+def _best(fitting: list[Verdict]) -> Verdict:
+    """The best fit: the most features satisfied, then the nearest, then the earliest.
+
+    Compared field by field rather than with `max` and a key, which built a tuple per entry;
+    `fitting` is in index order, so the first of equals stays."""
+    best = fitting[0]
+    for verdict in fitting:
+        if verdict.satisfied > best.satisfied or (
+            verdict.satisfied == best.satisfied and verdict.distance < best.distance
+        ):
+            best = verdict
+    return best
 
 
 def _served_platform(
