@@ -276,24 +276,34 @@ def test_the_shortcut_counts_each_answer_in_the_metrics(
 ) -> None:
     client = Client(server, "sky", "pw")
     client.manifest("GET", "latest")
+    # Every count a warm pull makes, as the full path makes them: the request, the tag and the
+    # filtered index found in memory, and the pull by machine type.
+    series = {
+        "requests": ("metahub_http_requests_total", 'route="manifest"', 'method="GET"'),
+        "tag hits": ("metahub_cache_requests_total", 'cache="tag"', 'result="hit"'),
+        "filtered hits": ("metahub_cache_requests_total", 'cache="filtered"', 'result="hit"'),
+        "pulls": ("metahub_manifest_pulls_total", 'machine_type="', 'outcome="'),
+    }
 
-    def count() -> float:
+    def counts() -> dict[str, float]:
         status, _, body = client.request("GET", "/metrics", [])
         assert status == 200
+        found = dict.fromkeys(series, 0.0)
         for line in body.decode().splitlines():
-            labels = ('route="manifest"', 'method="GET"', 'status="200"')
-            if line.startswith("metahub_http_requests_total{") and all(
-                label in line for label in labels
-            ):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+            for what, (name, *labels) in series.items():
+                if line.startswith(name + "{") and all(label in line for label in labels):
+                    found[what] += float(line.rsplit(" ", 1)[1])
+        return found
 
-    before = count()
+    before = counts()
     server.answered.clear()
     for _ in range(3):
         assert client.manifest("GET", "latest")[0] == 200
     assert len(server.answered) == 3
-    assert count() == before + 3
+    after = counts()
+    # Each answer is counted once it is received: the next request, on the same connection,
+    # already finds it in /metrics.
+    assert {what: after[what] - before[what] for what in series} == dict.fromkeys(series, 3.0)
 
 
 def test_a_request_the_shortcut_cannot_answer_takes_the_app(

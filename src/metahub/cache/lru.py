@@ -31,7 +31,7 @@ class SizedLRU(Generic[K, V]):
             self._miss.inc()
             return None
         self._items.move_to_end(key)
-        self._hit.inc()
+        metrics.count(self._hit)
         return item[0]
 
     def holds(self, key: K) -> bool:

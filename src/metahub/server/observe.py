@@ -133,9 +133,9 @@ class Observe:
             if len(self._series) >= _MAX_SERIES:
                 self._series.clear()
             series = self._series[key] = _Series(route, method, str(status or 500))
-        series.requests.inc()
+        metrics.count(series.requests)
         series.latency.observe(elapsed)
-        series.bytes.inc(sent)
+        metrics.count(series.bytes, sent)
         if self.log_format != "off" and access_log.isEnabledFor(logging.INFO):
             self._log(scope, method, status, sent, elapsed)
 

@@ -43,7 +43,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from metahub import errors
+from metahub import errors, metrics
 from metahub.server.http import HEADER_FIELDS, ZEROCOPY, Response, header_fields
 
 # The most header fields and bytes (request line included) one request may send: far above what
@@ -450,9 +450,14 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         if not getattr(self.app, "fast_path", False):
             return False
         defaults, head = self.server_state.default_headers, scope["method"] == "HEAD"
-        data = self.app.answer_from_memory(
-            scope, lambda response: rendered(response, defaults, head=head)
-        )
+        # Its counts are applied at the end of this turn, before its write leaves (metrics.py).
+        metrics.open_batch(self.loop)
+        try:
+            data = self.app.answer_from_memory(
+                scope, lambda response: rendered(response, defaults, head=head)
+            )
+        finally:
+            metrics.close_batch()
         if data is None:
             return False
         self.transport.write(data)

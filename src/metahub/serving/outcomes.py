@@ -91,4 +91,4 @@ class PullCounter:
             if len(self._series) >= _MAX_SERIES:
                 self._series.clear()
             series = self._series[label, outcome] = metrics.MANIFEST_PULLS.labels(label, outcome)
-        series.inc()
+        metrics.count(series)

@@ -117,7 +117,7 @@ class CachingUpstream:
         entry = self._tags.get((name, reference))
         if entry is None or time.monotonic() - entry.checked >= self.tag_ttl:
             return None
-        self._tag_hit.inc()
+        metrics.count(self._tag_hit)
         return self._content.get((name, entry.digest))
 
     async def _resolve_tag(self, name: str, tag: str, entry: _TagEntry | None) -> Manifest:
