@@ -83,7 +83,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 class ThreadedServer:
     """uvicorn with MetaHub's app and protocol (as `metahub serve` runs it) in a thread."""
 
-    def __init__(self, tmp: Path, layout: Path) -> None:
+    def __init__(self, tmp: Path, layout: Path, *, keep_alive: float = 5.0) -> None:
         self.settings = parse_config(
             {
                 "upstream": {"path": str(layout)},
@@ -100,6 +100,7 @@ class ThreadedServer:
             host="127.0.0.1",
             port=self.port,
             **uvicorn_options(self.settings, loop="none", log_level="warning"),
+            timeout_keep_alive=keep_alive,
         )
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
@@ -389,3 +390,29 @@ def test_a_machine_type_given_new_features_is_served_its_new_choice_at_once(
     assert len(server.answered) == 1  # filtered anew by the app, not answered from memory
     client.manifest("GET", "latest")
     assert len(server.answered) == 2  # and then warm again
+
+
+def test_a_connection_of_warm_pulls_is_kept_while_used_and_closed_once_idle(
+    tmp_path: Path, layout: dict[str, Any]
+) -> None:
+    """The shortcut's keep-alive timer runs on across its answers: it must neither close a
+    connection in use (it fires while pulls come, and waits on) nor keep an idle one open."""
+    keep_alive = 0.6
+    running = ThreadedServer(tmp_path, layout["path"], keep_alive=keep_alive)
+    running.start()
+    try:
+        client = Client(running, "sky", "pw")  # its token came on the full path: uvicorn's timer
+        start = time.monotonic()
+        while time.monotonic() - start < keep_alive * 3:
+            time.sleep(keep_alive / 4)
+            assert client.manifest("GET", "latest")[0] == 200
+        assert len(running.answered) > 8  # the connection stayed open, answered from memory
+        sock = client.connection.sock
+        assert sock is not None
+        sock.settimeout(keep_alive * 5)
+        idle_start = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server once idle for its keep-alive time
+        idle = time.monotonic() - idle_start
+        assert keep_alive * 0.9 <= idle < keep_alive * 3
+    finally:
+        running.stop()
