@@ -384,6 +384,33 @@ def test_distinct_large_accept_headers_leave_the_cache_small() -> None:
     assert stored <= registry.ACCEPT_CACHE_ENTRIES * registry.ACCEPT_CACHE_KEY_LIMIT
 
 
+def test_distinct_long_manifest_paths_leave_the_path_cache_small() -> None:
+    for number in range(3000):
+        path = f"/v2/team/app{number}/manifests/" + "t" * 100
+        assert registry._manifest_path(path) == (f"team/app{number}", "t" * 100)
+        long_path = f"/v2/team/{'a' * 600}{number}/manifests/latest"  # a name too long
+        assert registry._manifest_path(long_path) is None
+    stored = sum(len(key) for key in registry._MANIFEST_PATHS)
+    assert len(registry._MANIFEST_PATHS) <= registry.MANIFEST_PATH_ENTRIES
+    assert stored <= registry.MANIFEST_PATH_ENTRIES * registry.MANIFEST_PATH_KEY_LIMIT
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/UPPER/manifests/latest",  # an invalid name
+        "/v2/team/app/manifests/-bad",  # an invalid tag
+        "/v2/team/app/manifests/sha256:short",  # an invalid digest
+        "/v2/team/app/blobs/latest",  # not a manifest
+        "/v2/team/app/tags/list",
+    ],
+)
+def test_a_path_the_warm_shortcut_cannot_take_is_refused_every_time(path: str) -> None:
+    # Twice: the second answer comes from the cache and must be the same refusal.
+    assert registry._manifest_path(path) is None
+    assert registry._manifest_path(path) is None
+
+
 class _LockedCredentials:
     async def check_account(self, login: str, password: str) -> None:
         raise OperationalError("SELECT", {}, sqlite3.OperationalError("database is locked"))

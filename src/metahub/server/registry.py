@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +37,10 @@ STALE_WARNING = '110 metahub "Response is Stale"'
 ACCEPT_CACHE_ENTRIES = 256
 ACCEPT_CACHE_KEY_LIMIT = 1024
 _ACCEPT_ANSWERS: dict[str | None, bool] = {}
+# The manifest paths of the warm shortcut, checked: at most this many of at most this length.
+MANIFEST_PATH_ENTRIES = 1024
+MANIFEST_PATH_KEY_LIMIT = 512
+_MANIFEST_PATHS: dict[str, tuple[str, str] | None] = {}
 
 
 async def registry_endpoint(request: Request, hub: Hub) -> Response | StreamResponse:
@@ -74,15 +79,14 @@ def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
     """
     if request.method not in READ_METHODS:
         return None
-    match = _ROUTES[0].match(request.path)
+    manifest = _manifest_path(request.path)
     header = request.header(b"authorization") or ""
-    if match is None or match["kind"] != "manifests" or not is_bearer(header):
+    if manifest is None or not is_bearer(header):
         return None
+    name, reference = manifest
     try:
-        name = checked_name(match["name"])
         route = hub.router.route(name, request.param("ns"))
         principal = bearer_principal(request, hub, name, header)
-        reference = checked_reference(match["ref"])
         profile = authorize(request, hub, principal, name, route)
     except errors.RegistryError:
         return None
@@ -92,6 +96,26 @@ def manifest_from_memory(request: Request, hub: Hub) -> Response | None:
         return None
     request.scope[UPSTREAM_SCOPE_KEY] = route.registry  # for the access log, as registry_endpoint
     return _remembered_response(served)
+
+
+def _manifest_path(path: str) -> tuple[str, str] | None:
+    """The checked name and reference of a manifest path; None for any other path or one that
+    fails a check. A warm pull sends the same few paths again and again: short ones are
+    matched and checked once."""
+    try:
+        return _MANIFEST_PATHS[path]
+    except KeyError:
+        pass
+    match = _ROUTES[0].match(path)
+    answer: tuple[str, str] | None = None
+    if match is not None and match["kind"] == "manifests":
+        with contextlib.suppress(errors.RegistryError):  # the full path answers the error
+            answer = checked_name(match["name"]), checked_reference(match["ref"])
+    if len(path) <= MANIFEST_PATH_KEY_LIMIT:
+        if len(_MANIFEST_PATHS) >= MANIFEST_PATH_ENTRIES:
+            del _MANIFEST_PATHS[next(iter(_MANIFEST_PATHS))]  # the oldest
+        _MANIFEST_PATHS[path] = answer
+    return answer
 
 
 def _route(path: str) -> tuple[str, str, str]:
