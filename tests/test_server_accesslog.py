@@ -6,12 +6,14 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 
-from metahub.server.accesslog import LOGGER_NAME, AccessLog
+from metahub.server.accesslog import LOGGER_NAME, UPSTREAM_SCOPE_KEY, AccessLog
 from metahub.server.observe import Observe
 
 
@@ -149,3 +151,42 @@ async def test_every_plain_field_is_escaped(
     line = await observed_line(pipe, scope)
     assert line.startswith('10.0.0.1\\x0a "GET\\x0aX /v2/" 404 ')
     assert line.count("\n") == 1
+
+
+def test_the_prefix_is_the_time_of_the_line_to_the_millisecond(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    log = AccessLog(prefixed=True, fd=write)
+    stamps = []
+    for _ in range(3):
+        before = time.time()
+        log.write("line")
+        after = time.time()
+        stamp = drained(read).partition(" INFO ")[0]
+        written = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        # To the millisecond, in local time as logging's asctime: within the write's span.
+        assert int(before * 1000) / 1000 <= written <= after, (before, stamp, after)
+        stamps.append(stamp)
+        time.sleep(0.0015)  # the next line's millisecond is a new one: a new prefix
+    assert len(set(stamps)) == 3
+
+
+async def test_a_routed_request_names_its_upstream_and_lines_differ_by_it(
+    pipe: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    read, write = pipe
+    observe = Observe(lambda *_: None)  # one Observe: its remembered line parts in play
+    observe.access = AccessLog(prefixed=False, fd=write, interval=60)
+    for upstream, status in (("hub", 200), ("ghcr", 200), (None, 200), ("hub", 200), ("hub", 404)):
+        scope = {"path": "/v2/a/manifests/x", "client": ("10.0.0.2", 9)}
+        if upstream is not None:
+            scope[UPSTREAM_SCOPE_KEY] = upstream
+        observe._log(scope, "GET", status, 2, 0.00025)
+    observe.access.flush()
+    assert drained(read).splitlines() == [
+        '10.0.0.2 "GET /v2/a/manifests/x" 200 2 0.2ms upstream=hub',
+        '10.0.0.2 "GET /v2/a/manifests/x" 200 2 0.2ms upstream=ghcr',
+        '10.0.0.2 "GET /v2/a/manifests/x" 200 2 0.2ms',
+        '10.0.0.2 "GET /v2/a/manifests/x" 200 2 0.2ms upstream=hub',
+        '10.0.0.2 "GET /v2/a/manifests/x" 404 2 0.2ms upstream=hub',
+    ]

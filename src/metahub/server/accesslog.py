@@ -52,13 +52,19 @@ class AccessLog:
         self._lines: list[str] = []
         self._size = 0
         self._flush_scheduled = False
+        self._millisecond = -1
+        self._prefix = ""
         self._second = -1
-        self._stamp = ""
+        self._date = ""
         atexit.register(self.flush)
 
     def write(self, line: str) -> None:
         if self._prefixed:
-            line = f"{self._now()} INFO {LOGGER_NAME}: {line}"
+            millisecond = int(time.time() * 1000)
+            if millisecond != self._millisecond:  # lines of the same millisecond share it
+                self._millisecond = millisecond
+                self._prefix = f"{self._stamp(millisecond)} INFO {LOGGER_NAME}: "
+            line = self._prefix + line
         self._lines.append(line)
         self._size += len(line) + 1
         if self._size >= self._max_bytes:
@@ -89,11 +95,10 @@ class AccessLog:
         except OSError:
             pass  # nowhere to log to (stderr closed): the access log is lost, serving goes on
 
-    def _now(self) -> str:
+    def _stamp(self, millisecond: int) -> str:
         """The time as logging's default `asctime` shows it, the date part made once a second."""
-        now = time.time()
-        second = int(now)
+        second, part = divmod(millisecond, 1000)
         if second != self._second:
             self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((now - second) * 1000):03d}"
+            self._date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._date},{part:03d}"

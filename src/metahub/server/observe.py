@@ -44,6 +44,19 @@ def route_of(path: str) -> str:
     return "api" if path.startswith("/api/") else "other"
 
 
+_MAX_LINE_PARTS = 256
+
+
+def _line_parts(
+    address: str, method: str, path: str, status: int, sent: int, upstream: str | None
+) -> tuple[str, str]:
+    """A plain access line around its duration: `<client> "<method> <path>" <status> <bytes>`,
+    and ` upstream=<name>` when a registry request was routed."""
+    head = f'{escaped(address)} "{escaped(method)} {escaped(path)}" {status} {sent} '
+    # A configured registry name: nothing to escape.
+    return head, f" upstream={upstream}" if upstream is not None else ""
+
+
 class _Series:
     """The metric series of one (route, method, status): labels() looked up once, not per hit."""
 
@@ -74,6 +87,9 @@ class Observe:
         self.access = AccessLog(prefixed=log_format != "json")
         # Bounded: route labels are a fixed set, methods and statuses few in practice.
         self._series: dict[tuple[str, str, int], _Series] = {}
+        # A plain line's text before and after its duration, by what it is made of: warm pulls
+        # log the same request again and again, and escaping each field is a tenth of the line.
+        self._line_parts: dict[tuple[str, str, str, int, int, str | None], tuple[str, str]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -170,8 +186,10 @@ class Observe:
                 record["upstream"] = upstream
             self.access.write(orjson.dumps(record).decode())
         else:
-            address, method, path = escaped(address), escaped(method), escaped(path)
-            line = f'{address} "{method} {path}" {status} {sent} {elapsed * 1000:.1f}ms'
-            if upstream is not None:
-                line += f" upstream={upstream}"  # a configured registry name: nothing to escape
-            self.access.write(line)
+            key = (address, method, path, status, sent, upstream)
+            parts = self._line_parts.get(key)
+            if parts is None:
+                parts = self._line_parts[key] = _line_parts(*key)
+                if len(self._line_parts) > _MAX_LINE_PARTS:
+                    del self._line_parts[next(iter(self._line_parts))]  # the oldest
+            self.access.write(f"{parts[0]}{elapsed * 1000:.1f}ms{parts[1]}")
