@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from metahub import metrics
 
@@ -64,3 +64,34 @@ async def test_a_batch_after_the_last_was_applied_is_applied_in_its_own_turn() -
             metrics.close_batch()
         await asyncio.sleep(0)
         assert value(series) == expected
+
+
+async def test_a_batched_observation_lands_where_observe_puts_it() -> None:
+    """Against prometheus_client's own Histogram.observe, bounds themselves and +Inf included."""
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    direct, batched = (
+        Histogram(name, "a test histogram", buckets=buckets, registry=CollectorRegistry())
+        for name in ("direct", "batched")
+    )
+    amounts = [0.0, 0.0005, 0.001, 0.0011, 0.01, 0.05, 0.1, 1.0, 2.5, 1e9]
+    for amount in amounts:
+        direct.observe(amount)
+    metrics.open_batch(asyncio.get_running_loop())
+    try:
+        for amount in amounts:
+            metrics.observe(batched, amount)
+    finally:
+        metrics.close_batch()
+    assert samples(batched) == {name: 0 for name in samples(direct)}  # held within the turn
+    await asyncio.sleep(0)
+    assert samples(batched) == samples(direct)
+
+
+def samples(histogram: Histogram) -> dict[str, float]:
+    """Bucket counts, sum and count, by sample name and bound; the _created time left out."""
+    (metric,) = histogram.collect()
+    return {
+        f"{s.name.rsplit('_', 1)[-1]}{s.labels.get('le', '')}": s.value
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }

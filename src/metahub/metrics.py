@@ -7,6 +7,7 @@ With several workers, prometheus_client's multiprocess mode is switched on by `m
 from __future__ import annotations
 
 import asyncio
+import bisect
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -61,9 +62,9 @@ class Incrementable(Protocol):
 
 # Counts made while the HTTP protocol answers a warm request from memory (server/protocol.py)
 # are added up here and applied together at the end of the event loop's turn: every `inc` takes
-# a lock (in multiprocess mode, it also writes to a shared file), and a warm pull makes six,
-# a tenth of its CPU. The sums are applied in a callback queued before the response's write, so
-# a client that has its answer finds it counted.
+# a lock (in multiprocess mode, it also writes to a shared file), and a warm pull makes six and
+# a histogram observation, an eighth of its CPU in a profile. The sums are applied in a callback
+# queued before the response's write, so a client that has its answer finds it counted.
 _pending: dict[Incrementable, float] | None = None
 _batch: dict[Incrementable, float] | None = None
 
@@ -75,6 +76,23 @@ def count(series: Incrementable, amount: float = 1) -> None:
         series.inc(amount)
     else:
         batch[series] = batch.get(series, 0) + amount
+
+
+def observe(series: Histogram, amount: float) -> None:
+    """`series.observe(amount)`, now or with the open batch.
+
+    In a batch, the amount goes to the sum and to the bucket `Histogram.observe` would count it
+    in (the first whose bound it does not pass), each applied as a count: prometheus_client's
+    own parts of a histogram, read here since it offers no way to observe many at once.
+    """
+    batch = _batch
+    if batch is None:
+        series.observe(amount)
+        return
+    bucket = series._buckets[bisect.bisect_left(series._upper_bounds, amount)]
+    total = series._sum
+    batch[total] = batch.get(total, 0) + amount
+    batch[bucket] = batch.get(bucket, 0) + 1
 
 
 def open_batch(loop: asyncio.AbstractEventLoop) -> None:

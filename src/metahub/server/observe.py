@@ -150,7 +150,7 @@ class Observe:
                 self._series.clear()
             series = self._series[key] = _Series(route, method, str(status or 500))
         metrics.count(series.requests)
-        series.latency.observe(elapsed)
+        metrics.observe(series.latency, elapsed)
         metrics.count(series.bytes, sent)
         if self.log_format != "off" and access_log.isEnabledFor(logging.INFO):
             self._log(scope, method, status, sent, elapsed)
