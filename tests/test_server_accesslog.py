@@ -190,3 +190,22 @@ async def test_a_routed_request_names_its_upstream_and_lines_differ_by_it(
         '10.0.0.2 "GET /v2/a/manifests/x" 200 2 0.2ms upstream=hub',
         '10.0.0.2 "GET /v2/a/manifests/x" 404 2 0.2ms upstream=hub',
     ]
+
+
+def test_lines_of_many_distinct_long_requests_leave_little_remembered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    observe = Observe(lambda *_: None)
+    sink = os.open(os.devnull, os.O_WRONLY)
+    try:
+        observe.access = AccessLog(prefixed=False, fd=sink)
+        for number in range(2000):
+            for path in (f"/v2/app{number}/manifests/x", f"/v2/{'a' * 60_000}{number}/x"):
+                observe._log({"path": path, "client": ("10.0.0.3", 9)}, "GET", 404, 2, 0.001)
+        observe.access.flush()
+    finally:
+        os.close(sink)
+    remembered = observe._line_parts
+    assert 0 < len(remembered) <= 256
+    assert max(len(key[2]) for key in remembered) <= 1024  # the long paths were not kept

@@ -44,7 +44,9 @@ def route_of(path: str) -> str:
     return "api" if path.startswith("/api/") else "other"
 
 
+# The access lines' remembered parts: at most this many, for paths of at most this length.
 _MAX_LINE_PARTS = 256
+_LINE_PARTS_PATH_LIMIT = 1024
 
 
 def _line_parts(
@@ -189,7 +191,9 @@ class Observe:
             key = (address, method, path, status, sent, upstream)
             parts = self._line_parts.get(key)
             if parts is None:
-                parts = self._line_parts[key] = _line_parts(*key)
-                if len(self._line_parts) > _MAX_LINE_PARTS:
-                    del self._line_parts[next(iter(self._line_parts))]  # the oldest
+                parts = _line_parts(*key)
+                if len(path) <= _LINE_PARTS_PATH_LIMIT:  # long paths are rare: not kept
+                    self._line_parts[key] = parts
+                    if len(self._line_parts) > _MAX_LINE_PARTS:
+                        del self._line_parts[next(iter(self._line_parts))]  # the oldest
             self.access.write(f"{parts[0]}{elapsed * 1000:.1f}ms{parts[1]}")
