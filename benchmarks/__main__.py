@@ -48,6 +48,39 @@ def machine() -> dict[str, object]:
     }
 
 
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, busy) of every CPU's time since boot, in ticks, from /proc/stat; None without it.
+
+    Steal is time the hypervisor gave this VM's CPUs to other guests while they had work: on a
+    shared host it, more than the load average, says how far a run's absolute rates moved."""
+    try:
+        line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return steal_and_busy(line)
+
+
+def steal_and_busy(line: str) -> tuple[int, int] | None:
+    """`cpu user nice system idle iowait irq softirq steal ...` -> (steal, every time but idle
+    and iowait: what the CPUs ran or were kept from running); guest time is in user and nice."""
+    fields = line.split()
+    if fields[:1] != ["cpu"] or len(fields) < 9 or not all(v.isdigit() for v in fields[1:9]):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return steal, user + nice + system + irq + softirq + steal
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Of the CPU time this VM wanted between two readings, the part the hypervisor took."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def _steal_text(share: float | None) -> str:
+    return "" if share is None else f"; the hypervisor took {share:.0%} of the CPU time wanted"
+
+
 def _commit() -> str | None:
     try:
         done = subprocess.run(
@@ -85,12 +118,14 @@ def table(result: SuiteResult, host: dict[str, object], quick: bool) -> Table:
     return output
 
 
-def targets_table(results: dict[str, SuiteResult], host: dict[str, object]) -> Table | None:
+def targets_table(
+    results: dict[str, SuiteResult], host: dict[str, object], steal: float | None = None
+) -> Table | None:
     """Every row of the run that has a target, side by side: what `make bench` answers to."""
     output = Table(
         title="Targets: every row with one, from this run",
         caption=f"1-minute load {host['load_average_1m']:.2f} when the run began, "
-        f"{os.getloadavg()[0]:.2f} at its end, on {host['nproc']} CPUs",
+        f"{os.getloadavg()[0]:.2f} at its end, on {host['nproc']} CPUs{_steal_text(steal)}",
     )
     for header in ("Suite", "Case", "What", "Measured", "Target", "Met"):
         output.add_column(header, justify="right" if header == "Measured" else "left")
@@ -125,7 +160,12 @@ def _write_json(path: Path, document: object) -> None:
 
 
 def record(
-    results_dir: Path, name: str, result: SuiteResult, host: dict[str, object], quick: bool
+    results_dir: Path,
+    name: str,
+    result: SuiteResult,
+    host: dict[str, object],
+    quick: bool,
+    steal: float | None = None,
 ) -> Path:
     now = datetime.now(UTC)
     document = {
@@ -134,6 +174,7 @@ def record(
         "timestamp": now.isoformat(timespec="seconds"),
         "quick": quick,
         "machine": host,
+        "steal_share": steal,  # of the CPUs' time while this suite ran
         "parameters": result.parameters,
         "columns": [{"key": c.key, "header": c.header, "format": c.fmt} for c in result.columns],
         "rows": result.rows,
@@ -162,13 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=120)
     host = machine()
     results: dict[str, SuiteResult] = {}
+    run_start = cpu_times()
     for name in args.suites or list(SUITES):
+        suite_start = cpu_times()
         with console.status(f"running {name}{' (quick)' if args.quick else ''}"):
             result = results[name] = load(name)(args.quick)
+        steal = steal_share(suite_start, cpu_times())
         console.print(table(result, host, args.quick))
-        path = record(args.results, name, result, host, args.quick)
+        if steal is not None:
+            console.print(f"The hypervisor took {steal:.0%} of the CPU time wanted (steal)")
+        path = record(args.results, name, result, host, args.quick, steal)
         console.print(f"wrote {path}")
-    summary = targets_table(results, host)
+    summary = targets_table(results, host, steal_share(run_start, cpu_times()))
     if summary is not None:
         console.print(summary)
     return 0
