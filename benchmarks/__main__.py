@@ -174,7 +174,7 @@ def record(
         "timestamp": now.isoformat(timespec="seconds"),
         "quick": quick,
         "machine": host,
-        "steal_share": steal,  # of the CPUs' time while this suite ran
+        "steal_share": steal,  # of the CPU time wanted while this suite ran
         "parameters": result.parameters,
         "columns": [{"key": c.key, "header": c.header, "format": c.fmt} for c in result.columns],
         "rows": result.rows,

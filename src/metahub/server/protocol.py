@@ -471,7 +471,7 @@ class MetaHubHttpProtocol(HttpToolsProtocol):
         timer armed), with a keep-alive timer that runs on across answers from memory.
 
         uvicorn cancels the timer when a request comes and starts one when it is answered: on a
-        connection of warm pulls a tenth of each request's CPU. Here the answer only notes its
+        connection of warm pulls a twentieth of each request's CPU. Here the answer only notes its
         time, and the timer, when it fires, waits on for what is left of the connection's idle
         time. A request that takes the full path cancels it as ever (uvicorn's data_received).
         """
