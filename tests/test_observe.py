@@ -246,3 +246,45 @@ def test_ready_when_the_upstream_answers_or_the_cache_is_warm(
     assert down_warm.status_code == 200
     assert down_warm.json() == {"status": "ready", "upstream": "unreachable", "cache": "warm"}
     assert up_warm.status_code == 200
+
+
+@pytest.fixture(scope="module")
+def two_workers(workdir: Path, upstream: RegistryServer) -> Iterator[MetaHubServer]:
+    (workdir / "two-workers").mkdir()
+    with MetaHubServer(workdir / "two-workers", config(upstream), workers=2) as server:
+        yield server
+
+
+def test_with_two_workers_a_warm_pull_is_counted_before_its_answer_arrives(
+    two_workers: MetaHubServer,
+) -> None:
+    """Warm pulls are answered from memory with their counts applied once per event-loop turn
+    (metrics.count): before the answer leaves, so a scrape made after it, whichever worker
+    answers the scrape (prometheus_client's multiprocess files), already holds it."""
+    token = httpx.get(
+        f"{two_workers.url}/token",
+        params={"service": "metahub", "scope": "repository:observe/app:pull"},
+        auth=("sk", "sk-pass"),
+        timeout=30,
+    ).json()["token"]
+    pulled = ("metahub_http_requests_total", "manifest", "GET", "200")
+
+    def pulls() -> float:
+        name, route, method, status = pulled
+        return value(scrape(two_workers.url), name, route=route, method=method, status=status)
+
+    before = pulls()
+    headers = {"Authorization": f"Bearer {token}", "Accept": feature_images.OCI_INDEX}
+    with httpx.Client(base_url=two_workers.url, headers=headers, timeout=30) as client:
+        for number in range(1, 9):  # one connection: the first pull warms its worker
+            assert client.get("/v2/observe/app/manifests/latest").status_code == 200
+            assert pulls() == before + number  # each scrape on a new connection
+    assert (
+        value(
+            scrape(two_workers.url),
+            "metahub_cache_requests_total",
+            cache="filtered",
+            result="hit",
+        )
+        >= 7
+    )
