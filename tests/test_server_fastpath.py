@@ -402,17 +402,19 @@ def test_a_connection_of_warm_pulls_is_kept_while_used_and_closed_once_idle(
     running.start()
     try:
         client = Client(running, "sky", "pw")  # its token came on the full path: uvicorn's timer
-        start = time.monotonic()
-        while time.monotonic() - start < keep_alive * 3:
+        start, pulls = time.monotonic(), 0
+        while time.monotonic() - start < keep_alive * 3:  # a closed connection would raise
             time.sleep(keep_alive / 4)
             assert client.manifest("GET", "latest")[0] == 200
-        assert len(running.answered) > 8  # the connection stayed open, answered from memory
+            pulls += 1
+        assert len(running.answered) >= pulls - 1  # all but the first answered from memory
         sock = client.connection.sock
         assert sock is not None
         sock.settimeout(keep_alive * 5)
         idle_start = time.monotonic()
         assert sock.recv(1) == b""  # closed by the server once idle for its keep-alive time
         idle = time.monotonic() - idle_start
-        assert keep_alive * 0.9 <= idle < keep_alive * 3
+        # Not at once (the timer counts from the last answer), and not much after.
+        assert keep_alive / 2 <= idle < keep_alive * 3
     finally:
         running.stop()
