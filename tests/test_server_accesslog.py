@@ -162,9 +162,9 @@ def test_the_prefix_is_the_time_of_the_line_to_the_millisecond(pipe: tuple[int, 
         log.write("line")
         after = time.time()
         stamp = drained(read).partition(" INFO ")[0]
-        written = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        written = round(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() * 1000)
         # To the millisecond, in local time as logging's asctime: within the write's span.
-        assert int(before * 1000) / 1000 <= written <= after, (before, stamp, after)
+        assert int(before * 1000) <= written <= int(after * 1000), (before, stamp, after)
         stamps.append(stamp)
         time.sleep(0.0015)  # the next line's millisecond is a new one: a new prefix
     assert len(set(stamps)) == 3
