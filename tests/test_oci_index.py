@@ -246,3 +246,35 @@ def test_an_index_too_deep_to_write_back_is_refused_where_it_would_be_rewritten(
     with pytest.raises(InvalidIndex, match="too deeply"):
         index.with_entries(index.entries)
     assert index.with_entries(()) == b'{"manifests":[]}'
+
+
+@pytest.mark.parametrize(
+    ("annotations", "attestation"),
+    [
+        ({"vnd.docker.reference.type": "attestation-manifest"}, True),
+        (
+            {
+                "vnd.docker.reference.type": "attestation-manifest",
+                "vnd.docker.reference.digest": sha("image"),
+            },
+            True,
+        ),
+        ({"vnd.docker.reference.type": "something-else"}, False),
+        ({"vnd.docker.reference.digest": sha("image")}, False),
+        ({"org.example.note": "attestation-manifest"}, False),
+        (["vnd.docker.reference.type"], False),
+        (None, False),
+    ],
+)
+def test_an_entry_is_an_attestation_by_docker_s_reference_type(
+    annotations: Any, attestation: bool
+) -> None:
+    unknown = {"architecture": "unknown", "os": "unknown"}
+    described = entry("described", unknown)
+    bare = entry("bare", None)
+    for descriptor in (described, bare):  # with a platform and without
+        if annotations is not None:
+            descriptor["annotations"] = annotations
+    document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [described, bare]}
+    parsed = Index.parse(encode(document))
+    assert [e.attestation for e in parsed.entries] == [attestation, attestation]

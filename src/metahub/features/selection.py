@@ -26,13 +26,9 @@ from typing import Literal, get_args
 from metahub.features.levels import CPU_KEY, Levels
 from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry, MicroarchMatcher
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
-from metahub.oci.index import Entry, Index
+from metahub.oci.index import REFERENCE_DIGEST, Entry, Index
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey, normalize_platform, parse_platform
 from metahub.oci.repository_patterns import EVERYTHING, RepositoryPatterns
-
-ATTESTATION_TYPE = "attestation-manifest"
-REFERENCE_TYPE = "vnd.docker.reference.type"
-REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 Mode = Literal["best", "exact"]
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -159,32 +155,23 @@ class Matchers(MatcherRegistry):
         self._entries.clear()
 
     def judged(
-        self,
-        entries: Iterable[Entry],
-        attestation: Iterable[bool],
-        machine: MachineProfile,
-        levels: Levels | None,
+        self, entries: Iterable[Entry], machine: MachineProfile, levels: Levels | None
     ) -> list[_Judged]:
-        """What `_judge_entry` makes of each entry (`attestation`: whether each is one),
-        remembered per machine type revision and entry platform and features: a 1,000-entry
-        index repeats a few dozen of them. One loop for the whole index: it runs per entry on
-        every selection, so it makes no call that a lookup can spare."""
-        pairs = zip(entries, attestation, strict=True)
+        """What `_judge_entry` makes of each entry, remembered per machine type revision and
+        entry platform and features: a 1,000-entry index repeats a few dozen of them. One loop
+        for the whole index: it runs per entry on every selection, so it makes no call that a
+        lookup can spare."""
         if not machine.revision:
-            return [
-                _Judged.of(_judge_entry(entry, machine, self, levels, attested))
-                for entry, attested in pairs
-            ]
+            return [_Judged.of(_judge_entry(entry, machine, self, levels)) for entry in entries]
         revision, known = machine.revision, self._entries
         judged = []
-        for entry, attested in pairs:
-            key = (revision, entry.platform, entry.features, attested)
+        for entry in entries:
+            key = (revision, entry.platform, entry.features, entry.attestation)
             verdict = known.get(key)
             if verdict is None:
                 if len(known) >= FEATURE_VERDICTS:
                     known.clear()
-                made = _judge_entry(entry, machine, self, levels, attested)
-                verdict = known[key] = _Judged.of(made)
+                verdict = known[key] = _Judged.of(_judge_entry(entry, machine, self, levels))
             judged.append(verdict)
         return judged
 
@@ -296,7 +283,7 @@ def judge(
     `levels` is `matchers.levels(machine)`, where the caller has it already.
     """
     levels = levels or matchers.levels(machine)
-    (judged,) = matchers.judged((entry,), (_is_attestation(entry),), machine, levels)
+    (judged,) = matchers.judged((entry,), machine, levels)
     return _verdict(entry, judged)
 
 
@@ -306,15 +293,11 @@ def _verdict(entry: Entry, judged: _Judged) -> Verdict:
 
 
 def _judge_entry(
-    entry: Entry,
-    machine: MachineProfile,
-    matchers: Matchers,
-    levels: Levels | None,
-    attestation: bool,
+    entry: Entry, machine: MachineProfile, matchers: Matchers, levels: Levels | None
 ) -> Verdict:
     verdict = Verdict(entry, fits=True)
     platform = entry.platform
-    if platform is not None and not attestation and not machine.allows(platform):
+    if platform is not None and not entry.attestation and not machine.allows(platform):
         verdict.fits = False
         declared = ", ".join(str(p) for p in machine.platforms)
         verdict.reasons.append(
@@ -404,12 +387,6 @@ def _judge_exact(features: tuple[str, ...], machine: MachineProfile) -> FeatureV
     )
 
 
-def _is_attestation(entry: Entry) -> bool:
-    # Read in place: Entry.annotations copies the mapping, once per entry of every selection.
-    annotations = entry.descriptor.get("annotations")
-    return isinstance(annotations, dict) and annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
-
-
 def select(
     index: Index,
     machine: MachineProfile,
@@ -426,8 +403,7 @@ def select(
     """
     levels = matchers.levels(machine)
     entries = index.entries
-    attestation = [_is_attestation(entry) for entry in entries]
-    judged = matchers.judged(entries, attestation, machine, levels)
+    judged = matchers.judged(entries, machine, levels)
     verdicts = [_verdict(entry, verdict) for entry, verdict in zip(entries, judged, strict=True)]
     for position, reason in (unfit or {}).items():
         verdicts[position].fits = False
@@ -436,9 +412,9 @@ def select(
     groups: dict[PlatformKey, list[Verdict]] = {}
     group_of: dict[PlatformKey, PlatformKey] = {}  # an index repeats a few platforms
     attestations: list[Verdict] = []
-    for verdict, attested in zip(verdicts, attestation, strict=True):
+    for verdict in verdicts:
         platform = verdict.entry.platform
-        if attested:
+        if verdict.entry.attestation:
             attestations.append(verdict)
         elif platform is None or not choose:
             verdict.chosen = verdict.fits  # nothing to choose between
@@ -531,7 +507,7 @@ def entry_for_platform(entries: Iterable[Entry], platform: PlatformKey) -> Entry
     platform = normalize_platform(platform)
     candidates: list[tuple[bool, Entry]] = []
     for entry in entries:
-        if entry.platform is None or _is_attestation(entry):
+        if entry.platform is None or entry.attestation:
             continue
         offered = normalize_platform(entry.platform)
         if (offered.os, offered.architecture) != (platform.os, platform.architecture):
@@ -547,7 +523,7 @@ def entry_for_platform(entries: Iterable[Entry], platform: PlatformKey) -> Entry
 def _offered(index: Index) -> list[str]:
     offered = []
     for entry in index.entries:
-        if entry.platform is None or _is_attestation(entry):
+        if entry.platform is None or entry.attestation:
             continue
         features = ",".join(entry.features) or "generic"
         offered.append(f"{entry.platform}: {features}")

@@ -22,6 +22,13 @@ class InvalidIndex(ValueError):
     """Upstream bytes announced as an index that are not one."""
 
 
+# Docker's attestation manifests (buildx provenance and SBOMs) are index entries annotated with
+# this type and the digest of the image they describe.
+REFERENCE_TYPE = "vnd.docker.reference.type"
+ATTESTATION_TYPE = "attestation-manifest"
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One descriptor of an index, with what selection needs from it."""
@@ -30,6 +37,8 @@ class Entry:
     descriptor: dict[str, Any]
     platform: PlatformKey | None
     features: tuple[str, ...]
+    # Whether it is an attestation: read once here, asked of every entry on every selection.
+    attestation: bool = False
 
     @property
     def digest(self) -> str:
@@ -103,9 +112,13 @@ def _entry(
     descriptor: dict[str, Any],
     platforms: dict[tuple[object, ...], PlatformKey],
 ) -> Entry:
+    annotations = descriptor.get("annotations")
+    attestation = (
+        isinstance(annotations, dict) and annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE
+    )
     platform = descriptor.get("platform")
     if not isinstance(platform, dict):
-        return Entry(position, descriptor, None, ())
+        return Entry(position, descriptor, None, (), attestation)
     features = platform.get("features")
     if features is None:
         features = []
@@ -129,7 +142,7 @@ def _entry(
         )
         if plain:
             platforms[fields] = key
-    return Entry(position, descriptor, key, tuple(features))
+    return Entry(position, descriptor, key, tuple(features), attestation)
 
 
 def digest_of(data: bytes) -> str:

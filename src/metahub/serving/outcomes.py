@@ -14,12 +14,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from prometheus_client import Counter
 
 from metahub import metrics
-from metahub.features.selection import (
-    ATTESTATION_TYPE,
-    REFERENCE_TYPE,
-    MachineProfile,
-    Verdict,
-)
+from metahub.features.selection import MachineProfile, Verdict
 from metahub.oci import mediatypes
 from metahub.oci.index import Entry, Index
 
@@ -61,7 +56,7 @@ def chosen_entries(filtering: Filtering) -> Iterator[tuple[Entry, Verdict | None
         entries = Index.parse(upstream.data).entries
     verdicts = {v.entry.position: v for v in filtering.verdicts}
     for entry in entries:
-        if entry.annotations.get(REFERENCE_TYPE) == ATTESTATION_TYPE:
+        if entry.attestation:
             continue
         nested = filtering.nested.get(entry.position)
         if nested is not None:
