@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from metahub.cache.lru import CountedLRU, SizedLRU
+from metahub.cache.lru import CountedLRU, SizedLRU, remember
 
 
 def lru(max_bytes: int, name: str = "test-lru") -> SizedLRU[str, bytes]:
@@ -110,3 +110,14 @@ def test_a_counted_lru_replaces_a_key_in_place_and_pops():
     cache.pop("a")
     cache.pop("missing")
     assert (cache.get("a"), len(cache)) == (None, 1)
+
+
+def test_a_remembered_memo_keeps_its_limit_dropping_the_oldest_put() -> None:
+    memo: dict[str, int] = {}
+    for number in range(5):
+        remember(memo, f"k{number}", number, 3)
+    assert memo == {"k2": 2, "k3": 3, "k4": 4}
+    remember(memo, "k2", 20, 3)  # a key already there is replaced; nothing else goes
+    assert memo == {"k2": 20, "k3": 3, "k4": 4}
+    remember(memo, "k5", 5, 3)  # k2 is still the oldest put
+    assert memo == {"k3": 3, "k4": 4, "k5": 5}

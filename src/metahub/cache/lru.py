@@ -1,4 +1,5 @@
-"""Least-recently-used maps: bounded by the total size of their values, or by their count."""
+"""Least-recently-used maps: bounded by the total size of their values, or by their count; and
+plain memos bounded by their count, oldest out first."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from metahub import metrics
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def remember(memo: dict[K, V], key: K, value: V, limit: int) -> None:
+    """Put `key` in a plain dict memo of at most `limit` entries, the oldest put going first:
+    for small answers the hot path looks up on every request, where an LRU's reordering on each
+    hit would cost more than the rare miss it saves."""
+    if len(memo) >= limit and key not in memo:
+        del memo[next(iter(memo))]
+    memo[key] = value
 
 
 class SizedLRU(Generic[K, V]):

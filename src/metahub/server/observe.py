@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from metahub import metrics
+from metahub.cache.lru import remember
 from metahub.server.accesslog import LOGGER_NAME, UPSTREAM_SCOPE_KEY, AccessLog, escaped
 from metahub.server.http import Response
 from metahub.server.origin import behind_proxies
@@ -193,7 +194,5 @@ class Observe:
             if parts is None:
                 parts = _line_parts(*key)
                 if len(path) <= _LINE_PARTS_PATH_LIMIT:  # long paths are rare: not kept
-                    self._line_parts[key] = parts
-                    if len(self._line_parts) > _MAX_LINE_PARTS:
-                        del self._line_parts[next(iter(self._line_parts))]  # the oldest
+                    remember(self._line_parts, key, parts, _MAX_LINE_PARTS)
             self.access.write(f"{parts[0]}{elapsed * 1000:.1f}ms{parts[1]}")

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import orjson
 
 from metahub import errors
+from metahub.cache.lru import remember
 from metahub.features.selection import MachineProfile
 from metahub.hub import Hub
 from metahub.oci import mediatypes
@@ -112,9 +113,7 @@ def _manifest_path(path: str) -> tuple[str, str] | None:
         with contextlib.suppress(errors.RegistryError):  # the full path answers the error
             answer = checked_name(match["name"]), checked_reference(match["ref"])
     if len(path) <= MANIFEST_PATH_KEY_LIMIT:
-        if len(_MANIFEST_PATHS) >= MANIFEST_PATH_ENTRIES:
-            del _MANIFEST_PATHS[next(iter(_MANIFEST_PATHS))]  # the oldest
-        _MANIFEST_PATHS[path] = answer
+        remember(_MANIFEST_PATHS, path, answer, MANIFEST_PATH_ENTRIES)
     return answer
 
 
@@ -172,9 +171,7 @@ def _accepts_index(accept: str | None) -> bool:
         return known
     answer = mediatypes.accepts_index(accept)
     if accept is None or len(accept) <= ACCEPT_CACHE_KEY_LIMIT:
-        if len(_ACCEPT_ANSWERS) >= ACCEPT_CACHE_ENTRIES:
-            del _ACCEPT_ANSWERS[next(iter(_ACCEPT_ANSWERS))]  # the oldest
-        _ACCEPT_ANSWERS[accept] = answer
+        remember(_ACCEPT_ANSWERS, accept, answer, ACCEPT_CACHE_ENTRIES)
     return answer
 
 
