@@ -8,6 +8,7 @@ blob part-way until the test releases it, so "while it downloads" is a state the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -275,6 +276,38 @@ def test_a_large_blob_goes_through_the_cache_in_flat_memory(
     assert upstream.count("GET", path_of(blob)) == 1
     assert cached_file(cache_dir / "blobs", blob).stat().st_size == blob.size
     assert rss.peak - baseline < 64 * MiB, f"grew by {(rss.peak - baseline) / MiB:.1f} MiB"
+
+
+@pytest.mark.slow  # 1 GiB through a real server twice, its memory sampled
+def test_a_1_gib_blob_fills_the_cache_and_leaves_it_in_flat_memory(
+    upstream: ScriptedRegistry, tmp_path: Path
+):
+    """The fill (download, hash, write, serve) and then a hit (`sendfile`) of 1 GiB: neither
+    grows the process, and both deliver exactly the blob's bytes."""
+    blob = upstream.add_blob(Blob(os.urandom(MiB), repeat=1024))
+    cache = tmp_path / "blobs"
+    (tmp_path / "hub").mkdir()
+    with (
+        MeasuredMetaHub(tmp_path / "hub", config(upstream, cache, 2048 * MiB)) as hub,
+        httpx.Client(base_url=hub.url, timeout=120) as client,
+    ):
+        warm_up = upstream.add_blob(Blob(os.urandom(4 * MiB)))
+        assert client.get(path_of(warm_up)).content == warm_up.content()
+        baseline = hub.rss()
+        for attempt in ("fill", "hit"):
+            received = hashlib.sha256()
+            size = 0
+            with PeakRss(hub) as rss, client.stream("GET", path_of(blob)) as response:
+                assert response.status_code == 200
+                for chunk in response.iter_raw(MiB):
+                    received.update(chunk)
+                    size += len(chunk)
+            assert (size, f"sha256:{received.hexdigest()}") == (blob.size, blob.digest), attempt
+            assert rss.samples > 10, attempt
+            grown = (rss.peak - baseline) / MiB
+            assert grown < 64, f"the {attempt} grew the process by {grown:.1f} MiB"
+    assert upstream.count("GET", path_of(blob)) == 1  # the second was a hit
+    assert cached_file(cache, blob).stat().st_size == blob.size
 
 
 def test_a_reader_far_behind_a_download_gets_the_same_bytes_as_one_at_its_head(
