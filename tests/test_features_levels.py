@@ -202,10 +202,10 @@ def test_the_chosen_level_is_served_as_the_baseline_platform() -> None:
     verdict = next(v for v in result.verdicts if v.chosen and v.entry.digest == sha("v3"))
     assert verdict.served_platform == PlatformKey("linux", "amd64")
     assert verdict.entry.platform == PlatformKey("linux", "amd64", "v3")
-    assert verdict.rules == [
+    assert verdict.rules == (
         "amd64 variant v3 read as cpu:x86_64_v3, which cpu:zen3 runs",
         "served as linux/amd64, the platform runtimes take by default",
-    ]
+    )
     rendered = orjson.loads(make_index(*LEVEL_INDEX).with_entries(result.kept))
     assert [m["platform"] for m in rendered["manifests"]] == [
         {"os": "linux", "architecture": "amd64"},
@@ -229,7 +229,7 @@ def test_the_baseline_chosen_is_served_unchanged() -> None:
     result = selection(LEVEL_INDEX, ["cpu:core2"])
     assert [e.descriptor for e in result.kept] == [LEVEL_INDEX[2], *LEVEL_INDEX[4:]]
     base = next(v for v in result.verdicts if v.chosen and v.entry.digest == sha("base"))
-    assert base.served_platform is None and base.rules == []
+    assert base.served_platform is None and base.rules == ()
 
 
 def test_v1_is_the_baseline_served_without_a_variant() -> None:
@@ -254,10 +254,10 @@ def test_a_level_that_does_not_run_says_why() -> None:
     result = selection(LEVEL_INDEX[:3], ["cpu:nehalem"])
     verdict = next(v for v in result.verdicts if v.entry.digest == sha("v3"))
     assert not verdict.fits
-    assert verdict.reasons == [
+    assert verdict.reasons == (
         "variant v3 is the level cpu:x86_64_v3: cpu:x86_64_v3 does not run on cpu:nehalem "
-        "(not an ancestor in the archspec DAG)"
-    ]
+        "(not an ancestor in the archspec DAG)",
+    )
 
 
 def test_configured_cpu_aliases_decide_levels() -> None:

@@ -312,9 +312,26 @@ def test_a_cpuflag_verdict_names_the_cpu_that_lacks_the_flag(matchers: Matchers)
     verdicts = select(CPUFLAG_INDEX, machine("cpu:haswell"), matchers).verdicts
     avx512 = next(v for v in verdicts if v.entry.digest == sha("second"))
     assert not avx512.fits and avx512.satisfied == 1
-    assert avx512.reasons == [
-        "cpuflag:avx512f: cpu haswell lacks avx512f, and the machine does not declare it"
-    ]
+    assert avx512.reasons == (
+        "cpuflag:avx512f: cpu haswell lacks avx512f, and the machine does not declare it",
+    )
+
+
+def test_what_a_selection_adds_to_one_verdict_is_on_that_verdict_alone(
+    matchers: Matchers,
+) -> None:
+    """Entries of one kind share their remembered judgement; the reason one of them loses is
+    its own, and does not stay behind for the next selection."""
+    index = make_index(
+        entry("first", AMD64, "cpu:haswell"),
+        entry("second", AMD64, "cpu:haswell"),
+        entry("third", AMD64, "cpu:haswell"),
+    )
+    for _ in range(2):
+        verdicts = select(index, machine("cpu:skylake"), matchers).verdicts
+        assert [v.chosen for v in verdicts] == [True, False, False]
+        assert verdicts[0].reasons == ()
+        assert verdicts[1].reasons == verdicts[2].reasons == ("entry 0 fits this platform better",)
 
 
 def test_unknown_keys_are_matched_exactly(matchers: Matchers) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 
 from metahub.oci.index import Index, InvalidIndex, digest_of
 from metahub.oci.platform import PlatformKey
-from tests.support.oci import OCI_INDEX, OCI_MANIFEST, entry, sha
+from tests.support.oci import AMD64, OCI_INDEX, OCI_MANIFEST, entry, make_index, sha
+from tests.support.oci import attestation as attestation_of
 
 AMD64_SKYLAKE = entry(
     "amd64-skylake",
@@ -199,6 +201,17 @@ def _platform_features(value: Any) -> bytes:
         pytest.param(_platform_features(["cpu:skylake", 3]), id="non-string-feature"),
         pytest.param(_platform_features([["cpu:skylake"]]), id="nested-features"),
         pytest.param(_platform_features(True), id="bool-features"),
+        pytest.param(
+            encode(
+                {
+                    "manifests": [
+                        entry("a", AMD64, "cpu:skylake"),
+                        entry("b", {**AMD64, "features": ["cpu:skylake", 3]}),
+                    ]
+                }
+            ),
+            id="a-checked-set-then-a-bad-one",
+        ),
     ],
 )
 def test_parse_rejects(data: bytes) -> None:
@@ -278,3 +291,26 @@ def test_an_entry_is_an_attestation_by_docker_s_reference_type(
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [described, bare]}
     parsed = Index.parse(encode(document))
     assert [e.attestation for e in parsed.entries] == [attestation, attestation]
+
+
+def test_entries_of_one_kind_share_it_across_indexes_and_others_do_not() -> None:
+    """Selection remembers what it made of an entry by its kind, found by identity: equal
+    platform, features and attestation must give the very same kind, anything else another."""
+    amd64_v3 = {"architecture": "amd64", "os": "linux", "variant": "v3"}
+    first = make_index(
+        entry("a", AMD64, "cpu:zen3"),
+        entry("b", AMD64, "cpu:zen3"),
+        entry("c", AMD64, "cpu:zen2"),
+        entry("d", amd64_v3, "cpu:zen3"),
+        entry("e", None),
+        attestation_of("f", of="a"),
+    ).entries
+    again = make_index(entry("x", AMD64, "cpu:zen3"), attestation_of("y", of="x")).entries
+
+    assert first[0].kind is first[1].kind is again[0].kind
+    assert first[5].kind is again[1].kind
+    kinds = [e.kind for e in first[1:]]
+    assert len({id(kind) for kind in kinds}) == len(kinds)  # all different
+    # An entry served under another platform is of that platform's kind.
+    served = dataclasses.replace(first[3], platform=first[0].platform)
+    assert served.kind is first[0].kind

@@ -26,7 +26,7 @@ from typing import Literal, get_args
 from metahub.features.levels import CPU_KEY, Levels
 from metahub.features.matchers import Fit, MachineFeatures, MatcherRegistry, MicroarchMatcher
 from metahub.features.model import Feature, InvalidFeature, group_by_key, parse_feature
-from metahub.oci.index import REFERENCE_DIGEST, Entry, Index
+from metahub.oci.index import REFERENCE_DIGEST, Entry, EntryKind, Index
 from metahub.oci.platform import DEFAULT_PLATFORM, PlatformKey, normalize_platform, parse_platform
 from metahub.oci.repository_patterns import EVERYTHING, RepositoryPatterns
 
@@ -119,9 +119,11 @@ class Matchers(MatcherRegistry):
         self._verdicts: dict[tuple[str, tuple[str, ...]], FeatureVerdict] = {}
         self._fits: dict[tuple[str, Feature], Fit] = {}
         self._levels: dict[str, Levels] = {}
-        # (revision, platform, features, attestation) -> the verdict on every entry so made:
-        # the level rule reads the platform's variant, so the features alone do not say it.
-        self._entries: dict[_EntryKey, _Judged] = {}
+        # revision -> entry kind (platform, features, attestation) -> the verdict on every
+        # entry of that kind: the level rule reads the platform's variant, so the features
+        # alone do not say it.
+        self._entries: dict[str, dict[EntryKind, _Judged]] = {}
+        self._entries_count = 0
 
     def judge_features(self, features: tuple[str, ...], machine: MachineProfile) -> FeatureVerdict:
         """The verdict on a feature set for `machine`, remembered when it has a revision."""
@@ -153,6 +155,7 @@ class Matchers(MatcherRegistry):
         self._fits.clear()
         self._levels.clear()
         self._entries.clear()
+        self._entries_count = 0
 
     def judged(
         self, entries: Iterable[Entry], machine: MachineProfile, levels: Levels | None
@@ -163,15 +166,19 @@ class Matchers(MatcherRegistry):
         lookup can spare."""
         if not machine.revision:
             return [_Judged.of(_judge_entry(entry, machine, self, levels)) for entry in entries]
-        revision, known = machine.revision, self._entries
+        known = self._entries.get(machine.revision)
+        if known is None:
+            known = self._entries[machine.revision] = {}
         judged = []
         for entry in entries:
-            key = (revision, entry.platform, entry.features, entry.attestation)
-            verdict = known.get(key)
+            verdict = known.get(entry.kind)
             if verdict is None:
-                if len(known) >= FEATURE_VERDICTS:
-                    known.clear()
-                verdict = known[key] = _Judged.of(_judge_entry(entry, machine, self, levels))
+                if self._entries_count >= FEATURE_VERDICTS:
+                    self._entries.clear()
+                    self._entries_count = 0
+                    known = self._entries[machine.revision] = {}
+                verdict = known[entry.kind] = _Judged.of(_judge_entry(entry, machine, self, levels))
+                self._entries_count += 1
             judged.append(verdict)
         return judged
 
@@ -221,16 +228,20 @@ class Matchers(MatcherRegistry):
 
 @dataclass(slots=True)
 class Verdict:
-    """Why an entry was kept or dropped: the explanation behind every choice."""
+    """Why an entry was kept or dropped: the explanation behind every choice.
+
+    Reasons and rules are tuples, added to by replacing them: a selection makes a verdict for
+    every entry of the index and adds to a few, so entries of the same kind share the tuples of
+    their remembered judgement instead of each copying them into lists of its own."""
 
     entry: Entry
     fits: bool
     satisfied: int = 0
     distance: float = 0.0
-    reasons: list[str] = field(default_factory=list)
+    reasons: tuple[str, ...] = ()
     chosen: bool = False
     # The rules that made it fit where the feature alone does not say (an x86-64 level).
-    rules: list[str] = field(default_factory=list)
+    rules: tuple[str, ...] = ()
     # The platform it is served under when chosen, if not its own (a level as the baseline).
     served_platform: PlatformKey | None = None
 
@@ -255,9 +266,6 @@ class Selection:
     verdicts: list[Verdict]
 
 
-_EntryKey = tuple[str, PlatformKey | None, tuple[str, ...], bool]
-
-
 @dataclass(frozen=True, slots=True)
 class _Judged:
     """A verdict's outcome without its entry, to be shared by entries of the same kind."""
@@ -270,8 +278,9 @@ class _Judged:
 
     @classmethod
     def of(cls, verdict: Verdict) -> _Judged:
-        reasons, rules = tuple(verdict.reasons), tuple(verdict.rules)
-        return cls(verdict.fits, verdict.satisfied, verdict.distance, reasons, rules)
+        return cls(
+            verdict.fits, verdict.satisfied, verdict.distance, verdict.reasons, verdict.rules
+        )
 
 
 def judge(
@@ -288,8 +297,9 @@ def judge(
 
 
 def _verdict(entry: Entry, judged: _Judged) -> Verdict:
-    reasons, rules = [*judged.reasons], [*judged.rules]
-    return Verdict(entry, judged.fits, judged.satisfied, judged.distance, reasons, rules=rules)
+    return Verdict(
+        entry, judged.fits, judged.satisfied, judged.distance, judged.reasons, rules=judged.rules
+    )
 
 
 def _judge_entry(
@@ -300,15 +310,15 @@ def _judge_entry(
     if platform is not None and not entry.attestation and not machine.allows(platform):
         verdict.fits = False
         declared = ", ".join(str(p) for p in machine.platforms)
-        verdict.reasons.append(
-            f"platform {platform} is not among the machine type's platforms ({declared})"
+        verdict.reasons += (
+            f"platform {platform} is not among the machine type's platforms ({declared})",
         )
     features = matchers.judge_features(entry.features, machine)
     verdict.satisfied = features.satisfied
     verdict.distance = features.distance
     if not features.fits:
         verdict.fits = False
-        verdict.reasons.extend(features.reasons)
+        verdict.reasons += features.reasons
     if platform is not None and machine.mode != "exact":
         _judge_level(verdict, machine, matchers, levels or matchers.levels(machine))
     return verdict
@@ -356,11 +366,11 @@ def _judge_level(
     fit = matchers.level_fit(required, machine)
     if not fit.ok:
         verdict.fits = False
-        verdict.reasons.append(f"variant {platform.variant} is the level {required}: {fit.reason}")
+        verdict.reasons += (f"variant {platform.variant} is the level {required}: {fit.reason}",)
         return
     cpus = ", ".join(f"{CPU_KEY}:{cpu}" for cpu in machine.by_key.get(CPU_KEY, ()))
-    verdict.rules.append(
-        f"{platform.architecture} variant {platform.variant} read as {required}, which {cpus} runs"
+    verdict.rules += (
+        f"{platform.architecture} variant {platform.variant} read as {required}, which {cpus} runs",
     )
     if not any(text.startswith(f"{CPU_KEY}:") for text in verdict.entry.features):
         verdict.satisfied += 1
@@ -404,10 +414,14 @@ def select(
     levels = matchers.levels(machine)
     entries = index.entries
     judged = matchers.judged(entries, machine, levels)
-    verdicts = [_verdict(entry, verdict) for entry, verdict in zip(entries, judged, strict=True)]
+    # `_verdict` written out: a call less per entry.
+    verdicts = [
+        Verdict(entry, j.fits, j.satisfied, j.distance, j.reasons, False, j.rules)
+        for entry, j in zip(entries, judged, strict=True)
+    ]
     for position, reason in (unfit or {}).items():
         verdicts[position].fits = False
-        verdicts[position].reasons.append(reason)
+        verdicts[position].reasons += (reason,)
     # The fitting entries of each platform group, in index order: only they compete.
     groups: dict[PlatformKey, list[Verdict]] = {}
     group_of: dict[PlatformKey, PlatformKey] = {}  # an index repeats a few platforms
@@ -436,7 +450,7 @@ def select(
             better = f"entry {best.entry.position} fits this platform better"
             for verdict in fitting:
                 if verdict is not best:
-                    verdict.reasons.append(better)
+                    verdict.reasons += (better,)
     chosen_digests = {v.entry.digest for v in verdicts if v.chosen and v.entry.platform}
     if not chosen_digests and not any(v.chosen for v in verdicts):
         raise NoMatchingEntry(machine, _offered(index), verdicts)
@@ -444,7 +458,7 @@ def select(
     for verdict in attestations:
         verdict.chosen = verdict.entry.annotations.get(REFERENCE_DIGEST) in chosen_digests
         if not verdict.chosen:
-            verdict.reasons.append("attestation of an entry that was not chosen")
+            verdict.reasons += ("attestation of an entry that was not chosen",)
     return Selection([_served(v) for v in verdicts if v.chosen], verdicts)
 
 
@@ -472,7 +486,7 @@ def _served_platform(
     served = levels.served(platform) if platform is not None else None
     if served is None or not machine.allows(served):
         return None
-    verdict.rules.append(f"served as {served}, the platform runtimes take by default")
+    verdict.rules += (f"served as {served}, the platform runtimes take by default",)
     return served
 
 

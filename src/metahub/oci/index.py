@@ -8,7 +8,7 @@ parsed upstream document with entries removed, so every other field (annotations
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -29,6 +29,39 @@ ATTESTATION_TYPE = "attestation-manifest"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
 
 
+class EntryKind:
+    """What selection judges an entry by: its platform, its features, whether it is an
+    attestation. Equal kinds are one object (`kind_of`), so that what was made of a kind is
+    found again by identity, without hashing its fields for every entry of every selection."""
+
+    __slots__ = ("attestation", "features", "platform")
+
+    def __init__(
+        self, platform: PlatformKey | None, features: tuple[str, ...], attestation: bool
+    ) -> None:
+        self.platform = platform
+        self.features = features
+        self.attestation = attestation
+
+
+# Kinds made so far. A few dozen per index repeat across indexes; past the bound it starts
+# again, and a kind made anew is only a remembered judgement missed once more.
+_KINDS: dict[tuple[PlatformKey | None, tuple[str, ...], bool], EntryKind] = {}
+KINDS_LIMIT = 4096
+
+
+def kind_of(
+    platform: PlatformKey | None, features: tuple[str, ...], attestation: bool
+) -> EntryKind:
+    fields = (platform, features, attestation)
+    kind = _KINDS.get(fields)
+    if kind is None:
+        if len(_KINDS) >= KINDS_LIMIT:
+            _KINDS.clear()
+        kind = _KINDS[fields] = EntryKind(platform, features, attestation)
+    return kind
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One descriptor of an index, with what selection needs from it."""
@@ -39,6 +72,17 @@ class Entry:
     features: tuple[str, ...]
     # Whether it is an attestation: read once here, asked of every entry on every selection.
     attestation: bool = False
+    # Made when selection first asks (`kind`); not copied by `dataclasses.replace`, so an entry
+    # served under another platform is of that platform's kind.
+    _kind: EntryKind | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def kind(self) -> EntryKind:
+        kind = self._kind
+        if kind is None:
+            kind = kind_of(self.platform, self.features, self.attestation)
+            object.__setattr__(self, "_kind", kind)
+        return kind
 
     @property
     def digest(self) -> str:
@@ -80,12 +124,14 @@ class Index:
         if not isinstance(manifests, list):
             raise InvalidIndex("index has no 'manifests' list")
         entries = []
-        # An index repeats a few platforms over many entries: each key is made once.
+        # An index repeats a few platforms and feature sets over many entries: each key is
+        # made, and each feature set checked, once.
         platforms: dict[tuple[object, ...], PlatformKey] = {}
+        feature_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
         for position, descriptor in enumerate(manifests):
             if not isinstance(descriptor, dict):
                 raise InvalidIndex(f"index entry {position} is not an object")
-            entries.append(_entry(position, descriptor, platforms))
+            entries.append(_entry(position, descriptor, platforms, feature_sets))
         return cls(document, tuple(entries))
 
     def has_features(self) -> bool:
@@ -111,6 +157,7 @@ def _entry(
     position: int,
     descriptor: dict[str, Any],
     platforms: dict[tuple[object, ...], PlatformKey],
+    feature_sets: dict[tuple[str, ...], tuple[str, ...]],
 ) -> Entry:
     annotations = descriptor.get("annotations")
     attestation = (
@@ -119,11 +166,7 @@ def _entry(
     platform = descriptor.get("platform")
     if not isinstance(platform, dict):
         return Entry(position, descriptor, None, (), attestation)
-    features = platform.get("features")
-    if features is None:
-        features = []
-    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise InvalidIndex(f"index entry {position} has a 'platform.features' that is not a list")
+    features = _features(position, platform.get("features"), feature_sets)
     fields = (
         platform.get("os", ""),
         platform.get("architecture", ""),
@@ -131,7 +174,12 @@ def _entry(
         platform.get("os.version", ""),
     )
     # Only strings are remembered: 1, 1.0 and True are one dict key but three platforms.
-    plain = all(type(field) is str for field in fields)
+    plain = (
+        type(fields[0]) is str
+        and type(fields[1]) is str
+        and type(fields[2]) is str
+        and type(fields[3]) is str
+    )
     key = platforms.get(fields) if plain else None
     if key is None:
         key = PlatformKey(
@@ -142,7 +190,28 @@ def _entry(
         )
         if plain:
             platforms[fields] = key
-    return Entry(position, descriptor, key, tuple(features), attestation)
+    return Entry(position, descriptor, key, features, attestation)
+
+
+def _features(
+    position: int, features: object, known: dict[tuple[str, ...], tuple[str, ...]]
+) -> tuple[str, ...]:
+    """An entry's `platform.features` as a tuple of strings; the same tuple for every entry that
+    lists the same ones (`known`: those of this index, checked once)."""
+    if features is None:
+        return ()
+    if isinstance(features, list):
+        listed = tuple(features)
+        try:
+            checked = known.get(listed)
+        except TypeError:  # an object or a list among them: not strings, refused below
+            checked = None
+        if checked is not None:  # only tuples of strings are kept, and equal only to such
+            return checked
+        if all(isinstance(feature, str) for feature in listed):
+            known[listed] = listed
+            return listed
+    raise InvalidIndex(f"index entry {position} has a 'platform.features' that is not a list")
 
 
 def digest_of(data: bytes) -> str:
