@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,15 @@ def count_store_statements(hub: Hub) -> list[str]:
             seen.append(statement)
 
     event.listen(hub.engine.sync_engine, "before_cursor_execute", record)
+    writer = hub.manifests.store.writer  # a SQLite file's new rows go past the engine
+    if writer is not None:
+        insert = writer.insert
+
+        async def counted(statement: str, values: Sequence[object]) -> None:
+            record(None, None, statement)
+            await insert(statement, values)
+
+        writer.insert = counted  # type: ignore[method-assign]
     return seen
 
 

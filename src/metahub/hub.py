@@ -118,6 +118,7 @@ class Hub:
         store = FilteredDigestStore(
             engine,
             retention=timedelta(days=retention_days) if retention_days is not None else None,
+            busy_timeout=settings.database.busy_timeout,
         )
         management = ManagementService(engine)
         await management.import_config(settings.machine_types)
@@ -167,5 +168,6 @@ class Hub:
                     await task
         if self._retention is not None:
             await self.manifests.store.flush_served()  # the marks noted since the last write
+        await self.manifests.store.close()
         await self.upstream.close()
         await self.engine.dispose()
