@@ -1,8 +1,9 @@
-"""The latest bytes of a cache download kept in memory for readers at its head.
+"""A cache download's bytes kept in memory for readers at its head.
 
-A reader asks for bytes from an offset up to a limit (the last byte waits for the digest);
-memory answers with exactly those bytes as far as one chunk reaches, or not at all, and keeps
-no more than its bound.
+Bytes are readers' as they arrive, before they are on disk. A reader asks for bytes from an
+offset up to a limit (the last byte waits for the digest); memory answers with exactly those
+bytes as far as one chunk reaches, or not at all. It keeps every byte not yet on disk, and no
+more than its bound of those that are.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def download_of(chunks: list[bytes]) -> _Download:
         "upstream",
     )
     for chunk in chunks:
+        download.arrived(chunk)
         download.stored(chunk)
     return download
 
@@ -79,12 +81,41 @@ def test_a_whole_chunk_is_handed_on_as_it_is() -> None:
     assert download.recent_at(30, 59) == b"c" * 29  # the last byte held back
 
 
-def test_readers_waiting_are_told_when_a_chunk_is_stored() -> None:
+def test_readers_waiting_are_told_when_a_chunk_arrives() -> None:
     async def scenario() -> None:
         download = download_of([])
         waiting = asyncio.ensure_future(download.changed.wait())
         await asyncio.sleep(0)
-        download.stored(b"x")
+        download.arrived(b"x")  # not on disk yet: theirs all the same
         await asyncio.wait_for(waiting, 1)
 
     asyncio.run(scenario())
+
+
+@settings(deadline=None)
+@given(sizes=chunk_sizes, data=st.data())
+def test_memory_holds_every_byte_not_yet_on_disk(sizes: list[int], data: st.DataObject) -> None:
+    """However far the disk is behind the upstream, a reader at any offset the disk has not
+    reached finds its bytes in memory; what memory keeps beyond those stays within the bound."""
+    total = sum(sizes)
+    blob = random.Random(total).randbytes(total)
+    chunks, offset = [], 0
+    for size in sizes:
+        chunks.append(blob[offset : offset + size])
+        offset += size
+    on_disk = data.draw(st.integers(0, len(chunks)), label="chunks on disk")
+    download = download_of([])
+    download.size = total
+    for chunk in chunks:
+        download.arrived(chunk)
+    for chunk in chunks[:on_disk]:
+        download.stored(chunk)
+
+    written = sum(map(len, chunks[:on_disk]))
+    assert (download.written, download.received) == (written, total)
+    assert b"".join(download.in_memory_from(written, total)) == blob[written:]
+    for start in range(written, total, max(1, (total - written) // 7)):
+        got = download.recent_at(start, total)
+        assert got is not None and got == blob[start : start + len(got)]
+    stored_in_memory = sum(len(c) for s, c in download.recent if s + len(c) <= written)
+    assert stored_in_memory <= RECENT_BYTES or len(download.recent) == 1 + len(chunks) - on_disk

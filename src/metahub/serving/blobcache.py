@@ -36,9 +36,11 @@ log = logging.getLogger("metahub.serving.blobs")
 
 Opener = Callable[[ByteRange | None], Awaitable[BlobStream]]  # the blob, or the rest of it
 
-# The latest bytes of a download that are on disk are also kept in memory, this many at most:
-# a reader keeping up with the download (the client that started it, mostly) sends them from
-# there instead of reading them back from the file, a copy and a thread hand-over less.
+# A download's bytes are readers' as soon as they arrive from the upstream: they stay in memory
+# until they are on disk, and the latest on disk stay too, this many at most. A reader keeping
+# up with the download (the client that started it, mostly) sends them from there instead of
+# reading them back from the file, a copy and a thread hand-over less, and without waiting for
+# the hash and the write of each chunk (the last byte still waits for the digest).
 RECENT_BYTES = 2 * 1024 * 1024
 
 
@@ -54,13 +56,15 @@ class _Download:
     temp: Path
     opener: Opener
     source: str
-    written: int = 0
+    written: int = 0  # bytes on disk
+    received: int = 0  # bytes from the upstream: on disk, or in memory until they are
     done: bool = False
     error: errors.RegistryError | None = None
     unwritable: bool = False  # the disk refused it: readers take the rest from the upstream
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    # The last chunks on disk, each with its offset in the blob: at most RECENT_BYTES together.
+    # Every chunk received and not yet on disk, and before them the last ones on disk as far as
+    # all together stay within RECENT_BYTES; each with its offset in the blob.
     recent: deque[tuple[int, bytes]] = field(default_factory=deque)
     recent_bytes: int = 0
 
@@ -68,14 +72,33 @@ class _Download:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    def stored(self, chunk: bytes) -> None:
-        """`chunk`, the next bytes of the blob, is on disk."""
-        self.recent.append((self.written, chunk))
+    def arrived(self, chunk: bytes) -> None:
+        """`chunk`, the next bytes of the blob, came from the upstream: readers may have it."""
+        self.recent.append((self.received, chunk))
         self.recent_bytes += len(chunk)
-        self.written += len(chunk)
-        while self.recent_bytes > RECENT_BYTES and len(self.recent) > 1:
-            self.recent_bytes -= len(self.recent.popleft()[1])
+        self.received += len(chunk)
         self.notify()
+
+    def stored(self, chunk: bytes) -> None:
+        """`chunk`, the oldest bytes not yet on disk, is on disk: memory may let it go."""
+        self.written += len(chunk)
+        recent = self.recent
+        while self.recent_bytes > RECENT_BYTES and len(recent) > 1:
+            start, first = recent[0]
+            if start + len(first) > self.written:
+                break  # memory is the only place these bytes are
+            recent.popleft()
+            self.recent_bytes -= len(first)
+
+    def in_memory_from(self, offset: int, limit: int) -> list[bytes]:
+        """The bytes from `offset` up to `limit` that memory holds, in order; every byte the
+        disk does not have yet is among them."""
+        pieces = []
+        for start, chunk in self.recent:
+            first, last = max(start, offset), min(start + len(chunk), limit)
+            if first < last:
+                pieces.append(chunk[first - start : last - start])
+        return pieces
 
     def recent_at(self, offset: int, limit: int) -> bytes | None:
         """Bytes from `offset` up to `limit` (exclusive), as far as one chunk in memory
@@ -204,6 +227,7 @@ class BlobCache:
         try:
             try:
                 async for chunk in upstream.chunks:
+                    download.arrived(chunk)
                     await storing.put(chunk)
                 await storing.finish()
             finally:
@@ -274,7 +298,8 @@ class BlobCache:
         )
 
     async def _follow(self, download: _Download) -> AsyncIterator[bytes]:
-        """Read the growing file; the last byte only after the digest verified.
+        """The download's bytes as they arrive, from memory or the growing file; the last byte
+        only after the digest verified.
 
         When the disk refuses the download, the rest comes from the upstream, verified over
         the bytes this reader already sent and those it sends now.
@@ -286,24 +311,27 @@ class BlobCache:
                 if download.error is not None:
                     raise download.error
                 complete = download.done and not download.unwritable
-                limit = download.written if complete else min(download.written, download.size - 1)
+                limit = download.written if complete else min(download.received, download.size - 1)
                 if offset >= limit:
                     if complete:
                         return
                     if download.unwritable:
-                        break  # what reached the disk is sent; the rest is not coming
+                        break  # what arrived is sent; the rest is not coming
                     await download.changed.wait()
                     continue
                 chunk = download.recent_at(offset, limit)
-                if chunk is None:  # this reader is further behind than memory keeps
+                if chunk is None:  # further behind than memory keeps: on disk long since
+                    on_disk = min(limit, download.written)
                     chunk = await asyncio.to_thread(
-                        os.pread, fd, min(CHUNK_SIZE, limit - offset), offset
+                        os.pread, fd, min(CHUNK_SIZE, on_disk - offset), offset
                     )
                 offset += len(chunk)
                 yield chunk
             if not download.unwritable:
                 return
-            sent = await asyncio.to_thread(_hash_prefix, fd, offset, download.digest)
+            on_disk = min(offset, download.written)
+            in_memory = download.in_memory_from(on_disk, offset)
+            sent = await asyncio.to_thread(_hash_prefix, fd, on_disk, in_memory, download.digest)
         finally:
             if fd is not None:
                 os.close(fd)
@@ -367,8 +395,8 @@ async def _rest_from_upstream(
         await stream.close()
 
 
-def _hash_prefix(fd: int | None, length: int, digest: Digest) -> hashlib._Hash:
-    """A hasher fed the first `length` bytes of the open file `fd`."""
+def _hash_prefix(fd: int | None, length: int, then: list[bytes], digest: Digest) -> hashlib._Hash:
+    """A hasher fed the first `length` bytes of the open file `fd`, then the bytes `then`."""
     hasher = digest.hasher()
     offset = 0
     while fd is not None and offset < length:
@@ -377,6 +405,8 @@ def _hash_prefix(fd: int | None, length: int, digest: Digest) -> hashlib._Hash:
             raise errors.BlobUnknown(f"blob {digest} was cut short in the cache while read")
         hasher.update(chunk)
         offset += len(chunk)
+    for chunk in then:
+        hasher.update(chunk)
     return hasher
 
 
