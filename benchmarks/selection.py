@@ -14,9 +14,9 @@ call. Three paths are timed per size:
   remembers per machine type cleared before each call: a machine type's first index.
 
 The 1,000-entry `select` has a target (issue #13): under 2 ms at the median. It is judged on
-the thread's CPU time, which leaves out what the hypervisor stole: on this shared host steal
-has made the wall-clock median of the same code two to four times longer from one run to the
-next. Both medians are in the table.
+the thread's CPU time, which leaves out what the hypervisor stole (the kernel here accounts
+steal outside a task's run time): on this shared host the wall-clock median of the same code
+ranged from 1.4 to 6.1 ms across the runs of one morning. Both medians are in the table.
 
 Then the cache alone: one machine CPU looked up against every x86_64 target, warm and cold.
 """
