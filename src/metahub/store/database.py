@@ -41,18 +41,29 @@ async def open_database(url: str, *, busy_timeout: float = 5.0) -> AsyncEngine:
     return engine
 
 
-def _sqlite_pragmas(busy_timeout: float) -> Callable[[object, object], None]:
-    def on_connect(dbapi_connection: object, _record: object) -> None:
+def sqlite_pragmas(busy_timeout: float) -> list[str]:
+    """What every connection MetaHub opens to a SQLite file is set to: the engine's, and the
+    filtered-digest store's own writer (store/sqlite_writer.py)."""
+    return [
         # WAL lets several worker processes read while one writes.
-        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
-        cursor.execute("PRAGMA journal_mode=WAL")
+        "PRAGMA journal_mode=WAL",
         # How long a statement waits on another process's write lock before it fails.
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        f"PRAGMA busy_timeout={int(busy_timeout * 1000)}",
+        "PRAGMA foreign_keys=ON",
         # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit survives a
         # crash of the process (not of the machine), and a cold tag's write of its filtered
         # index costs half as much (docs/performance.md).
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        "PRAGMA synchronous=NORMAL",
+    ]
+
+
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[object, object], None]:
+    pragmas = sqlite_pragmas(busy_timeout)
+
+    def on_connect(dbapi_connection: object, _record: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        for pragma in pragmas:
+            cursor.execute(pragma)
         cursor.close()
 
     return on_connect

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from metahub.store.database import sqlite_pragmas
+
 
 class SqliteWriter:
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
@@ -56,9 +58,8 @@ class SqliteWriter:
                 check_same_thread=False,  # opened and used on the writer's one thread
             )
             try:
-                # What the engine sets on each of its connections (store/database.py).
-                connection.execute("PRAGMA foreign_keys=ON")
-                connection.execute("PRAGMA synchronous=NORMAL")
+                for pragma in sqlite_pragmas(self.busy_timeout):  # as the engine's connections
+                    connection.execute(pragma)
             except BaseException:
                 connection.close()
                 raise
