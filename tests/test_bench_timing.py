@@ -27,4 +27,4 @@ def test_a_call_that_waits_costs_little_cpu_and_one_that_works_costs_its_cpu() -
     assert sleeps.median_us >= 5000
     assert sleeps.cpu_median_us < 1000  # the sleep is not the thread's CPU time
     assert works.cpu_median_us >= 2000
-    assert works.median_us >= works.cpu_median_us
+    assert works.median_us >= 2000  # the wall clock runs at least as long as the work
