@@ -226,7 +226,9 @@ def store(
 ) -> Iterator[FilteredDigestStore]:
     path: Path = tmp_path_factory.mktemp("fuzz-store") / "metahub.db"
     engine = loop.run_until_complete(open_database(f"sqlite+aiosqlite:///{path}"))
-    yield FilteredDigestStore(engine)
+    store = FilteredDigestStore(engine)
+    yield store
+    loop.run_until_complete(store.close())
     loop.run_until_complete(engine.dispose())
 
 

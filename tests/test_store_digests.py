@@ -192,8 +192,8 @@ async def test_two_processes_storing_the_same_filtered_index_keep_one_row(
     """Two workers on one SQLite file make the same index: the second insert meets the first
     row, and still serves the index, with nothing logged as a failure."""
     engine = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'metahub.db'}")
+    first, second = FilteredDigestStore(engine), FilteredDigestStore(engine)
     try:
-        first, second = FilteredDigestStore(engine), FilteredDigestStore(engine)
         content = b'{"schemaVersion":2,"manifests":[]}'
         manifest = StoredManifest(REPOSITORY, OCI_INDEX, content)
         for store in (first, second):
@@ -209,6 +209,8 @@ async def test_two_processes_storing_the_same_filtered_index_keep_one_row(
             (sha256(content), "sky", content)
         ]
     finally:
+        for store in (first, second):
+            await store.close()
         await engine.dispose()
 
 

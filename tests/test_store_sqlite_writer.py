@@ -101,12 +101,18 @@ async def test_closing_the_store_ends_the_writer_s_thread(
     database: tuple[Path, AsyncEngine],
 ) -> None:
     _, engine = database
+
+    def writers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("metahub-sqlite-writer")}
+
+    before = writers()  # other tests' stores, if any ran in this process
     store = FilteredDigestStore(engine)
     await put(store, 1)
-    assert "metahub-sqlite-writer" in " ".join(t.name for t in threading.enumerate())
+    own = writers() - before
+    assert len(own) == 1
     await store.close()
     for _ in range(100):
-        if not any(t.name.startswith("metahub-sqlite-writer") for t in threading.enumerate()):
+        if not own & writers():
             break
         await asyncio.sleep(0.02)
     else:
