@@ -275,3 +275,13 @@ def test_levels_of_a_machine() -> None:
     assert levels.group(PlatformKey("linux", "amd64", "v3")) == PlatformKey("linux", "amd64")
     assert levels.group(PlatformKey("linux", "amd64", "v7")) == PlatformKey("linux", "amd64", "v7")
     assert levels.group(PlatformKey("linux", "arm64", "v9")) == PlatformKey("linux", "arm64", "v9")
+
+
+@pytest.mark.parametrize(
+    "cpus", [["cpu:x86_64_v2", "cpu:x86_64_v3"], ["cpu:x86_64_v3", "cpu:x86_64_v2"]]
+)
+def test_a_machine_declaring_two_levels_gets_the_higher_wherever_it_stands(cpus: list[str]) -> None:
+    """Found by the ranking property: with v2 and v3 declared, both builds ran at distance 0
+    and the earlier in the index won; the machine runs v3 code, so v3 is the closer build."""
+    for descriptors in ([LEVEL_INDEX[0], LEVEL_INDEX[1]], [LEVEL_INDEX[1], LEVEL_INDEX[0]]):
+        assert chosen(descriptors, cpus) == ["v3"]

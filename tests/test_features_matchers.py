@@ -206,9 +206,14 @@ def test_microarch_unknown_required_is_explained() -> None:
 def test_microarch_best_of_several_machine_values() -> None:
     matcher = MicroarchMatcher()
     assert matcher.fit("cpu", "zen2", {"cpu": ("haswell", "zen2")}).ok
-    both = matcher.fit("cpu", "haswell", {"cpu": ("haswell", "skylake")})
-    assert both.ok
-    assert both.distance == 0
+    assert matcher.fit("cpu", "zen2", {"cpu": ("haswell", "zen2")}).distance == 0
+    # One declared cpu builds on the other: the machine runs the more derived one's code, and
+    # distances are measured from it, so the skylake build is the closer of the two.
+    machine = {"cpu": ("haswell", "skylake")}
+    haswell, skylake = (matcher.fit("cpu", cpu, machine) for cpu in ("haswell", "skylake"))
+    assert haswell.ok and skylake.ok
+    alone = matcher.fit("cpu", "haswell", {"cpu": ("skylake",)})
+    assert skylake.distance == 0 < haswell.distance == alone.distance
 
 
 # --- cpuflag -----------------------------------------------------------------------------------

@@ -113,8 +113,8 @@ class MicroarchMatcher(Matcher):
             return _missing(key)
         want = self.canonical(required)
         best: Fit | None = None
-        for value in have:
-            steps = _lineage_steps(self.canonical(value), want)
+        for value in _most_derived(tuple(self.canonical(value) for value in have)):
+            steps = _lineage_steps(value, want)
             if steps is not None and (best is None or steps < best.distance):
                 best = Fit(True, float(steps))
         if best is not None:
@@ -130,6 +130,19 @@ class MicroarchMatcher(Matcher):
             reason=f"{key}:{required} does not run on {_values(key, have)} "
             "(not an ancestor in the archspec DAG)",
         )
+
+
+@lru_cache(maxsize=1024)
+def _most_derived(cpus: tuple[str, ...]) -> tuple[str, ...]:
+    """The machine's cpus less those another of them builds on: a machine declaring
+    `cpu:x86_64_v2` and `cpu:x86_64_v3` runs v3 code, so a v3 build is closer to it than a v2
+    one. Whatever runs on a cpu left out runs on the one that builds on it, so what fits is
+    unchanged; only the distance is measured from the most derived."""
+    return tuple(
+        cpu
+        for cpu in cpus
+        if not any(other != cpu and _lineage_steps(other, cpu) is not None for other in cpus)
+    )
 
 
 @lru_cache(maxsize=4096)
