@@ -44,17 +44,22 @@ def download_of(chunks: list[bytes]) -> _Download:
 chunk_sizes = st.lists(st.integers(1, RECENT_BYTES // 3), min_size=1, max_size=12)
 
 
+def blob_in_chunks(sizes: list[int]) -> tuple[bytes, list[bytes]]:
+    """Random bytes, and the same cut into chunks of `sizes`."""
+    blob = random.Random(sum(sizes)).randbytes(sum(sizes))
+    chunks, offset = [], 0
+    for size in sizes:
+        chunks.append(blob[offset : offset + size])
+        offset += size
+    return blob, chunks
+
+
 @settings(deadline=None)  # megabytes of chunks: their time depends on the machine's load
 @given(sizes=chunk_sizes, data=st.data())
 def test_memory_answers_exactly_the_bytes_asked_for_or_nothing(
     sizes: list[int], data: st.DataObject
 ) -> None:
-    total = sum(sizes)
-    blob = random.Random(total).randbytes(total)
-    chunks, offset = [], 0
-    for size in sizes:
-        chunks.append(blob[offset : offset + size])
-        offset += size
+    blob, chunks = blob_in_chunks(sizes)
     download = download_of(chunks)
     start = data.draw(st.integers(0, len(blob) - 1), label="offset")
     limit = data.draw(st.integers(start + 1, len(blob)), label="limit")
@@ -97,15 +102,10 @@ def test_readers_waiting_are_told_when_a_chunk_arrives() -> None:
 def test_memory_holds_every_byte_not_yet_on_disk(sizes: list[int], data: st.DataObject) -> None:
     """However far the disk is behind the upstream, a reader at any offset the disk has not
     reached finds its bytes in memory; what memory keeps beyond those stays within the bound."""
-    total = sum(sizes)
-    blob = random.Random(total).randbytes(total)
-    chunks, offset = [], 0
-    for size in sizes:
-        chunks.append(blob[offset : offset + size])
-        offset += size
+    blob, chunks = blob_in_chunks(sizes)
     on_disk = data.draw(st.integers(0, len(chunks)), label="chunks on disk")
     download = download_of([])
-    download.size = total
+    download.size = total = len(blob)
     for chunk in chunks:
         download.arrived(chunk)
     for chunk in chunks[:on_disk]:
