@@ -15,13 +15,16 @@ access log on, metrics on, the filtered-digest store in SQLite. Measured, in thi
       that load from other processes falls on all of them alike;
 4. cold: tags MetaHub has never seen, one request at a time (p50, p99), each right after the
    same request straight to the upstream: indexes of eight entries, and of 1,000 (the
-   selection suite's feature sets);
+   selection suite's feature sets); beside MetaHub, the floor (`benchmarks/floor.py`): the
+   same serving stack forwarding to the upstream with nothing of MetaHub's, which tells how
+   much of the distance to direct is the stack's on the host of the day;
 5. blobs: a 256 MiB blob downloaded with curl from the upstream and through MetaHub, in turns:
    relayed (streamed from the upstream and verified on the way), and from a second MetaHub
    with a local blob cache (the first download fills it, the others are cache hits), and from a
    third with `blobs.redirect: pass` in front of a registry that redirects the blob to its
    storage (curl follows; MetaHub's own count of blob bytes sent must stay 0), with each
-   MetaHub process's peak RSS (VmHWM, reset before the first download);
+   MetaHub process's peak RSS (VmHWM, reset before the first download); and through the
+   floor, which hashes and checks the bytes as MetaHub's relay does;
 6. 200 concurrent requests for a tag nobody has asked for yet, on connections opened
    beforehand; upstream requests are counted in the upstream's own access log.
 """
@@ -58,6 +61,7 @@ from tests.support.scripted_registry import Blob, ScriptedRegistry
 from tests.support.servers import RegistryServer, free_port, require
 
 from benchmarks import Column, SuiteResult
+from benchmarks.floor import BareProxy
 from benchmarks.selection import synthetic_index
 
 WRK = "/usr/bin/wrk"
@@ -396,6 +400,7 @@ class Servers:
     nginx: NginxServer
     caching_hub: MetaHubServer  # the same, with a local blob cache
     demo: DemoServer
+    floor: BareProxy  # the serving stack alone in front of the upstream (benchmarks/floor.py)
 
 
 def _checked_index(name: str, url: str, headers: list[tuple[str, str]]) -> bytes:
@@ -451,19 +456,23 @@ def warm(servers: Servers, plan: Plan, workdir: Path) -> dict[str, list[WrkRun]]
 
 
 def cold(servers: Servers, tags: list[str]) -> dict[str, list[float]]:
-    """Tags never asked for, one at a time: straight to the upstream, then through MetaHub."""
+    """Tags never asked for, one at a time: straight to the upstream, then through MetaHub and
+    the floor, which take turns at going second (the upstream may answer a repeat faster)."""
     token = fetch_token(servers.hub)
-    times: dict[str, list[float]] = {"metahub": [], "registry": []}
+    times: dict[str, list[float]] = {"metahub": [], "registry": [], "floor": []}
     clients = {
         "registry": (servers.upstream.host, docker_headers(None)),
         "metahub": (servers.hub.host, docker_headers(token)),
+        "floor": (servers.floor.host, docker_headers(None)),
     }
     connections = {
         name: http.client.HTTPConnection(host, timeout=30) for name, (host, _) in clients.items()
     }
+    orders = [["registry", "metahub", "floor"], ["registry", "floor", "metahub"]]
     try:
-        for tag in tags:
-            for name, (_, headers) in clients.items():
+        for number, tag in enumerate(tags):
+            for name in orders[number % 2]:
+                headers = clients[name][1]
                 connection = connections[name]
                 start = time.perf_counter()
                 connection.putrequest(
@@ -498,6 +507,7 @@ class BlobRuns:
     redirect_mb_s: list[float]  # `blobs.redirect: pass`: curl follows MetaHub's 307 itself
     redirect_peak_rss_mib: float
     redirect_bytes_served: float  # response body bytes the passing MetaHub counted
+    floor_mb_s: list[float]  # relayed and verified by the floor (benchmarks/floor.py)
 
 
 def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
@@ -512,6 +522,7 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
     through: list[float] = []
     hits: list[float] = []
     redirected: list[float] = []
+    floor: list[float] = []
     fill = _curl(caching.url + path, tokens[caching], plan.blob_mib)
     with _passing_hub(servers, digest) as passing:
         token = fetch_token(passing)
@@ -522,6 +533,7 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
             through.append(_curl(relay.url + path, tokens[relay], plan.blob_mib))
             hits.append(_curl(caching.url + path, tokens[caching], plan.blob_mib))
             redirected.append(_curl(passing.url + path, token, plan.blob_mib, follow=True))
+            floor.append(_curl(servers.floor.url + path, None, plan.blob_mib))
         passing_rss = _rss_mib(passing, "VmHWM")
         served = _served_bytes(passing, "blob")
     return BlobRuns(
@@ -536,6 +548,7 @@ def blobs(servers: Servers, digest: str, plan: Plan) -> BlobRuns:
         redirected,
         passing_rss,
         served,
+        floor,
     )
 
 
@@ -696,6 +709,7 @@ def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, Content]]:
     )
     nginx = NginxServer(workdir / "nginx", "")
     demo = DemoServer(workdir / "demo")
+    floor = BareProxy(upstream.url)
     with contextlib.ExitStack() as stack:
         stack.enter_context(upstream)
         content = push_content(upstream, plan)
@@ -703,8 +717,9 @@ def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, Content]]:
         stack.enter_context(hub)
         stack.enter_context(caching_hub)
         stack.enter_context(demo)
+        stack.enter_context(floor)
         stack.callback(nginx.stop)  # started by `warm`, once it knows the bytes to serve
-        yield Servers(upstream, proxy, hub, nginx, caching_hub, demo), content
+        yield Servers(upstream, proxy, hub, nginx, caching_hub, demo, floor), content
 
 
 COLUMNS = [
@@ -800,7 +815,11 @@ def _cold_rows(
     times: dict[str, list[float]], entries: int, maximum: float
 ) -> list[dict[str, object]]:
     case = f"4 cold, {entries:,}-entry index"
-    names = {"metahub": _NAMES["metahub"], "registry": "docker-registry, direct"}
+    names = {
+        "metahub": _NAMES["metahub"],
+        "registry": "docker-registry, direct",
+        "floor": _FLOOR,
+    }
     rows: list[dict[str, object]] = [
         {
             "case": case,
@@ -819,8 +838,13 @@ def _cold_rows(
         times["registry"]
     )
     rows.append(row)
+    floor = [bare / direct for bare, direct in zip(times["floor"], times["registry"], strict=True)]
+    rows.append({"case": case, "server": "floor / direct", "ratio": statistics.median(floor)})
     return rows
 
+
+# What the serving stack costs alone: uvicorn and aiohttp forwarding, nothing of MetaHub's.
+_FLOOR = "floor: uvicorn + aiohttp, forwarding"
 
 RELAY_TARGET = 0.70  # relayed and verified / the upstream serving the blob directly
 FILL_TARGET = 0.60  # the first download through the blob cache / direct
@@ -833,6 +857,7 @@ def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
     relayed = statistics.median(runs.metahub_mb_s)
     hit = statistics.median(runs.cache_hit_mb_s)
     redirected = statistics.median(runs.redirect_mb_s)
+    floor = statistics.median(runs.floor_mb_s)
     # Targets from issue #13; "hit" must hold in every run, so its row takes the worst one.
     relay_ratio = _ratio_row(case, "MetaHub relayed / direct", relayed / direct, RELAY_TARGET)
     fill_ratio = _ratio_row(
@@ -848,6 +873,9 @@ def _blob_rows(runs: BlobRuns, mib: int) -> list[dict[str, object]]:
         {"case": case, "server": "MetaHub, filling its blob cache", "unit": "MB/s"}
         | {"value": runs.cache_fill_mb_s},
         fill_ratio,
+        {"case": case, "server": f"{_FLOOR}, verified", "value": floor, "unit": "MB/s"}
+        | {"runs": runs.floor_mb_s},
+        {"case": case, "server": "floor / direct", "ratio": floor / direct},
         {"case": case, "server": "MetaHub, blob cache hit", "value": hit, "unit": "MB/s"}
         | {"runs": runs.cache_hit_mb_s},
         _ratio_row(case, "MetaHub cache hit / direct, worst round", worst_hit, HIT_TARGET),
