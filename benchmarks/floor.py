@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
+import uvicorn
 from tests.support.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).parent.parent
@@ -28,8 +30,6 @@ ROOT = Path(__file__).parent.parent
 
 def app(upstream: str) -> Any:
     """The ASGI app forwarding GETs to `upstream`."""
-    import aiohttp
-
     session: aiohttp.ClientSession | None = None
 
     async def forward(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -113,8 +113,6 @@ class BareProxy:
 
 
 def main() -> None:
-    import uvicorn
-
     upstream, port = sys.argv[1], int(sys.argv[2])
     uvicorn.run(
         app(upstream),
