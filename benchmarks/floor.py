@@ -15,15 +15,14 @@ UPSTREAM_URL PORT` runs it.
 from __future__ import annotations
 
 import hashlib
-import subprocess
+import socket
 import sys
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import uvicorn
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import _Daemon, free_port
 
 ROOT = Path(__file__).parent.parent
 
@@ -76,40 +75,26 @@ def app(upstream: str) -> Any:
     return forward
 
 
-class BareProxy:
-    """`python -m benchmarks.floor` in front of `upstream`, on a free loopback port."""
+class BareProxy(_Daemon):
+    """`python -m benchmarks.floor` in front of `upstream`, on a free loopback port, its log
+    and a thorough stop as every server of the tests has (`tests.support.servers._Daemon`)."""
 
-    def __init__(self, upstream: str) -> None:
+    name = "floor"
+
+    def __init__(self, tmp: Path, upstream: str) -> None:
+        super().__init__(tmp)
         self.upstream = upstream
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
-        self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         argv = [sys.executable, "-m", "benchmarks.floor", self.upstream, str(self.port)]
-        self._process = subprocess.Popen(argv, cwd=ROOT)
-        try:
-            wait_for_port("127.0.0.1", self.port)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        self._spawn(argv, self._answers, timeout=20, cwd=ROOT)
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+    def _answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
 
 
 def main() -> None:

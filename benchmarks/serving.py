@@ -709,7 +709,7 @@ def running(workdir: Path, plan: Plan) -> Iterator[tuple[Servers, Content]]:
     )
     nginx = NginxServer(workdir / "nginx", "")
     demo = DemoServer(workdir / "demo")
-    floor = BareProxy(upstream.url)
+    floor = BareProxy(workdir / "floor", upstream.url)
     with contextlib.ExitStack() as stack:
         stack.enter_context(upstream)
         content = push_content(upstream, plan)

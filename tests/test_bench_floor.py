@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+from pathlib import Path
 
 import pytest
 from benchmarks.floor import BareProxy
@@ -31,7 +32,9 @@ def get(host: str, path: str) -> tuple[int, str, bytes]:
         connection.close()
 
 
-def test_manifest_and_blob_arrive_as_the_upstream_serves_them(registry: RegistryServer) -> None:
+def test_manifest_and_blob_arrive_as_the_upstream_serves_them(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
     pusher = Pusher(registry.url)
     config, layer = b"{}", os.urandom(3 * 1024 * 1024 + 17)
     manifest = json.dumps(
@@ -46,7 +49,7 @@ def test_manifest_and_blob_arrive_as_the_upstream_serves_them(registry: Registry
     ).encode()
     pusher.manifest("floor", "v1", manifest, OCI_MANIFEST)
     pusher.client.close()
-    with BareProxy(registry.url) as floor:
+    with BareProxy(tmp_path, registry.url) as floor:
         for path, expected in [
             ("/v2/floor/manifests/v1", manifest),
             (f"/v2/floor/blobs/{sha256(layer)}", layer),
@@ -58,12 +61,12 @@ def test_manifest_and_blob_arrive_as_the_upstream_serves_them(registry: Registry
         assert status == 404
 
 
-def test_a_blob_that_does_not_match_its_digest_is_cut_short() -> None:
+def test_a_blob_that_does_not_match_its_digest_is_cut_short(tmp_path: Path) -> None:
     blob = Blob(os.urandom(1024 * 1024), repeat=3)
     blob.corrupt_at = blob.size // 2
     with ScriptedRegistry() as upstream:
         upstream.add_blob(blob)
-        with BareProxy(upstream.url) as floor:
+        with BareProxy(tmp_path, upstream.url) as floor:
             connection = http.client.HTTPConnection(floor.host, timeout=30)
             connection.request("GET", f"/v2/floor/blobs/{blob.digest}")
             response = connection.getresponse()

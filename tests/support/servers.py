@@ -157,7 +157,9 @@ class _Daemon:
             return "(no log)"
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def _spawn(self, argv: list[str], ready: Callable[[], bool], timeout: float) -> None:
+    def _spawn(
+        self, argv: list[str], ready: Callable[[], bool], timeout: float, cwd: Path | None = None
+    ) -> None:
         require(argv[0])
         if self.process is not None and self.process.poll() is None:
             raise ServerError(f"{self.name} is already running")
@@ -166,6 +168,7 @@ class _Daemon:
             log.flush()
             self.process = subprocess.Popen(
                 argv,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
