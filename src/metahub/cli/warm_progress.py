@@ -13,9 +13,8 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
-from rich.progress import Progress, TaskID
 
-from metahub.publish.progress import byte_bars
+from metahub.publish.progress import ByteBars, short_digest
 
 RESULT_STYLES = {"fetched": "green", "cached": "cyan", "failed": "red"}
 
@@ -24,14 +23,10 @@ class WarmProgress:
     def __init__(self, as_json: bool, console: Console | None = None) -> None:
         self.as_json = as_json
         self.console = console or Console()
-        self._progress: Progress | None = None
-        if self.console.is_terminal and not as_json:
-            self._progress = byte_bars(self.console)
-        self._tasks: dict[str, TaskID] = {}
+        self._bars = ByteBars(self.console, shown=not as_json)
 
     def __enter__(self) -> WarmProgress:
-        if self._progress is not None:
-            self._progress.start()
+        self._bars.__enter__()
         return self
 
     def __exit__(
@@ -40,8 +35,7 @@ class WarmProgress:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self._bars.__exit__(exc_type, exc, traceback)
 
     def show(self, event: dict[str, Any]) -> None:
         if self.as_json:
@@ -50,15 +44,11 @@ class WarmProgress:
         kind = event.get("event")
         if kind == "manifests":
             self._manifests(event)
-        elif kind == "blob" and self._progress is not None:
-            description = f"fetching {_short(event['digest'])}"
-            self._tasks[event["digest"]] = self._progress.add_task(
-                description, total=event.get("size") or None
-            )
-        elif kind == "progress" and self._progress is not None:
-            task = self._tasks.get(event["digest"])
-            if task is not None:
-                self._progress.update(task, completed=event["bytes"])
+        elif kind == "blob":
+            digest = event["digest"]
+            self._bars.add(digest, f"fetching {short_digest(digest)}", event.get("size"))
+        elif kind == "progress":
+            self._bars.update(event["digest"], event["bytes"])
         elif kind == "blob_done":
             self._blob_done(event)
         elif kind == "summary":
@@ -78,23 +68,16 @@ class WarmProgress:
 
     def _blob_done(self, event: dict[str, Any]) -> None:
         digest = event["digest"]
-        task = self._tasks.pop(digest, None)
-        if self._progress is not None and task is not None:
-            self._progress.remove_task(task)
+        self._bars.remove(digest)
         result = event["result"]
         style = RESULT_STYLES.get(result, "")
-        line = f"{_short(digest)} {_size(event['size'])}: [{style}]{result}[/{style}]"
+        line = f"{short_digest(digest)} {_size(event['size'])}: [{style}]{result}[/{style}]"
         if event.get("error"):
             line += f" ({event['error']})"
         self._print(line)
 
     def _print(self, markup: str) -> None:
         self.console.print(markup, highlight=False, soft_wrap=True)
-
-
-def _short(digest: str) -> str:
-    algorithm, _, hex_digest = digest.partition(":")
-    return f"{algorithm}:{hex_digest[:12]}"
 
 
 def _size(count: int) -> str:
