@@ -7,35 +7,22 @@ with `--json` every event is printed as the server sent it, one JSON object a li
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import click
 import orjson
 from rich.console import Console
 
-from metahub.publish.progress import ByteBars, short_digest
+from metahub.publish.progress import ByteBars, ShowsBars, short_digest
 
 RESULT_STYLES = {"fetched": "green", "cached": "cyan", "failed": "red"}
 
 
-class WarmProgress:
+class WarmProgress(ShowsBars):
     def __init__(self, as_json: bool, console: Console | None = None) -> None:
         self.as_json = as_json
         self.console = console or Console()
         self._bars = ByteBars(self.console, shown=not as_json)
-
-    def __enter__(self) -> WarmProgress:
-        self._bars.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._bars.__exit__(exc_type, exc, traceback)
 
     def show(self, event: dict[str, Any]) -> None:
         if self.as_json:

@@ -7,6 +7,7 @@ the result is printed, so logs stay readable.
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import (
@@ -77,13 +78,12 @@ class ByteBars:
             self._progress.console.print(markup, highlight=False)
 
 
-class RichReporter:
-    def __init__(self, console: Console, *, quiet: bool = False) -> None:
-        self.console = console
-        self.quiet = quiet
-        self._bars = ByteBars(console, shown=not quiet)
+class ShowsBars:
+    """A reporter whose `with` block shows its ByteBars."""
 
-    def __enter__(self) -> RichReporter:
+    _bars: ByteBars
+
+    def __enter__(self) -> Self:
         self._bars.__enter__()
         return self
 
@@ -94,6 +94,13 @@ class RichReporter:
         traceback: TracebackType | None,
     ) -> None:
         self._bars.__exit__(exc_type, exc, traceback)
+
+
+class RichReporter(ShowsBars):
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self._bars = ByteBars(console, shown=not quiet)
 
     def blob_started(self, digest: str, size: int, label: str) -> None:
         self._bars.add(digest, f"copying {short_digest(digest)} from {label}", size)
