@@ -16,20 +16,17 @@ entry whose variant its default platform does not name, so an index whose only a
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import archspec.cpu
-import httpx
 import pytest
 
 from metahub.demo.images import FeatureImage, build_feature_images
-from metahub.oci.layout_writer import MEDIA_TYPE_IMAGE_INDEX, MEDIA_TYPE_IMAGE_MANIFEST
 from tests.support.metahub_server import MetaHubServer
-from tests.support.push import Pusher
+from tests.support.push import Pusher, upstream_digests
 from tests.support.servers import Containerd, Dockerd, Podman, RegistryServer, skopeo
 
 pytestmark = pytest.mark.e2e
@@ -58,20 +55,6 @@ class Setup:
     digests: dict[str, str]  # tag -> digest, as the upstream registry serves it
 
 
-def upstream_digests(upstream: RegistryServer, tags: list[str]) -> dict[str, str]:
-    """Each tag's digest as the registry itself announces it, checked against its bytes."""
-    accept = f"{MEDIA_TYPE_IMAGE_MANIFEST}, {MEDIA_TYPE_IMAGE_INDEX}"
-    digests: dict[str, str] = {}
-    with httpx.Client(base_url=upstream.url, auth=UPSTREAM_AUTH) as http:
-        for tag in tags:
-            response = http.get(f"/v2/{REPOSITORY}/manifests/{tag}", headers={"accept": accept})
-            response.raise_for_status()
-            digest = response.headers["docker-content-digest"]
-            assert digest == "sha256:" + hashlib.sha256(response.content).hexdigest()
-            digests[tag] = digest
-    return digests
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     # Premise: this host runs every level build, so a wrong choice shows in what runs, not
@@ -91,7 +74,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         pusher = Pusher(upstream.url, UPSTREAM_AUTH)
         pusher.layout(layout, REPOSITORY)
         pusher.close()
-        digests = upstream_digests(upstream, [*BUILDS, "latest", "v3-only"])
+        digests = upstream_digests(
+            upstream.url, REPOSITORY, [*BUILDS, "latest", "v3-only"], UPSTREAM_AUTH
+        )
         (work / "hub").mkdir()
         config = {
             "upstream": {

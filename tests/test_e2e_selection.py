@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import archspec.cpu
-import httpx
 import pytest
 
 from metahub.demo.images import FeatureImage, build_feature_images
-from metahub.oci.layout_writer import MEDIA_TYPE_IMAGE_INDEX, MEDIA_TYPE_IMAGE_MANIFEST
 from tests.support.metahub_server import MetaHubServer
-from tests.support.push import Pusher
+from tests.support.push import Pusher, upstream_digests
 from tests.support.servers import Dockerd, RegistryServer, skopeo
 
 pytestmark = pytest.mark.e2e
@@ -84,20 +82,6 @@ class Setup:
     digests: dict[str, str]  # tag -> digest, as the upstream registry serves it
 
 
-def upstream_digests(upstream: RegistryServer, tags: list[str]) -> dict[str, str]:
-    """Each tag's digest as the registry itself announces it, checked against its bytes."""
-    accept = f"{MEDIA_TYPE_IMAGE_MANIFEST}, {MEDIA_TYPE_IMAGE_INDEX}"
-    digests: dict[str, str] = {}
-    with httpx.Client(base_url=upstream.url, auth=UPSTREAM_AUTH) as http:
-        for tag in tags:
-            response = http.get(f"/v2/{REPOSITORY}/manifests/{tag}", headers={"accept": accept})
-            response.raise_for_status()
-            digest = response.headers["docker-content-digest"]
-            assert digest == "sha256:" + hashlib.sha256(response.content).hexdigest()
-            digests[tag] = digest
-    return digests
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("e2e-selection")
@@ -106,7 +90,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         pusher = Pusher(upstream.url, UPSTREAM_AUTH)
         pusher.layout(work / "layout", REPOSITORY)
         pusher.close()
-        digests = upstream_digests(upstream, [*BUILDS, "latest"])
+        digests = upstream_digests(upstream.url, REPOSITORY, [*BUILDS, "latest"], UPSTREAM_AUTH)
         (work / "hub").mkdir()
         config = {
             "upstream": {

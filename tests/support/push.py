@@ -1,4 +1,5 @@
-"""Put test content into a real upstream registry over its HTTP API (monolithic uploads)."""
+"""Put test content into a real upstream registry over its HTTP API (monolithic uploads), and
+read back the digests it announces for it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.oci import sha256
+from tests.support.oci import ACCEPT_ALL, sha256
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -74,3 +75,18 @@ class Pusher:
 def _read_blob(layout: Path, digest: str) -> bytes:
     algorithm, hex_digest = digest.split(":", 1)
     return (layout / "blobs" / algorithm / hex_digest).read_bytes()
+
+
+def upstream_digests(
+    registry_url: str, name: str, tags: list[str], auth: tuple[str, str] | None = None
+) -> dict[str, str]:
+    """Each tag's digest as the registry itself announces it, checked against its bytes."""
+    digests: dict[str, str] = {}
+    with httpx.Client(base_url=registry_url, auth=auth) as http:
+        for tag in tags:
+            response = http.get(f"/v2/{name}/manifests/{tag}", headers={"accept": ACCEPT_ALL})
+            response.raise_for_status()
+            digest = response.headers["docker-content-digest"]
+            assert digest == sha256(response.content)
+            digests[tag] = digest
+    return digests
